@@ -1,0 +1,51 @@
+//! The runtime's typed errors. Every variant names the file (or source) it is about.
+
+use std::path::PathBuf;
+
+/// Errors of the skipseg runtime library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{}: {action}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not a decodable ONNX `ModelProto`.
+    #[error("{source_name}: not an ONNX model: {reason}")]
+    NotOnnx { source_name: String, reason: String },
+    /// The ONNX model lacks skipseg metadata, or it is malformed.
+    #[error("{source_name}: model metadata: {reason}")]
+    Metadata { source_name: String, reason: String },
+    /// The input array is not `[1, channels, H, W]`.
+    #[error(
+        "{source_name}: input must have shape [1, {expected_channels}, H, W], got {shape:?}"
+    )]
+    InputShape {
+        source_name: String,
+        shape: Vec<usize>,
+        expected_channels: usize,
+    },
+    /// Spatial size is not a multiple of the model's total down-sampling factor.
+    #[error(
+        "{source_name}: input size {height}x{width} is not a multiple of the model's \
+         down-sampling factor {factor} (pad or tile the image)"
+    )]
+    NotMultiple {
+        source_name: String,
+        height: usize,
+        width: usize,
+        factor: usize,
+    },
+    /// The architecture description is inconsistent.
+    #[error("invalid architecture: {0}")]
+    Arch(String),
+    /// tract refused to load, optimise or run the model.
+    #[error("{source_name}: inference engine: {reason}")]
+    Engine { source_name: String, reason: String },
+}
+
+/// Result alias for the runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

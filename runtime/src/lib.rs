@@ -1,0 +1,17 @@
+//! skipseg runtime: dependency-light inference for the residual FCN of Drozdzal et al.
+//! 2016, exported to ONNX by `skipseg-train` and executed with tract.
+//!
+//! The library core takes and returns `ndarray` arrays; it builds without image I/O or
+//! command-line dependencies (`default-features = false`) so instrument host software
+//! can embed it.
+
+pub mod arch;
+pub mod engine;
+pub mod error;
+pub mod npy;
+pub mod onnx;
+
+pub use arch::ArchSpec;
+pub use engine::Segmenter;
+pub use error::{Error, Result};
+pub use onnx::{ModelMeta, Preprocessing};

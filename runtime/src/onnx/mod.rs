@@ -1,0 +1,126 @@
+//! The one module that knows ONNX protobufs (`tract_onnx::pb`): reading, writing,
+//! building graphs and the skipseg metadata.
+//!
+//! The exporter in the training crate and every graph pass use this module; nothing
+//! else touches `pb` types directly.
+
+mod builder;
+mod metadata;
+
+pub use builder::{GraphBuilder, OPSET};
+pub use metadata::{ModelMeta, Preprocessing, META_ARCH, META_PREPROCESSING, META_FORMAT};
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+pub use tract_onnx::pb;
+
+use crate::error::{Error, Result};
+
+/// Decode an ONNX model from bytes; `source_name` names the file in errors.
+pub fn decode_model(bytes: &[u8], source_name: &str) -> Result<pb::ModelProto> {
+    let model = pb::ModelProto::decode(bytes).map_err(|e| Error::NotOnnx {
+        source_name: source_name.to_string(),
+        reason: format!("protobuf decoding failed: {e}"),
+    })?;
+    if model.graph.is_none() || model.opset_import.is_empty() {
+        return Err(Error::NotOnnx {
+            source_name: source_name.to_string(),
+            reason: "no graph or no opset import (is this an ONNX file?)".into(),
+        });
+    }
+    Ok(model)
+}
+
+/// Read an ONNX model from a file.
+pub fn read_model(path: &Path) -> Result<pb::ModelProto> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        action: "cannot read model",
+        source,
+    })?;
+    decode_model(&bytes, &path.display().to_string())
+}
+
+/// Encode a model to bytes.
+pub fn encode_model(model: &pb::ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}
+
+/// Write a model atomically: to a temporary file beside `path`, then rename.
+/// An existing file at `path` is left untouched if anything fails.
+pub fn write_model(model: &pb::ModelProto, path: &Path) -> Result<()> {
+    write_atomic(path, &encode_model(model))
+}
+
+/// Write bytes to `path` through a temporary sibling and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io { path: p, action, source }
+    };
+    let tmp = temp_sibling(path);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
+        f.write_all(bytes).map_err(io("cannot write", &tmp))?;
+        f.sync_all().map_err(io("cannot sync", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(io("cannot rename into place", path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// Float data of an initializer, whether stored as `float_data` or `raw_data`.
+pub fn tensor_f32(t: &pb::TensorProto) -> Option<Vec<f32>> {
+    if t.data_type != pb::tensor_proto::DataType::Float as i32 {
+        return None;
+    }
+    if !t.raw_data.is_empty() {
+        if t.raw_data.len() % 4 != 0 {
+            return None;
+        }
+        Some(t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    } else {
+        Some(t.float_data.clone())
+    }
+}
+
+/// A float initializer stored as little-endian `raw_data`.
+pub fn f32_tensor(name: &str, dims: &[usize], data: &[f32]) -> pb::TensorProto {
+    debug_assert_eq!(dims.iter().product::<usize>(), data.len());
+    pb::TensorProto {
+        name: name.to_string(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// An int64 initializer.
+pub fn i64_tensor(name: &str, data: &[i64]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.to_string(),
+        dims: vec![data.len() as i64],
+        data_type: pb::tensor_proto::DataType::Int64 as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Count nodes by operator type, sorted by name.
+pub fn op_histogram(model: &pb::ModelProto) -> Vec<(String, usize)> {
+    let mut map = std::collections::BTreeMap::<String, usize>::new();
+    for n in model.graph.iter().flat_map(|g| g.node.iter()) {
+        *map.entry(n.op_type.clone()).or_default() += 1;
+    }
+    map.into_iter().collect()
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates the Python venv of the test oracles (onnx, onnxruntime, scikit-image) under
+# target/oracle-venv. Idempotent: does nothing when the pinned requirements are installed.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/target/oracle-venv"
+req="$root/tests/oracle/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+echo "$want" > "$stamp"
+echo "oracle venv ready: $venv"

@@ -1,0 +1,14 @@
+//! skipseg training: the residual FCN of Drozdzal et al. 2016 ("The Importance of Skip
+//! Connections in Biomedical Image Segmentation") in burn, and its export to ONNX.
+//!
+//! The architecture itself is data: [`skipseg_runtime::arch::ArchSpec`], shared with the
+//! runtime, which reads it back from the exported model.
+
+pub mod backend;
+pub mod export;
+pub mod model;
+pub mod presets;
+pub mod synthetic;
+pub mod tensor;
+
+pub use skipseg_runtime::arch::ArchSpec;
