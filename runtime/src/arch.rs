@@ -41,7 +41,10 @@ impl BlockKind {
     pub fn convs(self, in_ch: usize, width: usize) -> Vec<ConvShape> {
         match self {
             BlockKind::Simple => vec![ConvShape::new(3, in_ch, width)],
-            BlockKind::Basic => vec![ConvShape::new(3, in_ch, width), ConvShape::new(3, width, width)],
+            BlockKind::Basic => vec![
+                ConvShape::new(3, in_ch, width),
+                ConvShape::new(3, width, width),
+            ],
             BlockKind::Bottleneck => {
                 let inner = (width / 4).max(1);
                 vec![
@@ -119,7 +122,11 @@ pub struct ConvShape {
 
 impl ConvShape {
     pub fn new(kernel: usize, in_ch: usize, out_ch: usize) -> Self {
-        Self { kernel, in_ch, out_ch }
+        Self {
+            kernel,
+            in_ch,
+            out_ch,
+        }
     }
     /// Weights plus bias.
     pub fn params(&self) -> usize {
@@ -235,7 +242,12 @@ impl ArchSpec {
         if self.down.len() > 8 {
             return bad(format!("{} down levels is more than 8", self.down.len()));
         }
-        let levels = self.down.iter().map(|l| ("down", l)).chain(std::iter::once(("across", &self.across))).chain(self.up.iter().map(|l| ("up", l)));
+        let levels = self
+            .down
+            .iter()
+            .map(|l| ("down", l))
+            .chain(std::iter::once(("across", &self.across)))
+            .chain(self.up.iter().map(|l| ("up", l)));
         for (i, (kind, level)) in levels.enumerate() {
             if level.width == 0 || level.repeats == 0 {
                 return bad(format!("level {i} ({kind}): width and repeats must be > 0"));
@@ -247,7 +259,7 @@ impl ArchSpec {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} is not in [0, 1)", self.dropout));
         }
-        if !(self.bn_epsilon > 0.0) {
+        if self.bn_epsilon.is_nan() || self.bn_epsilon <= 0.0 {
             return bad(format!("bn_epsilon {} must be > 0", self.bn_epsilon));
         }
         Ok(())
@@ -264,7 +276,12 @@ impl ArchSpec {
         let mut width = self.stem_width;
         // encoder output widths: 0 = stem, i = down level i
         let mut encoder_widths = vec![width];
-        let mut make_level = |name: String, level: &Level, first_down: bool, last_up: bool, scale: u32, width: &mut usize| {
+        let make_level = |name: String,
+                          level: &Level,
+                          first_down: bool,
+                          last_up: bool,
+                          scale: u32,
+                          width: &mut usize| {
             let blocks = (0..level.repeats)
                 .map(|r| {
                     let b = BlockPlan {
@@ -280,11 +297,22 @@ impl ArchSpec {
                     b
                 })
                 .collect::<Vec<_>>();
-            LevelPlan { name, skip: None, blocks }
+            LevelPlan {
+                name,
+                skip: None,
+                blocks,
+            }
         };
         let mut down = Vec::new();
         for (i, level) in self.down.iter().enumerate() {
-            down.push(make_level(format!("down{}", i + 1), level, true, false, i as u32 + 1, &mut width));
+            down.push(make_level(
+                format!("down{}", i + 1),
+                level,
+                true,
+                false,
+                i as u32 + 1,
+                &mut width,
+            ));
             encoder_widths.push(width);
         }
         let across = make_level("across".into(), &self.across, false, false, n, &mut width);
@@ -329,7 +357,7 @@ impl ArchSpec {
 }
 
 /// Parameter and compute totals of an architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cost {
     /// Convolution weights and biases.
     pub conv_params: usize,
@@ -339,6 +367,10 @@ pub struct Cost {
     pub bn_buffers: usize,
     /// Multiply-accumulates of all convolutions for one image.
     pub macs: u64,
+    /// Of `conv_params`: the 1x1 projections on short skips (width changes).
+    pub short_projection_params: usize,
+    /// Of `conv_params`: the 1x1 projections on long skips (width differences).
+    pub long_projection_params: usize,
 }
 
 impl Cost {
@@ -356,14 +388,18 @@ impl Cost {
 impl ArchPlan {
     /// Every block in forward order.
     pub fn blocks(&self) -> impl Iterator<Item = &BlockPlan> {
-        self.down.iter().chain(std::iter::once(&self.across)).chain(self.up.iter()).flat_map(|l| l.blocks.iter())
+        self.down
+            .iter()
+            .chain(std::iter::once(&self.across))
+            .chain(self.up.iter())
+            .flat_map(|l| l.blocks.iter())
     }
 
     /// Count parameters and MACs for an `height` x `width` input.
     pub fn cost(&self, height: usize, width: usize) -> Cost {
-        let mut c = Cost { conv_params: 0, bn_params: 0, bn_buffers: 0, macs: 0 };
+        let mut c = Cost::default();
         let pixels = |scale: u32| ((height >> scale) * (width >> scale)) as u64;
-        let mut conv = |c: &mut Cost, s: ConvShape, scale: u32| {
+        let conv = |c: &mut Cost, s: ConvShape, scale: u32| {
             c.conv_params += s.params();
             c.macs += s.macs_per_pixel() as u64 * pixels(scale);
         };
@@ -374,12 +410,15 @@ impl ArchPlan {
             }
         };
         conv(&mut c, self.stem, 0);
-        let levels = self.down.iter().chain(std::iter::once(&self.across)).chain(self.up.iter());
+        let levels = self
+            .down
+            .iter()
+            .chain(std::iter::once(&self.across))
+            .chain(self.up.iter());
         for level in levels {
-            if let Some(skip) = &level.skip {
-                if let Some(p) = skip.projection() {
-                    conv(&mut c, p, skip.scale_log2);
-                }
+            if let Some((skip, p)) = level.skip.as_ref().and_then(|s| Some((s, s.projection()?))) {
+                conv(&mut c, p, skip.scale_log2);
+                c.long_projection_params += p.params();
             }
             for b in &level.blocks {
                 for s in b.convs() {
@@ -388,11 +427,13 @@ impl ArchPlan {
                 }
                 if let Some(s) = b.shortcut(self.short_skips) {
                     conv(&mut c, s, b.scale_log2);
+                    c.short_projection_params += s.params();
                 }
             }
         }
         if let Some(p) = self.head_skip.as_ref().and_then(SkipPlan::projection) {
             conv(&mut c, p, 0);
+            c.long_projection_params += p.params();
         }
         bn(&mut c, self.head.in_ch);
         conv(&mut c, self.head, 0);
@@ -411,9 +452,21 @@ mod tests {
             name: "tiny".into(),
             in_channels: 1,
             stem_width: 4,
-            down: vec![Level { block, width: 8, repeats: 2 }],
-            across: Level { block, width: 8, repeats: 1 },
-            up: vec![Level { block, width: 4, repeats: 1 }],
+            down: vec![Level {
+                block,
+                width: 8,
+                repeats: 2,
+            }],
+            across: Level {
+                block,
+                width: 8,
+                repeats: 1,
+            },
+            up: vec![Level {
+                block,
+                width: 4,
+                repeats: 1,
+            }],
             head_width: 4,
             long_skips: true,
             short_skips: true,
@@ -435,7 +488,10 @@ mod tests {
         // head: bn 4 (8), conv 3x3 4->4: 144+4 = 148
         // classifier: bn 4 (8), conv 1x1 4->1: 4+1 = 5
         let c = tiny(BlockKind::Simple).plan().cost(8, 8);
-        assert_eq!(c.conv_params, 40 + 296 + 40 + 584 + 584 + 292 + 36 + 148 + 5);
+        assert_eq!(
+            c.conv_params,
+            40 + 296 + 40 + 584 + 584 + 292 + 36 + 148 + 5
+        );
         assert_eq!(c.bn_params, 8 + 16 + 16 + 16 + 8 + 8);
         // MACs: stem 36*64, down1.b1 (288+32)*16, down1.b2 576*16, across 576*16,
         // up1 (288+32)*16, head 144*64, classifier 4*64
@@ -448,14 +504,32 @@ mod tests {
     #[test]
     fn bottleneck_inner_width_is_a_quarter() {
         let convs = BlockKind::Bottleneck.convs(16, 32);
-        assert_eq!(convs, vec![ConvShape::new(1, 16, 8), ConvShape::new(3, 8, 8), ConvShape::new(1, 8, 32)]);
+        assert_eq!(
+            convs,
+            vec![
+                ConvShape::new(1, 16, 8),
+                ConvShape::new(3, 8, 8),
+                ConvShape::new(1, 8, 32)
+            ]
+        );
     }
 
     #[test]
     fn long_skips_pair_equal_resolutions() {
         let mut spec = tiny(BlockKind::Basic);
-        spec.down.push(Level { block: BlockKind::Basic, width: 16, repeats: 1 });
-        spec.up.insert(0, Level { block: BlockKind::Basic, width: 8, repeats: 1 });
+        spec.down.push(Level {
+            block: BlockKind::Basic,
+            width: 16,
+            repeats: 1,
+        });
+        spec.up.insert(
+            0,
+            Level {
+                block: BlockKind::Basic,
+                width: 8,
+                repeats: 1,
+            },
+        );
         let plan = spec.plan();
         assert_eq!(spec.down_factor(), 4);
         // down2 works at 1/4, up1 works at 1/4 and receives down2
@@ -465,8 +539,14 @@ mod tests {
         assert_eq!(skip.scale_log2, plan.down[1].blocks[0].scale_log2);
         assert_eq!(up1.blocks[0].scale_log2, 2);
         assert!(up1.blocks.last().map(|b| b.up).unwrap_or(false));
-        assert_eq!(plan.up[1].skip.as_ref().map(|s| s.from.as_str()), Some("down1"));
-        assert_eq!(plan.head_skip.as_ref().map(|s| s.from.as_str()), Some("stem"));
+        assert_eq!(
+            plan.up[1].skip.as_ref().map(|s| s.from.as_str()),
+            Some("down1")
+        );
+        assert_eq!(
+            plan.head_skip.as_ref().map(|s| s.from.as_str()),
+            Some("stem")
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ndarray::{Array4, ArrayView4, ArrayViewD, Ix4};
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::onnx::{self, pb, ModelMeta};
+use crate::onnx::{self, ModelMeta, pb};
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -26,7 +26,10 @@ pub struct Segmenter {
 
 impl std::fmt::Debug for Segmenter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segmenter").field("source", &self.source_name).field("arch", &self.meta.arch.name).finish()
+        f.debug_struct("Segmenter")
+            .field("source", &self.source_name)
+            .field("arch", &self.meta.arch.name)
+            .finish()
     }
 }
 
@@ -45,7 +48,12 @@ impl Segmenter {
     /// Wrap an already decoded model.
     pub fn from_proto(proto: pb::ModelProto, source_name: &str) -> Result<Self> {
         let meta = ModelMeta::from_model(&proto, source_name)?;
-        Ok(Self { source_name: source_name.to_string(), proto, meta, plans: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            source_name: source_name.to_string(),
+            proto,
+            meta,
+            plans: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Architecture and preprocessing recorded in the model.
@@ -61,7 +69,12 @@ impl Segmenter {
     /// Check an input shape without running anything.
     pub fn check_input_shape(&self, shape: &[usize]) -> Result<(usize, usize)> {
         let channels = self.meta.arch.in_channels;
-        if shape.len() != 4 || shape[0] != 1 || shape[1] != channels || shape[2] == 0 || shape[3] == 0 {
+        if shape.len() != 4
+            || shape[0] != 1
+            || shape[1] != channels
+            || shape[2] == 0
+            || shape[3] == 0
+        {
             return Err(Error::InputShape {
                 source_name: self.source_name.clone(),
                 shape: shape.to_vec(),
@@ -70,8 +83,13 @@ impl Segmenter {
         }
         let factor = self.meta.arch.down_factor();
         let (height, width) = (shape[2], shape[3]);
-        if height % factor != 0 || width % factor != 0 {
-            return Err(Error::NotMultiple { source_name: self.source_name.clone(), height, width, factor });
+        if !height.is_multiple_of(factor) || !width.is_multiple_of(factor) {
+            return Err(Error::NotMultiple {
+                source_name: self.source_name.clone(),
+                height,
+                width,
+                factor,
+            });
         }
         Ok((height, width))
     }
@@ -87,9 +105,11 @@ impl Segmenter {
     fn run4(&self, input: ArrayView4<'_, f32>, h: usize, w: usize) -> Result<Array4<f32>> {
         let plan = self.plan(h, w)?;
         let tensor: Tensor = input.to_owned().into_tensor();
-        let outputs = plan.run(tvec!(tensor.into_tvalue())).map_err(|e| self.engine_err(e))?;
+        let outputs = plan
+            .run(tvec!(tensor.into_tvalue()))
+            .map_err(|e| self.engine_err(e))?;
         let out = outputs[0]
-            .to_array_view::<f32>()
+            .to_plain_array_view::<f32>()
             .map_err(|e| self.engine_err(e))?
             .into_dimensionality::<Ix4>()
             .map_err(|e| self.engine_err(e))?
@@ -98,7 +118,10 @@ impl Segmenter {
     }
 
     fn engine_err(&self, e: impl std::fmt::Display) -> Error {
-        Error::Engine { source_name: self.source_name.clone(), reason: format!("{e:#}") }
+        Error::Engine {
+            source_name: self.source_name.clone(),
+            reason: format!("{e:#}"),
+        }
     }
 
     fn plan(&self, h: usize, w: usize) -> Result<Plan> {

@@ -20,9 +20,7 @@ pub enum Error {
     #[error("{source_name}: model metadata: {reason}")]
     Metadata { source_name: String, reason: String },
     /// The input array is not `[1, channels, H, W]`.
-    #[error(
-        "{source_name}: input must have shape [1, {expected_channels}, H, W], got {shape:?}"
-    )]
+    #[error("{source_name}: input must have shape [1, {expected_channels}, H, W], got {shape:?}")]
     InputShape {
         source_name: String,
         shape: Vec<usize>,

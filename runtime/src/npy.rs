@@ -13,7 +13,11 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 pub fn encode(a: ArrayViewD<'_, f32>) -> Vec<u8> {
     // Python's tuple repr, as numpy writes it: (3,) (1, 2, 3) ()
     let dims = a.shape().iter().map(|d| d.to_string()).collect::<Vec<_>>();
-    let shape = if dims.len() == 1 { format!("{},", dims[0]) } else { dims.join(", ") };
+    let shape = if dims.len() == 1 {
+        format!("{},", dims[0])
+    } else {
+        dims.join(", ")
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape}), }}");
     // magic(6) + version(2) + len(2) + header + '\n' must be a multiple of 64
     let unpadded = MAGIC.len() + 4 + header.len() + 1;
@@ -42,10 +46,15 @@ pub fn decode(bytes: &[u8], source_name: &str) -> Result<ArrayD<f32>> {
     }
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         _ => return Err(bad("unsupported .npy version")),
     };
-    let header = bytes.get(start..start + header_len).ok_or_else(|| bad("truncated header"))?;
+    let header = bytes
+        .get(start..start + header_len)
+        .ok_or_else(|| bad("truncated header"))?;
     let header = std::str::from_utf8(header).map_err(|_| bad("header is not text"))?;
     if !header.contains("'descr': '<f4'") {
         return Err(bad("dtype is not little-endian float32 ('<f4')"));
@@ -63,20 +72,30 @@ pub fn decode(bytes: &[u8], source_name: &str) -> Result<ArrayD<f32>> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad("shape is not a tuple of integers")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| bad("shape is not a tuple of integers"))
+        })
         .collect::<Result<Vec<_>>>()?;
     let data = &bytes[start + header_len..];
     let count: usize = shape.iter().product();
     if data.len() != count * 4 {
         return Err(bad("data length does not match the shape"));
     }
-    let values = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let values = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|_| bad("shape mismatch"))
 }
 
 /// Read a `.npy` file.
 pub fn read(path: &Path) -> Result<ArrayD<f32>> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), action: "cannot read", source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.into(),
+        action: "cannot read",
+        source,
+    })?;
     decode(&bytes, &path.display().to_string())
 }
 
@@ -91,7 +110,8 @@ mod tests {
 
     #[test]
     fn header_matches_numpy_layout() {
-        let a = ArrayD::from_shape_vec(IxDyn(&[1, 2, 3]), (0..6).map(|v| v as f32).collect()).expect("shape");
+        let a = ArrayD::from_shape_vec(IxDyn(&[1, 2, 3]), (0..6).map(|v| v as f32).collect())
+            .expect("shape");
         let bytes = encode(a.view());
         // what numpy.save writes for this array
         let expected = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 3), }";
@@ -106,7 +126,11 @@ mod tests {
     fn one_dimensional_shape_keeps_trailing_comma() {
         let a = ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0, 2.0, 3.0]).expect("shape");
         let bytes = encode(a.view());
-        assert!(std::str::from_utf8(&bytes[10..70]).expect("utf8").contains("(3,)"));
+        assert!(
+            std::str::from_utf8(&bytes[10..70])
+                .expect("utf8")
+                .contains("(3,)")
+        );
         assert_eq!(decode(&bytes, "mem").expect("decodes"), a);
     }
 

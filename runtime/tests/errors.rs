@@ -18,7 +18,11 @@ fn missing_file_names_the_file() {
 
 #[test]
 fn garbage_is_not_onnx() {
-    let e = Segmenter::from_bytes(b"this is not a protobuf at all \xff\xff\xff", "garbage.onnx").expect_err("fails");
+    let e = Segmenter::from_bytes(
+        b"this is not a protobuf at all \xff\xff\xff",
+        "garbage.onnx",
+    )
+    .expect_err("fails");
     assert!(matches!(e, Error::NotOnnx { .. }), "{e:?}");
     assert!(e.to_string().contains("garbage.onnx"));
 }
@@ -35,14 +39,28 @@ fn onnx_without_metadata_is_rejected() {
 fn wrong_rank_channels_and_size_are_typed() {
     let seg = Segmenter::from_path(&fixture_model()).expect("loads");
     let rank3 = ArrayD::<f32>::zeros(vec![1, 32, 32]);
-    assert!(matches!(seg.run(rank3.view()), Err(Error::InputShape { .. })));
+    assert!(matches!(
+        seg.run(rank3.view()),
+        Err(Error::InputShape { .. })
+    ));
     let two_channels = ArrayD::<f32>::zeros(vec![1, 2, 32, 32]);
-    assert!(matches!(seg.run(two_channels.view()), Err(Error::InputShape { .. })));
+    assert!(matches!(
+        seg.run(two_channels.view()),
+        Err(Error::InputShape { .. })
+    ));
     let odd = ArrayD::<f32>::zeros(vec![1, 1, 30, 32]);
     match seg.run(odd.view()) {
-        Err(Error::NotMultiple { height: 30, width: 32, factor: 4, .. }) => {}
+        Err(Error::NotMultiple {
+            height: 30,
+            width: 32,
+            factor: 4,
+            ..
+        }) => {}
         other => panic!("expected NotMultiple, got {other:?}"),
     }
     let empty = ArrayD::<f32>::zeros(vec![1, 1, 0, 32]);
-    assert!(matches!(seg.run(empty.view()), Err(Error::InputShape { .. })));
+    assert!(matches!(
+        seg.run(empty.view()),
+        Err(Error::InputShape { .. })
+    ));
 }

@@ -2,7 +2,7 @@
 
 use ndarray::Array4;
 use skipseg_runtime::arch::{ArchSpec, BlockKind, Level};
-use skipseg_runtime::onnx::{pb, Preprocessing};
+use skipseg_runtime::onnx::{Preprocessing, pb};
 use skipseg_train::backend::Cpu;
 use skipseg_train::model::ResFcn;
 use skipseg_train::{export, synthetic, tensor};
@@ -24,19 +24,34 @@ pub fn export_case(spec: &ArchSpec, seed: u64, sizes: &[(usize, usize)]) -> Expo
     let inputs: Vec<_> = sizes
         .iter()
         .enumerate()
-        .map(|(k, &(h, w))| synthetic::random_input(spec.in_channels, h, w, seed.wrapping_mul(31).wrapping_add(k as u64)))
+        .map(|(k, &(h, w))| {
+            synthetic::random_input(
+                spec.in_channels,
+                h,
+                w,
+                seed.wrapping_mul(31).wrapping_add(k as u64),
+            )
+        })
         .collect();
     let burn_outputs = inputs
         .iter()
         .map(|x| tensor::to_array(model.probability(tensor::from_array::<Cpu>(x, &device))))
         .collect();
-    ExportedCase { spec: spec.clone(), proto, inputs, burn_outputs }
+    ExportedCase {
+        spec: spec.clone(),
+        proto,
+        inputs,
+        burn_outputs,
+    }
 }
 
 /// Largest absolute element-wise difference.
 pub fn max_abs_diff(a: &Array4<f32>, b: &Array4<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape(), "shapes differ");
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Compact description of an architecture for failure messages.
@@ -57,7 +72,11 @@ pub fn describe(spec: &ArchSpec) -> String {
 
 /// One random level description.
 pub fn level(block: BlockKind, width: usize, repeats: usize) -> Level {
-    Level { block, width, repeats }
+    Level {
+        block,
+        width,
+        repeats,
+    }
 }
 
 /// The workspace root.
@@ -72,7 +91,9 @@ pub fn workspace_root() -> std::path::PathBuf {
 pub fn oracle_python(test: &str) -> Option<std::path::PathBuf> {
     let root = workspace_root();
     let python = root.join("target/oracle-venv/bin/python");
-    let status = std::process::Command::new("bash").arg(root.join("scripts/oracle-venv.sh")).status();
+    let status = std::process::Command::new("bash")
+        .arg(root.join("scripts/oracle-venv.sh"))
+        .status();
     if matches!(status, Ok(s) if s.success()) && python.exists() {
         return Some(python);
     }

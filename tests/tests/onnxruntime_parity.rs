@@ -25,14 +25,23 @@ fn specs() -> Vec<ArchSpec> {
     use BlockKind::*;
     let mut out = Vec::new();
     for (i, block) in [Simple, Basic, Bottleneck].into_iter().enumerate() {
-        for (long_skips, short_skips, batch_norm) in [(true, true, true), (false, true, false), (true, false, true)] {
+        for (long_skips, short_skips, batch_norm) in [
+            (true, true, true),
+            (false, true, false),
+            (true, false, true),
+        ] {
             out.push(ArchSpec {
                 name: format!("ort-{i}"),
                 in_channels: 1,
                 stem_width: 4,
-                down: (0..i + 1).map(|k| level(block, 8 + 4 * k, 1 + k % 2)).collect(),
+                down: (0..i + 1)
+                    .map(|k| level(block, 8 + 4 * k, 1 + k % 2))
+                    .collect(),
                 across: level(block, 16, 1),
-                up: (0..i + 1).rev().map(|k| level(block, 8 + 4 * k, 1)).collect(),
+                up: (0..i + 1)
+                    .rev()
+                    .map(|k| level(block, 8 + 4 * k, 1))
+                    .collect(),
                 head_width: 4,
                 long_skips,
                 short_skips,
@@ -47,7 +56,9 @@ fn specs() -> Vec<ArchSpec> {
 
 #[test]
 fn onnxruntime_matches_burn_and_checker_accepts() {
-    let Some(python) = oracle_python("onnxruntime_matches_burn_and_checker_accepts") else { return };
+    let Some(python) = oracle_python("onnxruntime_matches_burn_and_checker_accepts") else {
+        return;
+    };
     let tmp = workspace_root().join("target/ort-parity");
     let _ = std::fs::remove_dir_all(&tmp);
     let mut dirs = Vec::new();
@@ -67,7 +78,11 @@ fn onnxruntime_matches_burn_and_checker_accepts() {
         .collect();
     fixture_dirs.sort();
     assert!(!fixture_dirs.is_empty(), "no fixtures found");
-    dirs.extend(fixture_dirs.into_iter().map(|d| (d.clone(), d.display().to_string())));
+    dirs.extend(
+        fixture_dirs
+            .into_iter()
+            .map(|d| (d.clone(), d.display().to_string())),
+    );
 
     let script = workspace_root().join("tests/oracle/ort_parity.py");
     let out = Command::new(&python)
@@ -76,7 +91,11 @@ fn onnxruntime_matches_burn_and_checker_accepts() {
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "oracle failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "oracle failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut worst = 0.0f64;
     let lines: Vec<_> = stdout.lines().collect();
     assert_eq!(lines.len(), dirs.len(), "one result per case:\n{stdout}");
@@ -86,8 +105,14 @@ fn onnxruntime_matches_burn_and_checker_accepts() {
         for d in v["max_abs_diff"].as_array().expect("diffs") {
             let d = d.as_f64().expect("number");
             worst = worst.max(d);
-            assert!(d <= TOLERANCE, "onnxruntime vs burn: max abs diff {d} > {TOLERANCE} for {what}");
+            assert!(
+                d <= TOLERANCE,
+                "onnxruntime vs burn: max abs diff {d} > {TOLERANCE} for {what}"
+            );
         }
     }
-    eprintln!("onnxruntime vs burn: {} models, worst max abs diff {worst:e}", dirs.len());
+    eprintln!(
+        "onnxruntime vs burn: {} models, worst max abs diff {worst:e}",
+        dirs.len()
+    );
 }

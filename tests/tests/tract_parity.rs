@@ -9,17 +9,25 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use skipseg_parity::{describe, export_case, level, max_abs_diff};
-use skipseg_runtime::arch::{ArchSpec, BlockKind};
 use skipseg_runtime::Segmenter;
+use skipseg_runtime::arch::{ArchSpec, BlockKind};
 
 const TOLERANCE: f32 = 1e-4;
 
 fn block_kind() -> impl Strategy<Value = BlockKind> {
-    prop_oneof![Just(BlockKind::Simple), Just(BlockKind::Basic), Just(BlockKind::Bottleneck)]
+    prop_oneof![
+        Just(BlockKind::Simple),
+        Just(BlockKind::Basic),
+        Just(BlockKind::Bottleneck)
+    ]
 }
 
 fn level_strategy() -> impl Strategy<Value = skipseg_runtime::arch::Level> {
-    (block_kind(), prop_oneof![Just(4usize), Just(8), Just(12), Just(16)], 1usize..=2)
+    (
+        block_kind(),
+        prop_oneof![Just(4usize), Just(8), Just(12), Just(16)],
+        1usize..=2,
+    )
         .prop_map(|(b, w, r)| level(b, w, r))
 }
 
@@ -77,8 +85,9 @@ proptest! {
 /// agree on one small input.
 #[test]
 fn table1_graph_agrees_on_one_input() {
-    let spec = skipseg_train::presets::load(&skipseg_train::presets::models_dir().join("table1.json"))
-        .expect("table1 preset");
+    let spec =
+        skipseg_train::presets::load(&skipseg_train::presets::models_dir().join("table1.json"))
+            .expect("table1 preset");
     let case = export_case(&spec, 7, &[(32, 32)]);
     let seg = Segmenter::from_proto(case.proto, "table1").expect("loads");
     let got = seg.run(case.inputs[0].view().into_dyn()).expect("runs");

@@ -3,12 +3,12 @@
 //! Dropout is an inference no-op and is not exported.
 
 use burn::module::Param;
-use burn::nn::conv::Conv2d;
 use burn::nn::BatchNorm;
-use burn::tensor::backend::Backend;
+use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use skipseg_runtime::arch::{ArchPlan, LevelPlan};
-use skipseg_runtime::onnx::{pb, GraphBuilder, ModelMeta, Preprocessing};
+use skipseg_runtime::onnx::{GraphBuilder, ModelMeta, Preprocessing, pb};
 
 use crate::model::{Level, LongSkip, PreActConv, ResFcn};
 
@@ -18,7 +18,10 @@ pub const INPUT_NAME: &str = "image";
 pub const OUTPUT_NAME: &str = "membrane_probability";
 
 fn values<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
-    t.to_data().convert::<f32>().to_vec::<f32>().expect("float tensor converts to f32")
+    t.to_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("float tensor converts to f32")
 }
 
 fn param<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>) -> Vec<f32> {
@@ -35,7 +38,8 @@ impl Exporter<'_> {
     fn conv<B: Backend>(&mut self, name: &str, x: &str, c: &Conv2d<B>) -> String {
         let dims = c.weight.val().dims();
         let bias = c.bias.as_ref().map(param);
-        self.g.conv(name, x, &param(&c.weight), dims, bias.as_deref())
+        self.g
+            .conv(name, x, &param(&c.weight), dims, bias.as_deref())
     }
 
     fn bn<B: Backend>(&mut self, name: &str, x: &str, bn: &BatchNorm<B>) -> String {
@@ -51,7 +55,13 @@ impl Exporter<'_> {
     }
 
     /// `{prefix}.bn{suffix}` -> `{prefix}.relu{suffix}` -> `{prefix}.conv{suffix}`.
-    fn pre_act<B: Backend>(&mut self, prefix: &str, suffix: &str, x: &str, m: &PreActConv<B>) -> String {
+    fn pre_act<B: Backend>(
+        &mut self,
+        prefix: &str,
+        suffix: &str,
+        x: &str,
+        m: &PreActConv<B>,
+    ) -> String {
         let x = match &m.bn {
             Some(bn) => self.bn(&format!("{prefix}.bn{suffix}"), x, bn),
             None => x.to_string(),
@@ -60,7 +70,13 @@ impl Exporter<'_> {
         self.conv(&format!("{prefix}.conv{suffix}"), &x, &m.conv)
     }
 
-    fn skip<B: Backend>(&mut self, name: &str, path: &str, encoder: &[String], s: &LongSkip<B>) -> String {
+    fn skip<B: Backend>(
+        &mut self,
+        name: &str,
+        path: &str,
+        encoder: &[String],
+        s: &LongSkip<B>,
+    ) -> String {
         let e = &encoder[s.from_index];
         let e = match &s.projection {
             Some(p) => self.conv(&format!("{name}.projection"), e, p),
@@ -69,7 +85,13 @@ impl Exporter<'_> {
         self.g.add(&format!("{name}.add"), path, &e)
     }
 
-    fn level<B: Backend>(&mut self, lp: &LevelPlan, lm: &Level<B>, x: String, encoder: &[String]) -> String {
+    fn level<B: Backend>(
+        &mut self,
+        lp: &LevelPlan,
+        lm: &Level<B>,
+        x: String,
+        encoder: &[String],
+    ) -> String {
         let mut x = match (&lp.skip, &lm.skip) {
             (Some(sp), Some(sm)) => self.skip(&sp.name, &x, encoder, sm),
             _ => x,
@@ -91,7 +113,11 @@ impl Exporter<'_> {
                 (None, true) => self.g.add(&format!("{name}.add"), &r, &x),
                 (None, false) => r,
             };
-            x = if bm.up { self.g.upsample(&format!("{name}.upsample"), &out) } else { out };
+            x = if bm.up {
+                self.g.upsample(&format!("{name}.upsample"), &out)
+            } else {
+                out
+            };
         }
         x
     }
@@ -103,7 +129,11 @@ pub fn to_onnx<B: Backend>(model: &ResFcn<B>, preprocessing: Preprocessing) -> p
     let spec = model.spec();
     let plan = spec.plan();
     let mut e = Exporter {
-        g: GraphBuilder::new(&format!("skipseg-{}", spec.name), INPUT_NAME, spec.in_channels),
+        g: GraphBuilder::new(
+            &format!("skipseg-{}", spec.name),
+            INPUT_NAME,
+            spec.in_channels,
+        ),
         epsilon: spec.bn_epsilon as f32,
         plan: &plan,
     };
@@ -125,6 +155,10 @@ pub fn to_onnx<B: Backend>(model: &ResFcn<B>, preprocessing: Preprocessing) -> p
     let logits = e.pre_act("classifier", "", &h, &model.classifier);
     let p = e.g.sigmoid("classifier.sigmoid", &logits);
     let mut proto = e.g.finish(&p, OUTPUT_NAME, env!("CARGO_PKG_VERSION"));
-    ModelMeta { arch: spec.clone(), preprocessing }.write_into(&mut proto);
+    ModelMeta {
+        arch: spec.clone(),
+        preprocessing,
+    }
+    .write_into(&mut proto);
     proto
 }

@@ -6,12 +6,12 @@
 //! at the output of the last block of an up level, a 1x1 projection on the shortcut only
 //! where the width changes.
 
-use burn::module::{Ignored, Module};
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, PaddingConfig2d};
+use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 use skipseg_runtime::arch::{ArchPlan, ArchSpec, BlockPlan, ConvShape, LevelPlan, SkipPlan};
 
 /// A convolution with "same" zero padding, stride 1, and a bias.
@@ -31,8 +31,15 @@ pub struct PreActConv<B: Backend> {
 
 impl<B: Backend> PreActConv<B> {
     pub fn new(s: ConvShape, batch_norm: bool, epsilon: f64, device: &B::Device) -> Self {
-        let bn = batch_norm.then(|| BatchNormConfig::new(s.in_ch).with_epsilon(epsilon).init(device));
-        Self { bn, conv: conv(s, device) }
+        let bn = batch_norm.then(|| {
+            BatchNormConfig::new(s.in_ch)
+                .with_epsilon(epsilon)
+                .init(device)
+        });
+        Self {
+            bn,
+            conv: conv(s, device),
+        }
     }
 
     pub fn forward(&self, x: Tensor<B, 4>, dropout: Option<&Dropout>) -> Tensor<B, 4> {
@@ -84,7 +91,14 @@ impl<B: Backend> ResidualBlock<B> {
         let last = self.convs.len() - 1;
         let mut r = x.clone();
         for (i, c) in self.convs.iter().enumerate() {
-            r = c.forward(r, if i == last { self.dropout.as_ref() } else { None });
+            r = c.forward(
+                r,
+                if i == last {
+                    self.dropout.as_ref()
+                } else {
+                    None
+                },
+            );
         }
         let out = match (&self.shortcut, self.short_skip) {
             (Some(p), _) => r + p.forward(x),
@@ -104,7 +118,10 @@ pub struct LongSkip<B: Backend> {
 
 impl<B: Backend> LongSkip<B> {
     pub fn new(plan: &SkipPlan, device: &B::Device) -> Self {
-        Self { projection: plan.projection().map(|s| conv(s, device)), from_index: plan.from_index }
+        Self {
+            projection: plan.projection().map(|s| conv(s, device)),
+            from_index: plan.from_index,
+        }
     }
 
     /// `path + skip(encoder[from_index])`.
@@ -129,7 +146,11 @@ impl<B: Backend> Level<B> {
     pub fn new(plan: &LevelPlan, spec: &ArchSpec, device: &B::Device) -> Self {
         Self {
             skip: plan.skip.as_ref().map(|s| LongSkip::new(s, device)),
-            blocks: plan.blocks.iter().map(|b| ResidualBlock::new(b, spec, device)).collect(),
+            blocks: plan
+                .blocks
+                .iter()
+                .map(|b| ResidualBlock::new(b, spec, device))
+                .collect(),
         }
     }
 
@@ -155,7 +176,8 @@ pub struct ResFcn<B: Backend> {
     pub head_skip: Option<LongSkip<B>>,
     pub head: PreActConv<B>,
     pub classifier: PreActConv<B>,
-    pub spec: Ignored<ArchSpec>,
+    #[module(skip)]
+    pub spec: ArchSpec,
 }
 
 impl<B: Backend> ResFcn<B> {
@@ -165,19 +187,27 @@ impl<B: Backend> ResFcn<B> {
         let bn = spec.batch_norm;
         Self {
             stem: conv(plan.stem, device),
-            down: plan.down.iter().map(|l| Level::new(l, spec, device)).collect(),
+            down: plan
+                .down
+                .iter()
+                .map(|l| Level::new(l, spec, device))
+                .collect(),
             across: Level::new(&plan.across, spec, device),
-            up: plan.up.iter().map(|l| Level::new(l, spec, device)).collect(),
+            up: plan
+                .up
+                .iter()
+                .map(|l| Level::new(l, spec, device))
+                .collect(),
             head_skip: plan.head_skip.as_ref().map(|s| LongSkip::new(s, device)),
             head: PreActConv::new(plan.head, bn, spec.bn_epsilon, device),
             classifier: PreActConv::new(plan.classifier, bn, spec.bn_epsilon, device),
-            spec: Ignored(spec.clone()),
+            spec: spec.clone(),
         }
     }
 
     /// The architecture this model was built from.
     pub fn spec(&self) -> &ArchSpec {
-        &self.spec.0
+        &self.spec
     }
 
     /// Logits `[N, 1, H, W]` for normalised input `[N, C, H, W]`.
@@ -218,7 +248,10 @@ pub fn decimate<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// Repeat every row and column twice (nearest x2, no parameters).
 pub fn upsample<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
-    x.reshape([n, c, h, 1, w, 1]).repeat_dim(3, 2).repeat_dim(5, 2).reshape([n, c, 2 * h, 2 * w])
+    x.reshape([n, c, h, 1, w, 1])
+        .repeat_dim(3, 2)
+        .repeat_dim(5, 2)
+        .reshape([n, c, 2 * h, 2 * w])
 }
 
 #[cfg(test)]
@@ -235,11 +268,16 @@ mod tests {
             &device,
         );
         let d = decimate(x);
-        assert_eq!(d.to_data().to_vec::<f32>().expect("f32"), vec![0.0, 2.0, 8.0, 10.0]);
+        assert_eq!(
+            d.to_data().to_vec::<f32>().expect("f32"),
+            vec![0.0, 2.0, 8.0, 10.0]
+        );
         let u = upsample(d);
         assert_eq!(
             u.to_data().to_vec::<f32>().expect("f32"),
-            vec![0., 0., 2., 2., 0., 0., 2., 2., 8., 8., 10., 10., 8., 8., 10., 10.]
+            vec![
+                0., 0., 2., 2., 0., 0., 2., 2., 8., 8., 10., 10., 8., 8., 10., 10.
+            ]
         );
     }
 }

@@ -3,9 +3,9 @@
 //! reproducible and whose batch norms are far from identity.
 
 use burn::module::Param;
-use burn::nn::conv::Conv2d;
-use burn::nn::BatchNorm;
 use burn::module::RunningState;
+use burn::nn::BatchNorm;
+use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -18,7 +18,13 @@ struct Randomizer {
 }
 
 impl Randomizer {
-    fn uniform<B: Backend, const D: usize>(&mut self, shape: [usize; D], lo: f32, hi: f32, device: &B::Device) -> Tensor<B, D> {
+    fn uniform<B: Backend, const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        lo: f32,
+        hi: f32,
+        device: &B::Device,
+    ) -> Tensor<B, D> {
         let n = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| self.rng.random_range(lo..hi)).collect();
         Tensor::from_data(TensorData::new(v, shape), device)
@@ -31,7 +37,10 @@ impl Randomizer {
         let fan_in = (dims[1] * dims[2] * dims[3]) as f32;
         let a = (3.0 / fan_in).sqrt();
         let weight = Param::from_tensor(self.uniform(dims, -a, a, &device));
-        let bias = c.bias.as_ref().map(|b| Param::from_tensor(self.uniform(b.val().dims(), -0.1, 0.1, &device)));
+        let bias = c
+            .bias
+            .as_ref()
+            .map(|b| Param::from_tensor(self.uniform(b.val().dims(), -0.1, 0.1, &device)));
         Conv2d { weight, bias, ..c }
     }
 
@@ -48,11 +57,17 @@ impl Randomizer {
     }
 
     fn pre_act<B: Backend>(&mut self, m: PreActConv<B>) -> PreActConv<B> {
-        PreActConv { bn: m.bn.map(|b| self.bn(b)), conv: self.conv(m.conv) }
+        PreActConv {
+            bn: m.bn.map(|b| self.bn(b)),
+            conv: self.conv(m.conv),
+        }
     }
 
     fn skip<B: Backend>(&mut self, s: LongSkip<B>) -> LongSkip<B> {
-        LongSkip { projection: s.projection.map(|p| self.conv(p)), ..s }
+        LongSkip {
+            projection: s.projection.map(|p| self.conv(p)),
+            ..s
+        }
     }
 
     fn level<B: Backend>(&mut self, l: Level<B>) -> Level<B> {
@@ -76,7 +91,9 @@ impl Randomizer {
 /// scale in [0.5, 1.5), shift in [-0.3, 0.3), running mean in [-0.5, 0.5) and running
 /// variance in [0.5, 2).
 pub fn randomize<B: Backend>(model: ResFcn<B>, seed: u64) -> ResFcn<B> {
-    let mut r = Randomizer { rng: StdRng::seed_from_u64(seed) };
+    let mut r = Randomizer {
+        rng: StdRng::seed_from_u64(seed),
+    };
     ResFcn {
         stem: r.conv(model.stem),
         down: model.down.into_iter().map(|l| r.level(l)).collect(),

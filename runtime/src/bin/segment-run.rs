@@ -4,10 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use skipseg_runtime::{onnx, Segmenter};
+use skipseg_runtime::{Segmenter, onnx};
 
 #[derive(Parser)]
-#[command(name = "segment-run", version, about = "Segment microscopy images with a skipseg ONNX model")]
+#[command(
+    name = "segment-run",
+    version,
+    about = "Segment microscopy images with a skipseg ONNX model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +45,10 @@ fn run(cli: Cli) -> Result<()> {
             println!("architecture: {}", meta.arch.name);
             println!("  down-sampling factor: {}", meta.arch.down_factor());
             println!("  learnable parameters: {}", cost.params());
-            println!("  FLOPs per 512x512 image: {:.3} G", cost.flops() as f64 / 1e9);
+            println!(
+                "  FLOPs per 512x512 image: {:.3} G",
+                cost.flops() as f64 / 1e9
+            );
             println!(
                 "preprocessing: input = (intensity in [0, 1] - {}) / {}",
                 meta.preprocessing.mean, meta.preprocessing.std

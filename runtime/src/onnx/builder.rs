@@ -22,14 +22,23 @@ pub struct GraphBuilder {
 impl GraphBuilder {
     /// A graph with one float input `[1, channels, "height", "width"]`.
     pub fn new(graph_name: &str, input_name: &str, channels: usize) -> Self {
-        let mut b = Self { graph: pb::GraphProto { name: graph_name.into(), ..Default::default() }, names: HashSet::new() };
+        let mut b = Self {
+            graph: pb::GraphProto {
+                name: graph_name.into(),
+                ..Default::default()
+            },
+            names: HashSet::new(),
+        };
         b.graph.input.push(value_info(input_name, channels));
         b.names.insert(input_name.to_string());
         b
     }
 
     fn claim(&mut self, name: &str) {
-        assert!(self.names.insert(name.to_string()), "duplicate ONNX name {name}");
+        assert!(
+            self.names.insert(name.to_string()),
+            "duplicate ONNX name {name}"
+        );
     }
 
     fn initializer(&mut self, t: pb::TensorProto) -> String {
@@ -42,7 +51,13 @@ impl GraphBuilder {
     }
 
     /// Add a node whose single output is named like the node; returns that name.
-    pub fn node(&mut self, op: &str, name: &str, inputs: Vec<String>, attrs: Vec<pb::AttributeProto>) -> String {
+    pub fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: Vec<String>,
+        attrs: Vec<pb::AttributeProto>,
+    ) -> String {
         self.claim(name);
         self.graph.node.push(pb::NodeProto {
             op_type: op.into(),
@@ -56,7 +71,14 @@ impl GraphBuilder {
     }
 
     /// `Conv` with `weight` laid out `[out, in, k, k]`, same padding, stride 1.
-    pub fn conv(&mut self, name: &str, x: &str, weight: &[f32], dims: [usize; 4], bias: Option<&[f32]>) -> String {
+    pub fn conv(
+        &mut self,
+        name: &str,
+        x: &str,
+        weight: &[f32],
+        dims: [usize; 4],
+        bias: Option<&[f32]>,
+    ) -> String {
         let k = dims[2];
         let w = self.initializer(f32_tensor(&format!("{name}.weight"), &dims, weight));
         let mut inputs = vec![x.to_string(), w];
@@ -66,7 +88,10 @@ impl GraphBuilder {
         let pad = (k / 2) as i64;
         let attrs = vec![
             ints("kernel_shape", &[k as i64, dims[3] as i64]),
-            ints("pads", &[pad, (dims[3] / 2) as i64, pad, (dims[3] / 2) as i64]),
+            ints(
+                "pads",
+                &[pad, (dims[3] / 2) as i64, pad, (dims[3] / 2) as i64],
+            ),
             ints("strides", &[1, 1]),
             ints("dilations", &[1, 1]),
             int("group", 1),
@@ -94,7 +119,12 @@ impl GraphBuilder {
             self.initializer(f32_tensor(&format!("{name}.mean"), &c, mean)),
             self.initializer(f32_tensor(&format!("{name}.var"), &c, var)),
         ];
-        self.node("BatchNormalization", name, inputs, vec![float("epsilon", epsilon)])
+        self.node(
+            "BatchNormalization",
+            name,
+            inputs,
+            vec![float("epsilon", epsilon)],
+        )
     }
 
     pub fn relu(&mut self, name: &str, x: &str) -> String {
@@ -115,12 +145,21 @@ impl GraphBuilder {
         let ends = self.initializer(i64_tensor("const.decimate.ends", &[i64::MAX, i64::MAX]));
         let axes = self.initializer(i64_tensor("const.decimate.axes", &[2, 3]));
         let steps = self.initializer(i64_tensor("const.decimate.steps", &[2, 2]));
-        self.node("Slice", name, vec![x.into(), starts, ends, axes, steps], vec![])
+        self.node(
+            "Slice",
+            name,
+            vec![x.into(), starts, ends, axes, steps],
+            vec![],
+        )
     }
 
     /// Repeat every row and column twice (`Resize`, nearest, asymmetric, floor).
     pub fn upsample(&mut self, name: &str, x: &str) -> String {
-        let scales = self.initializer(f32_tensor("const.upsample.scales", &[4], &[1.0, 1.0, 2.0, 2.0]));
+        let scales = self.initializer(f32_tensor(
+            "const.upsample.scales",
+            &[4],
+            &[1.0, 1.0, 2.0, 2.0],
+        ));
         let attrs = vec![
             string("mode", "nearest"),
             string("coordinate_transformation_mode", "asymmetric"),
@@ -131,7 +170,12 @@ impl GraphBuilder {
 
     /// Finish the model: `value` becomes the graph output, renamed `output_name`
     /// `[1, 1, "height", "width"]`.
-    pub fn finish(mut self, value: &str, output_name: &str, producer_version: &str) -> pb::ModelProto {
+    pub fn finish(
+        mut self,
+        value: &str,
+        output_name: &str,
+        producer_version: &str,
+    ) -> pb::ModelProto {
         for node in &mut self.graph.node {
             for v in node.input.iter_mut().chain(node.output.iter_mut()) {
                 if v == value {
@@ -142,7 +186,10 @@ impl GraphBuilder {
         self.graph.output.push(value_info(output_name, 1));
         pb::ModelProto {
             ir_version: IR_VERSION,
-            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
             producer_name: "skipseg".into(),
             producer_version: producer_version.into(),
             graph: Some(self.graph),
@@ -152,8 +199,11 @@ impl GraphBuilder {
 }
 
 fn value_info(name: &str, channels: usize) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    let dim = |v: Value| Dimension { value: Some(v), ..Default::default() };
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    let dim = |v: Value| Dimension {
+        value: Some(v),
+        ..Default::default()
+    };
     pb::ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
@@ -176,17 +226,32 @@ fn value_info(name: &str, channels: usize) -> pb::ValueInfoProto {
 
 /// An integer-list attribute.
 pub fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 
 /// An integer attribute.
 pub fn int(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
 }
 
 /// A float attribute.
 pub fn float(name: &str, v: f32) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f: v, ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
 }
 
 /// A string attribute.

@@ -26,7 +26,10 @@ pub struct Preprocessing {
 
 impl Default for Preprocessing {
     fn default() -> Self {
-        Self { mean: 0.5, std: 0.25 }
+        Self {
+            mean: 0.5,
+            std: 0.25,
+        }
     }
 }
 
@@ -47,7 +50,10 @@ pub struct ModelMeta {
 impl ModelMeta {
     /// Read the metadata of `model`; `source_name` names the file in errors.
     pub fn from_model(model: &pb::ModelProto, source_name: &str) -> Result<Self> {
-        let err = |reason: String| Error::Metadata { source_name: source_name.to_string(), reason };
+        let err = |reason: String| Error::Metadata {
+            source_name: source_name.to_string(),
+            reason,
+        };
         let get = |key: &str| {
             model
                 .metadata_props
@@ -56,13 +62,19 @@ impl ModelMeta {
                 .map(|p| p.value.as_str())
                 .ok_or_else(|| err(format!("no `{key}` entry (not exported by skipseg?)")))
         };
-        let arch = ArchSpec::from_json(get(META_ARCH)?).map_err(|e| err(format!("`{META_ARCH}`: {e}")))?;
+        let arch =
+            ArchSpec::from_json(get(META_ARCH)?).map_err(|e| err(format!("`{META_ARCH}`: {e}")))?;
         let preprocessing: Preprocessing = serde_json::from_str(get(META_PREPROCESSING)?)
             .map_err(|e| err(format!("`{META_PREPROCESSING}`: {e}")))?;
-        if !(preprocessing.std > 0.0) || !preprocessing.mean.is_finite() {
-            return Err(err(format!("`{META_PREPROCESSING}`: std must be > 0, got {preprocessing:?}")));
+        if preprocessing.std.is_nan() || preprocessing.std <= 0.0 || !preprocessing.mean.is_finite() {
+            return Err(err(format!(
+                "`{META_PREPROCESSING}`: std must be > 0, got {preprocessing:?}"
+            )));
         }
-        Ok(Self { arch, preprocessing })
+        Ok(Self {
+            arch,
+            preprocessing,
+        })
     }
 
     /// Write (replace) the metadata entries of `model`.
@@ -77,7 +89,10 @@ impl ModelMeta {
         ];
         for (key, value) in entries {
             model.metadata_props.retain(|p| p.key != key);
-            model.metadata_props.push(pb::StringStringEntryProto { key: key.to_string(), value });
+            model.metadata_props.push(pb::StringStringEntryProto {
+                key: key.to_string(),
+                value,
+            });
         }
     }
 }

@@ -8,7 +8,7 @@ mod builder;
 mod metadata;
 
 pub use builder::{GraphBuilder, OPSET};
-pub use metadata::{ModelMeta, Preprocessing, META_ARCH, META_PREPROCESSING, META_FORMAT};
+pub use metadata::{META_ARCH, META_FORMAT, META_PREPROCESSING, ModelMeta, Preprocessing};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -58,7 +58,11 @@ pub fn write_model(model: &pb::ModelProto, path: &Path) -> Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |action: &'static str, p: &Path| {
         let p = p.to_path_buf();
-        move |source| Error::Io { path: p, action, source }
+        move |source| Error::Io {
+            path: p,
+            action,
+            source,
+        }
     };
     let tmp = temp_sibling(path);
     let result = (|| {
@@ -74,7 +78,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
 }
 
@@ -84,10 +91,15 @@ pub fn tensor_f32(t: &pb::TensorProto) -> Option<Vec<f32>> {
         return None;
     }
     if !t.raw_data.is_empty() {
-        if t.raw_data.len() % 4 != 0 {
+        if !t.raw_data.len().is_multiple_of(4) {
             return None;
         }
-        Some(t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Some(
+            t.raw_data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
     } else {
         Some(t.float_data.clone())
     }
