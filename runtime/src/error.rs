@@ -13,6 +13,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An image file is unreadable, corrupt or of an unsupported kind.
+    #[error("{}: {reason}", path.display())]
+    Image { path: PathBuf, reason: String },
     /// The bytes are not a decodable ONNX `ModelProto`.
     #[error("{source_name}: not an ONNX model: {reason}")]
     NotOnnx { source_name: String, reason: String },

@@ -8,6 +8,8 @@
 pub mod arch;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "image")]
+pub mod io;
 pub mod npy;
 pub mod onnx;
 

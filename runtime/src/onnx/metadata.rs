@@ -66,7 +66,8 @@ impl ModelMeta {
             ArchSpec::from_json(get(META_ARCH)?).map_err(|e| err(format!("`{META_ARCH}`: {e}")))?;
         let preprocessing: Preprocessing = serde_json::from_str(get(META_PREPROCESSING)?)
             .map_err(|e| err(format!("`{META_PREPROCESSING}`: {e}")))?;
-        if preprocessing.std.is_nan() || preprocessing.std <= 0.0 || !preprocessing.mean.is_finite() {
+        if preprocessing.std.is_nan() || preprocessing.std <= 0.0 || !preprocessing.mean.is_finite()
+        {
             return Err(err(format!(
                 "`{META_PREPROCESSING}`: std must be > 0, got {preprocessing:?}"
             )));
