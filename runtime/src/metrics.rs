@@ -59,7 +59,7 @@ pub struct SliceScores {
 /// for foreground, 0 for background. Returns the labels and the component count.
 pub fn components4(mask: &[bool], width: usize) -> (Vec<u32>, u32) {
     let mut labels = vec![0u32; mask.len()];
-    let height = if width == 0 { 0 } else { mask.len() / width };
+    let height = mask.len().checked_div(width).unwrap_or(0);
     let mut next = 0u32;
     let mut stack = Vec::new();
     for start in 0..mask.len() {
@@ -105,7 +105,7 @@ pub fn thin_borders(cell: &[bool], width: usize) -> Vec<u32> {
     const INIT: i64 = -1;
     const INQUEUE: i64 = -3;
     let n = cell.len();
-    let height = if width == 0 { 0 } else { n / width };
+    let height = n.checked_div(width).unwrap_or(0);
     let mut lab = vec![INIT; n];
     let mut current: i64 = 0;
     // ImageJ scans x outer, y inner; neighbours (x-1,y), (x,y-1), (x+1,y), (x,y+1)

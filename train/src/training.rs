@@ -75,7 +75,8 @@ impl TrainConfig {
         }
     }
 
-    fn optimizer_config(&self) -> RmsPropConfig {
+    /// RMSprop as the paper: no momentum, L2 weight decay added to the gradient.
+    pub fn optimizer_config(&self) -> RmsPropConfig {
         RmsPropConfig::new()
             .with_alpha(self.rms_alpha)
             .with_momentum(0.0)
