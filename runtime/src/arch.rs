@@ -386,6 +386,34 @@ impl Cost {
 }
 
 impl ArchPlan {
+    /// An upper bound on the receptive radius in input pixels: how far (on each side) an
+    /// output pixel can see. Each 3x3 convolution at resolution divisor 2^s widens it by
+    /// 2^s; each decimation and each repetition by 2^s more for the grid offset. A tile
+    /// halo of at least this many pixels makes tiled inference seam-free.
+    pub fn receptive_radius(&self) -> usize {
+        let mut r = 0usize;
+        let conv = |s: &ConvShape, scale: u32| if s.kernel == 3 { 1usize << scale } else { 0 };
+        r += conv(&self.stem, 0);
+        let levels = self
+            .down
+            .iter()
+            .chain(std::iter::once(&self.across))
+            .chain(self.up.iter());
+        for level in levels {
+            for b in &level.blocks {
+                r += b
+                    .convs()
+                    .iter()
+                    .map(|s| conv(s, b.scale_log2))
+                    .sum::<usize>();
+                if b.down || b.up {
+                    r += 1 << b.scale_log2;
+                }
+            }
+        }
+        r + conv(&self.head, 0)
+    }
+
     /// Every block in forward order.
     pub fn blocks(&self) -> impl Iterator<Item = &BlockPlan> {
         self.down

@@ -22,6 +22,26 @@ pub struct Segmenter {
     proto: pb::ModelProto,
     meta: ModelMeta,
     plans: Mutex<HashMap<(usize, usize), Plan>>,
+    /// tract's multithread executor when more than one thread is asked for.
+    executor: Option<tract_linalg::multithread::Executor>,
+}
+
+/// How a [`Segmenter`] prepares and runs its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Fold batch norms into convolutions / affine ops before tract sees the graph.
+    pub fold_batch_norm: bool,
+    /// Threads of tract's executor (1 = single-threaded).
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            fold_batch_norm: true,
+            threads: 1,
+        }
+    }
 }
 
 impl std::fmt::Debug for Segmenter {
@@ -45,15 +65,35 @@ impl Segmenter {
         Self::from_proto(onnx::decode_model(bytes, source_name)?, source_name)
     }
 
-    /// Wrap an already decoded model.
+    /// Wrap an already decoded model; batch norms are folded first (see
+    /// [`crate::passes::fold_bn`]).
     pub fn from_proto(proto: pb::ModelProto, source_name: &str) -> Result<Self> {
+        Self::with_options(proto, source_name, &Options::default())
+    }
+
+    /// Wrap a decoded model with explicit options.
+    pub fn with_options(
+        mut proto: pb::ModelProto,
+        source_name: &str,
+        options: &Options,
+    ) -> Result<Self> {
         let meta = ModelMeta::from_model(&proto, source_name)?;
+        if options.fold_batch_norm {
+            crate::passes::fold_batch_norms(&mut proto, source_name)?;
+        }
         Ok(Self {
             source_name: source_name.to_string(),
             proto,
             meta,
             plans: Mutex::new(HashMap::new()),
+            executor: (options.threads > 1)
+                .then(|| tract_linalg::multithread::Executor::multithread(options.threads)),
         })
+    }
+
+    /// The ONNX graph tract runs (after the passes).
+    pub fn proto(&self) -> &pb::ModelProto {
+        &self.proto
     }
 
     /// Architecture and preprocessing recorded in the model.
@@ -105,9 +145,12 @@ impl Segmenter {
     fn run4(&self, input: ArrayView4<'_, f32>, h: usize, w: usize) -> Result<Array4<f32>> {
         let plan = self.plan(h, w)?;
         let tensor: Tensor = input.to_owned().into_tensor();
-        let outputs = plan
-            .run(tvec!(tensor.into_tvalue()))
-            .map_err(|e| self.engine_err(e))?;
+        let run = || plan.run(tvec!(tensor.into_tvalue()));
+        let outputs = match &self.executor {
+            Some(ex) => tract_linalg::multithread::multithread_tract_scope(ex.clone(), run),
+            None => run(),
+        }
+        .map_err(|e| self.engine_err(e))?;
         let out = outputs[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| self.engine_err(e))?
@@ -139,4 +182,112 @@ impl Segmenter {
         plans.insert((h, w), plan.clone());
         Ok(plan)
     }
+}
+
+/// Tiled inference over an image of any size (see [`crate::tiling`]): `image` holds
+/// intensities in [0, 1]; finished rows of the membrane probability map are handed to
+/// `emit_row` in order, so the output never has to be held whole. `on_tile` is called
+/// after each tile (for progress).
+pub fn segment_tiled(
+    seg: &Segmenter,
+    image: ndarray::ArrayView2<'_, f32>,
+    plan: &crate::tiling::TilePlan,
+    blend: crate::tiling::Blend,
+    on_tile: &mut dyn FnMut(),
+    emit_row: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+) -> Result<()> {
+    use crate::tiling::{Blend, TilePlan};
+    let (h, w) = image.dim();
+    assert_eq!(
+        (h, w),
+        (plan.height, plan.width),
+        "plan and image sizes differ"
+    );
+    let prep = seg.meta().preprocessing;
+    let (wh, ww) = (plan.window_h, plan.window_w);
+    let mut window = Array4::<f32>::zeros((1, seg.meta().arch.in_channels, wh, ww));
+    // accumulated rows not yet emitted: sums and weights, starting at image row `first`
+    let mut first = 0usize;
+    let mut sums: std::collections::VecDeque<(Vec<f32>, Vec<f32>)> =
+        std::collections::VecDeque::new();
+    for r in 0..plan.rows {
+        for c in 0..plan.cols {
+            let t = plan.tile(r, c);
+            for wy in 0..wh {
+                let sy = TilePlan::source_index(t.window_y + wy as isize, h);
+                for wx in 0..ww {
+                    let sx = TilePlan::source_index(t.window_x + wx as isize, w);
+                    let v = prep.apply(image[[sy, sx]]);
+                    for ch in 0..window.dim().1 {
+                        window[[0, ch, wy, wx]] = v;
+                    }
+                }
+            }
+            let out = seg.run(window.view().into_dyn())?;
+            // output rows/cols this tile contributes to
+            let (y0, y1, x0, x1) = match blend {
+                Blend::Crop => (t.core_y, t.core_y + t.core_h, t.core_x, t.core_x + t.core_w),
+                Blend::Linear => (
+                    t.window_y.max(0) as usize,
+                    ((t.window_y + wh as isize) as usize).min(h),
+                    t.window_x.max(0) as usize,
+                    ((t.window_x + ww as isize) as usize).min(w),
+                ),
+            };
+            while first + sums.len() < y1 {
+                sums.push_back((vec![0.0; w], vec![0.0; w]));
+            }
+            for y in y0..y1 {
+                let wy = (y as isize - t.window_y) as usize;
+                let (s, wt) = &mut sums[y - first];
+                for x in x0..x1 {
+                    let wx = (x as isize - t.window_x) as usize;
+                    let weight = match blend {
+                        Blend::Crop => 1.0,
+                        Blend::Linear => plan.linear_weight(wy, wx),
+                    };
+                    s[x] += weight * out[[0, 0, wy, wx]];
+                    wt[x] += weight;
+                }
+            }
+            on_tile();
+        }
+        // rows no later tile touches are final
+        let done = match blend {
+            Blend::Crop => ((r + 1) * (plan.window_h - 2 * plan.halo)).min(h),
+            Blend::Linear => {
+                if r + 1 == plan.rows {
+                    h
+                } else {
+                    (plan.tile(r + 1, 0).window_y.max(0) as usize).min(h)
+                }
+            }
+        };
+        while first < done {
+            let (s, wt) = sums.pop_front().expect("accumulated row");
+            let row: Vec<f32> = s
+                .iter()
+                .zip(&wt)
+                .map(|(v, k)| if *k > 0.0 { v / k } else { 0.0 })
+                .collect();
+            emit_row(first, &row)?;
+            first += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Tiled inference into an in-memory map (convenience for tests and small images).
+pub fn segment_image(
+    seg: &Segmenter,
+    image: ndarray::ArrayView2<'_, f32>,
+    plan: &crate::tiling::TilePlan,
+    blend: crate::tiling::Blend,
+) -> Result<ndarray::Array2<f32>> {
+    let mut out = ndarray::Array2::<f32>::zeros(image.dim());
+    segment_tiled(seg, image, plan, blend, &mut || {}, &mut |y, row| {
+        out.row_mut(y).assign(&ndarray::ArrayView1::from(row));
+        Ok(())
+    })?;
+    Ok(out)
 }

@@ -13,8 +13,10 @@ pub mod io;
 pub mod metrics;
 pub mod npy;
 pub mod onnx;
+pub mod passes;
+pub mod tiling;
 
 pub use arch::ArchSpec;
-pub use engine::Segmenter;
+pub use engine::{Options, Segmenter, segment_image, segment_tiled};
 pub use error::{Error, Result};
 pub use onnx::{ModelMeta, Preprocessing};

@@ -1,0 +1,6 @@
+//! ONNX -> ONNX rewrites run before tract sees a model. Each pass finds its pattern,
+//! returns early when it is absent, rewrites, and reports what it changed.
+
+pub mod fold_bn;
+
+pub use fold_bn::{FoldReport, fold_batch_norms};

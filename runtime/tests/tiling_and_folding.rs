@@ -1,0 +1,128 @@
+//! Batch-norm folding preserves outputs; tiled inference with a halo of at least the
+//! receptive radius equals whole-image inference. Runs on the golden fixture models
+//! (three architectures with random weights and random batch-norm statistics).
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use skipseg_runtime::onnx::{self, op_histogram};
+use skipseg_runtime::tiling::{Blend, TilePlan};
+use skipseg_runtime::{Options, Segmenter, npy, segment_image};
+
+fn fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let mut v: Vec<_> = std::fs::read_dir(root)
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
+    v.sort();
+    v
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Tolerance 1e-5: folding changes the order of a few float operations per pixel
+/// (scale folded into weights), worth ~1e-7 relative on probabilities; a wrong scale,
+/// shift or channel order moves outputs by 1e-2 or more.
+#[test]
+fn folding_removes_every_batch_norm_and_keeps_outputs() {
+    for dir in fixtures() {
+        let proto = onnx::read_model(&dir.join("model.onnx")).expect("model");
+        let name = dir.display().to_string();
+        let plain = Segmenter::with_options(
+            proto.clone(),
+            &name,
+            &Options {
+                fold_batch_norm: false,
+                threads: 1,
+            },
+        )
+        .expect("loads");
+        let folded =
+            Segmenter::with_options(proto.clone(), &name, &Options::default()).expect("loads");
+        let bn_before = op_histogram(&proto)
+            .iter()
+            .find(|(op, _)| op == "BatchNormalization")
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        let bn_after = op_histogram(folded.proto())
+            .iter()
+            .find(|(op, _)| op == "BatchNormalization")
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        assert_eq!(bn_after, 0, "{name}: batch norms left after folding");
+        for k in 0..2 {
+            let x = npy::read(&dir.join(format!("input{k}.npy"))).expect("input");
+            let a = plain.run(x.view()).expect("plain");
+            let b = folded.run(x.view()).expect("folded");
+            let d = max_abs(
+                a.as_slice().expect("contiguous"),
+                b.as_slice().expect("contiguous"),
+            );
+            eprintln!(
+                "{name} input{k}: {bn_before} batch norms, folded vs unfolded max abs diff {d:e}"
+            );
+            assert!(d <= 1e-5, "{name}: folding changed outputs by {d}");
+        }
+    }
+}
+
+fn random_image(h: usize, w: usize, seed: u64) -> Array2<f32> {
+    let mut s = seed;
+    Array2::from_shape_simple_fn((h, w), || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 40) as f32 / (1u64 << 24) as f32
+    })
+}
+
+#[test]
+fn tiles_with_receptive_halo_equal_whole_image() {
+    for dir in fixtures() {
+        let seg = Segmenter::from_path(&dir.join("model.onnx")).expect("loads");
+        let arch = &seg.meta().arch;
+        let (factor, radius) = (arch.down_factor(), arch.plan().receptive_radius());
+        for (h, w) in [(75, 61), (40, 97)] {
+            let img = random_image(h, w, (h * w) as u64);
+            let whole = segment_image(
+                &seg,
+                img.view(),
+                &TilePlan::new(h, w, 1 << 12, radius, factor),
+                Blend::Crop,
+            )
+            .expect("whole");
+            for tile in [factor, 3 * factor, 24] {
+                let plan = TilePlan::new(h, w, tile, radius, factor);
+                assert!(plan.rows * plan.cols > 1);
+                let tiled = segment_image(&seg, img.view(), &plan, Blend::Crop).expect("tiled");
+                let d = max_abs(whole.as_slice().expect("c"), tiled.as_slice().expect("c"));
+                assert!(
+                    d <= 1e-5,
+                    "{}: tile {tile} differs from whole-image by {d}",
+                    dir.display()
+                );
+                // linear blending mixes in halo pixels, which see the window edge: close
+                // to, but not exactly, the whole-image result
+                let linear = segment_image(&seg, img.view(), &plan, Blend::Linear).expect("linear");
+                let d = max_abs(whole.as_slice().expect("c"), linear.as_slice().expect("c"));
+                assert!(
+                    d <= 0.1,
+                    "{}: linear blend far from whole-image ({d})",
+                    dir.display()
+                );
+            }
+            // a halo far below the radius shows seams: the equality above can fail
+            let plan = TilePlan::new(h, w, factor, 0, factor);
+            let tiled = segment_image(&seg, img.view(), &plan, Blend::Crop).expect("tiled");
+            let d = max_abs(whole.as_slice().expect("c"), tiled.as_slice().expect("c"));
+            assert!(d > 1e-3, "{}: no halo yet no seams ({d})", dir.display());
+        }
+    }
+}
