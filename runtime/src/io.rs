@@ -292,6 +292,209 @@ pub fn write_png_rgb(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Re
     crate::onnx::write_atomic(path, &bytes)
 }
 
+/// A streamed 8-bit PNG (gray or RGB) written to a temporary file, renamed on `finish`.
+struct PngStream {
+    tmp: PathBuf,
+    path: PathBuf,
+    writer: Option<png::StreamWriter<'static, BufWriter<File>>>,
+}
+
+impl PngStream {
+    fn create(path: PathBuf, width: usize, height: usize, rgb: bool) -> Result<Self> {
+        let tmp = temp_sibling(&path);
+        let file = File::create(&tmp).map_err(|source| Error::Io {
+            path: tmp.clone(),
+            action: "cannot create output",
+            source,
+        })?;
+        let mut enc = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
+        enc.set_color(if rgb {
+            png::ColorType::Rgb
+        } else {
+            png::ColorType::Grayscale
+        });
+        enc.set_depth(png::BitDepth::Eight);
+        let stream = enc
+            .write_header()
+            .and_then(|w| w.into_stream_writer())
+            .map_err(|e| bad(&path, format!("PNG encoding: {e}")));
+        match stream {
+            Ok(w) => Ok(Self {
+                tmp,
+                path,
+                writer: Some(w),
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let w = self.writer.as_mut().expect("open stream");
+        w.write_all(bytes).map_err(|source| Error::Io {
+            path: self.tmp.clone(),
+            action: "cannot write",
+            source,
+        })
+    }
+
+    fn finish(mut self) -> Result<PathBuf> {
+        let w = self.writer.take().expect("open stream");
+        w.finish()
+            .map_err(|e| bad(&self.path, format!("PNG encoding: {e}")))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|source| Error::Io {
+            path: self.path.clone(),
+            action: "cannot rename into place",
+            source,
+        })?;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for PngStream {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            self.writer = None;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial{}", std::process::id()))
+}
+
+/// Where `segment-run predict` writes one slice, row by row: the membrane probability
+/// (8-bit PNG `<name>.png`, or 32-bit float TIFF `<name>.tif`), optionally a binary mask
+/// (`<name>_mask.png`, 255 = membrane) and an overlay (`<name>_overlay.png`). PNGs are
+/// streamed; the float TIFF is buffered and written at `finish`. Every file appears only
+/// when complete (temporary name, then rename).
+pub struct ProbabilitySink {
+    width: usize,
+    height: usize,
+    threshold: Option<f32>,
+    prob_png: Option<PngStream>,
+    float: Option<(PathBuf, Vec<f32>)>,
+    mask: Option<PngStream>,
+    overlay: Option<PngStream>,
+    rows: usize,
+}
+
+impl ProbabilitySink {
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        width: usize,
+        height: usize,
+        float: bool,
+        threshold: Option<f32>,
+        overlay: bool,
+    ) -> Result<Self> {
+        let prob_png = (!float)
+            .then(|| PngStream::create(dir.join(format!("{name}.png")), width, height, false))
+            .transpose()?;
+        let float = float.then(|| {
+            (
+                dir.join(format!("{name}.tif")),
+                Vec::with_capacity(width * height),
+            )
+        });
+        let mask = threshold
+            .map(|_| PngStream::create(dir.join(format!("{name}_mask.png")), width, height, false))
+            .transpose()?;
+        let overlay = overlay
+            .then(|| {
+                PngStream::create(dir.join(format!("{name}_overlay.png")), width, height, true)
+            })
+            .transpose()?;
+        Ok(Self {
+            width,
+            height,
+            threshold,
+            prob_png,
+            float,
+            mask,
+            overlay,
+            rows: 0,
+        })
+    }
+
+    /// Write the next row: `image` intensities in [0, 1] and membrane probabilities.
+    pub fn write_row(&mut self, image: &[f32], prob: &[f32]) -> Result<()> {
+        assert_eq!(prob.len(), self.width, "row width");
+        let to8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+        if let Some(s) = &mut self.prob_png {
+            let bytes: Vec<u8> = prob.iter().map(|&p| to8(p)).collect();
+            s.write(&bytes)?;
+        }
+        if let Some((_, buf)) = &mut self.float {
+            buf.extend_from_slice(prob);
+        }
+        let membrane = |p: f32| self.threshold.map(|t| p > t);
+        if let Some(s) = &mut self.mask {
+            let bytes: Vec<u8> = prob
+                .iter()
+                .map(|&p| if membrane(p) == Some(true) { 255 } else { 0 })
+                .collect();
+            s.write(&bytes)?;
+        }
+        if let Some(s) = &mut self.overlay {
+            let mut bytes = Vec::with_capacity(3 * self.width);
+            for (x, &p) in prob.iter().enumerate() {
+                let g = to8(image.get(x).copied().unwrap_or(0.0));
+                // red where membrane: the mask if thresholded, else the probability
+                let a = match membrane(p) {
+                    Some(true) => 0.6,
+                    Some(false) => 0.0,
+                    None => 0.6 * p.clamp(0.0, 1.0),
+                };
+                let mix = |c: f32| (g as f32 * (1.0 - a) + c * a).round() as u8;
+                bytes.extend_from_slice(&[mix(255.0), mix(0.0), mix(0.0)]);
+            }
+            s.write(&bytes)?;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Close every file and move it into place; returns the paths written.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>> {
+        assert_eq!(self.rows, self.height, "not every row was written");
+        let mut out = Vec::new();
+        if let Some(s) = self.prob_png.take() {
+            out.push(s.finish()?);
+        }
+        if let Some((path, buf)) = self.float.take() {
+            let mut bytes = Vec::new();
+            {
+                let mut enc = tiff::encoder::TiffEncoder::new(std::io::Cursor::new(&mut bytes))
+                    .map_err(|e| bad(&path, format!("TIFF encoding: {e}")))?;
+                enc.write_image::<tiff::encoder::colortype::Gray32Float>(
+                    self.width as u32,
+                    self.height as u32,
+                    &buf,
+                )
+                .map_err(|e| bad(&path, format!("TIFF encoding: {e}")))?;
+            }
+            crate::onnx::write_atomic(&path, &bytes)?;
+            out.push(path);
+        }
+        if let Some(s) = self.mask.take() {
+            out.push(s.finish()?);
+        }
+        if let Some(s) = self.overlay.take() {
+            out.push(s.finish()?);
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,15 @@ enum Command {
     },
     /// Train on a folder of images and labels (ISBI 2012 by default); resumable.
     Train(TrainArgs),
+    /// Export the best checkpoint of a run (or of a run still in progress) to ONNX.
+    Export {
+        /// Run folder (holds config.json and best.model.mpk).
+        #[arg(long)]
+        run: PathBuf,
+        /// Output ONNX file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Write the golden parity fixtures (model.onnx + input/output .npy per case).
     Fixtures {
         /// Output folder.
@@ -106,6 +115,21 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Train(args) => train(args),
+        Command::Export { run, output } => {
+            use anyhow::Context;
+            let path = run.join("config.json");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{}: cannot read run config", path.display()))?;
+            let cfg: TrainConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a run config", path.display()))?;
+            training::export_best::<Cpu>(&cfg, &run, &output, &Default::default())?;
+            println!(
+                "exported the best checkpoint of {} to {}",
+                run.display(),
+                output.display()
+            );
+            Ok(())
+        }
         Command::Fixtures { out } => {
             for dir in fixtures::write_all(&out)? {
                 println!("wrote {}", dir.display());

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use skipseg_runtime::metrics::{self, SlicePair};
+use skipseg_runtime::tiling::{Blend, TilePlan};
 use skipseg_runtime::{Segmenter, io, onnx};
 
 #[derive(Parser)]
@@ -18,13 +19,28 @@ struct Cli {
     command: Command,
 }
 
+/// The shipped model, compiled into the binary.
+const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/isbi-small.onnx");
+const EMBEDDED_NAME: &str = "models/isbi-small.onnx (embedded)";
+
 #[derive(Subcommand)]
 enum Command {
-    /// Describe a model: architecture, preprocessing, operators.
-    Info {
-        /// ONNX model exported by segment-train.
+    /// Segment images: write membrane probability maps (and masks, overlays).
+    Predict(PredictArgs),
+    /// Fold batch norms into convolutions and write the rewritten model.
+    Optimize {
+        /// Model to rewrite.
         #[arg(long)]
         model: PathBuf,
+        /// Output ONNX file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Describe a model: architecture, receptive radius, preprocessing, operators.
+    Info {
+        /// ONNX model exported by segment-train (default: the embedded shipped model).
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Score a proposal against labels with the ISBI 2012 metrics (V_rand, V_info).
     Eval {
@@ -44,6 +60,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct PredictArgs {
+    /// PNG or TIFF images (8/16-bit grayscale, multi-page stacks) or folders of them.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output folder.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// ONNX model; without it, the shipped models/isbi-small.onnx compiled into this
+    /// binary is used.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Write 32-bit float TIFF probability maps instead of 8-bit PNG.
+    #[arg(long)]
+    float: bool,
+    /// Also write a binary membrane mask (probability > T) as PNG.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Also write an RGB PNG with the mask (or the probability) drawn over the input.
+    #[arg(long)]
+    overlay: bool,
+    /// Tile core size (rounded up to the model's down-sampling factor).
+    #[arg(long, default_value_t = 512)]
+    tile: usize,
+    /// Context around each tile, in pixels (rounded up to the down-sampling factor);
+    /// `segment-run info` prints the receptive radius that makes tiles seam-free.
+    #[arg(long, default_value_t = 64)]
+    halo: usize,
+    /// How tiles are combined: crop = keep each tile's centre; linear = blend overlaps.
+    #[arg(long, value_enum, default_value = "crop")]
+    blend: BlendArg,
+    /// Threads of the inference engine.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BlendArg {
+    Crop,
+    Linear,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,14 +132,49 @@ fn run(cli: Cli) -> Result<()> {
             membrane_high,
             json,
         ),
+        Command::Predict(args) => predict(args),
+        Command::Optimize { model, output } => {
+            let mut proto = onnx::read_model(&model)?;
+            let before = onnx::op_histogram(&proto);
+            let report = skipseg_runtime::passes::fold_batch_norms(
+                &mut proto,
+                &model.display().to_string(),
+            )?;
+            onnx::write_model(&proto, &output)?;
+            println!(
+                "folded {} batch norms into the preceding conv, turned {} into scale+shift",
+                report.folded.len(),
+                report.to_affine.len()
+            );
+            let show = |h: Vec<(String, usize)>| {
+                h.into_iter()
+                    .map(|(o, n)| format!("{o} x{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!("before: {}", show(before));
+            println!("after:  {}", show(onnx::op_histogram(&proto)));
+            println!("wrote {}", output.display());
+            Ok(())
+        }
         Command::Info { model } => {
-            let seg = Segmenter::from_path(&model)?;
+            let (proto, name) = match &model {
+                Some(p) => (onnx::read_model(p)?, p.display().to_string()),
+                None => (
+                    onnx::decode_model(EMBEDDED_MODEL, EMBEDDED_NAME)?,
+                    EMBEDDED_NAME.to_string(),
+                ),
+            };
+            let seg = Segmenter::from_proto(proto.clone(), &name)?;
             let meta = seg.meta();
-            let proto = onnx::read_model(&model).context("re-reading model")?;
             let cost = meta.arch.plan().cost(512, 512);
-            println!("model: {}", model.display());
+            println!("model: {name}");
             println!("architecture: {}", meta.arch.name);
             println!("  down-sampling factor: {}", meta.arch.down_factor());
+            println!(
+                "  receptive radius: {} px (a --halo of at least this makes tiling seam-free)",
+                meta.arch.plan().receptive_radius()
+            );
             println!("  learnable parameters: {}", cost.params());
             println!(
                 "  FLOPs per 512x512 image: {:.3} G",
@@ -218,5 +311,109 @@ fn eval(
         e.v_info_threshold,
         if thinning { "on" } else { "off" }
     );
+    Ok(())
+}
+
+fn load_model(path: Option<&std::path::Path>, threads: usize) -> Result<Segmenter> {
+    let options = skipseg_runtime::Options {
+        threads,
+        ..Default::default()
+    };
+    Ok(match path {
+        Some(p) => {
+            Segmenter::with_options(onnx::read_model(p)?, &p.display().to_string(), &options)?
+        }
+        None => Segmenter::with_options(
+            onnx::decode_model(EMBEDDED_MODEL, EMBEDDED_NAME)?,
+            EMBEDDED_NAME,
+            &options,
+        )?,
+    })
+}
+
+fn predict(args: PredictArgs) -> Result<()> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use std::io::IsTerminal;
+    let seg = load_model(args.model.as_deref(), args.threads)?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("{}: cannot create output folder", args.output.display()))?;
+    let factor = seg.meta().arch.down_factor();
+    let blend = match args.blend {
+        BlendArg::Crop => Blend::Crop,
+        BlendArg::Linear => Blend::Linear,
+    };
+    let mut files = Vec::new();
+    for input in &args.inputs {
+        if input.is_dir() {
+            files.extend(io::list_images(input)?);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    for file in files {
+        let slices = io::read_slices(&file)?;
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        let many = slices.len() > 1;
+        for (k, slice) in slices.iter().enumerate() {
+            let name = if many {
+                format!("{stem}_p{k:03}")
+            } else {
+                stem.clone()
+            };
+            let (h, w) = slice.pixels.dim();
+            let plan = TilePlan::new(h, w, args.tile, args.halo, factor);
+            let tiles = (plan.rows * plan.cols) as u64;
+            let bar = ProgressBar::with_draw_target(
+                Some(tiles),
+                if std::io::stderr().is_terminal() {
+                    ProgressDrawTarget::stderr()
+                } else {
+                    ProgressDrawTarget::hidden()
+                },
+            );
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tiles ({eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(name.clone());
+            let started = std::time::Instant::now();
+            let mut sink = io::ProbabilitySink::create(
+                &args.output,
+                &name,
+                w,
+                h,
+                args.float,
+                args.threshold,
+                args.overlay,
+            )?;
+            skipseg_runtime::segment_tiled(
+                &seg,
+                slice.pixels.view(),
+                &plan,
+                blend,
+                &mut || bar.inc(1),
+                &mut |y, row| sink.write_row(slice.pixels.row(y).as_slice().unwrap_or(&[]), row),
+            )?;
+            let written = sink.finish()?;
+            bar.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "{}: {w}x{h}, {tiles} tiles of {}x{}, {secs:.2} s, {:.2} MP/s -> {}",
+                slice.name,
+                plan.window_w,
+                plan.window_h,
+                (w * h) as f64 / 1e6 / secs.max(1e-9),
+                written
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     Ok(())
 }
