@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Official ISBI scores (V_rand, V_info, thinning on) of a model on the validation slices
+# 25-29 of data/isbi2012/train: segment them with segment-run, then score with eval.
+# Usage: bash scripts/validate.sh [MODEL.onnx]   (default: models/isbi-small.onnx)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:-models/isbi-small.onnx}
+work=target/validate
+rm -rf "$work"; mkdir -p "$work/images" "$work/labels" "$work/pred"
+for i in 25 26 27 28 29; do
+  cp "data/isbi2012/train/images/$i.png" "$work/images/"
+  cp "data/isbi2012/train/labels/$i.png" "$work/labels/"
+done
+cargo build --release -q -p skipseg-runtime --bin segment-run
+target/release/segment-run predict --model "$model" "$work/images" -o "$work/pred" > /dev/null
+shift || true
+target/release/segment-run eval --labels "$work/labels" --proposal "$work/pred" --membrane-high "$@"
