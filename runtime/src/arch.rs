@@ -386,6 +386,14 @@ impl Cost {
 }
 
 impl ArchPlan {
+    /// Every level in forward order: down levels, across, up levels.
+    pub fn levels(&self) -> impl Iterator<Item = &LevelPlan> {
+        self.down
+            .iter()
+            .chain(std::iter::once(&self.across))
+            .chain(self.up.iter())
+    }
+
     /// An upper bound on the receptive radius in input pixels: how far (on each side) an
     /// output pixel can see. Each 3x3 convolution at resolution divisor 2^s widens it by
     /// 2^s; each decimation and each repetition by 2^s more for the grid offset. A tile
@@ -394,12 +402,7 @@ impl ArchPlan {
         let mut r = 0usize;
         let conv = |s: &ConvShape, scale: u32| if s.kernel == 3 { 1usize << scale } else { 0 };
         r += conv(&self.stem, 0);
-        let levels = self
-            .down
-            .iter()
-            .chain(std::iter::once(&self.across))
-            .chain(self.up.iter());
-        for level in levels {
+        for level in self.levels() {
             for b in &level.blocks {
                 r += b
                     .convs()
@@ -416,11 +419,7 @@ impl ArchPlan {
 
     /// Every block in forward order.
     pub fn blocks(&self) -> impl Iterator<Item = &BlockPlan> {
-        self.down
-            .iter()
-            .chain(std::iter::once(&self.across))
-            .chain(self.up.iter())
-            .flat_map(|l| l.blocks.iter())
+        self.levels().flat_map(|l| l.blocks.iter())
     }
 
     /// Count parameters and MACs for an `height` x `width` input.
@@ -438,12 +437,7 @@ impl ArchPlan {
             }
         };
         conv(&mut c, self.stem, 0);
-        let levels = self
-            .down
-            .iter()
-            .chain(std::iter::once(&self.across))
-            .chain(self.up.iter());
-        for level in levels {
+        for level in self.levels() {
             if let Some((skip, p)) = level.skip.as_ref().and_then(|s| Some((s, s.projection()?))) {
                 conv(&mut c, p, skip.scale_log2);
                 c.long_projection_params += p.params();

