@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-models/isbi-small.onnx}
+[ $# -gt 0 ] && shift  # the rest goes to eval (e.g. --json)
 work=target/validate
 rm -rf "$work"; mkdir -p "$work/images" "$work/labels" "$work/pred"
 for i in 25 26 27 28 29; do
@@ -13,5 +14,4 @@ for i in 25 26 27 28 29; do
 done
 cargo build --release -q -p skipseg-runtime --bin segment-run
 target/release/segment-run predict --model "$model" "$work/images" -o "$work/pred" > /dev/null
-shift || true
 target/release/segment-run eval --labels "$work/labels" --proposal "$work/pred" --membrane-high "$@"
