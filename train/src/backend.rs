@@ -1,4 +1,6 @@
-//! Backend selection. The CPU backend is burn's pure-Rust `flex` (multi-threaded, SIMD);
+//! Backend selection. The CPU backend is burn's pure-Rust `flex`, with its rayon threads
+//! and SIMD switched on (the workspace Cargo.toml names them: burn's `flex` feature alone
+//! leaves them off and trains at half the speed);
 //! the `cuda` feature adds burn-cuda for GPU training.
 
 use burn::backend::{Autodiff, Flex};

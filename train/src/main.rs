@@ -9,7 +9,7 @@ use skipseg_runtime::arch::{BlockKind, Level};
 use skipseg_train::backend::Cpu;
 use skipseg_train::loss::LossKind;
 use skipseg_train::model::ResFcn;
-use skipseg_train::training::{self, Event, TrainConfig};
+use skipseg_train::training::{self, Event, Selection, TrainConfig};
 use skipseg_train::{data, fixtures, presets};
 
 #[derive(Parser)]
@@ -44,6 +44,10 @@ enum Command {
         /// Output ONNX file.
         #[arg(short, long)]
         output: PathBuf,
+        /// Which checkpoint: lowest validation loss (the paper's rule) or highest
+        /// validation V_rand.
+        #[arg(long, value_enum, default_value = "val-loss")]
+        select: Selection,
     },
     /// Write the golden parity fixtures (model.onnx + input/output .npy per case).
     Fixtures {
@@ -91,6 +95,11 @@ struct TrainArgs {
     /// Where to train.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceKind,
+    /// Which best checkpoint becomes `model.onnx` at the end: lowest validation loss
+    /// (the paper's rule) or highest validation V_rand. Both are kept in the run folder
+    /// (`segment-train export --select` exports the other).
+    #[arg(long, value_enum, default_value = "val-loss")]
+    select: Selection,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -115,16 +124,24 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Train(args) => train(args),
-        Command::Export { run, output } => {
+        Command::Export {
+            run,
+            output,
+            select,
+        } => {
             use anyhow::Context;
             let path = run.join("config.json");
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("{}: cannot read run config", path.display()))?;
             let cfg: TrainConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a run config", path.display()))?;
-            training::export_best::<Cpu>(&cfg, &run, &output, &Default::default())?;
+            training::export_best::<Cpu>(&cfg, &run, select, &output, &Default::default())?;
             println!(
-                "exported the best checkpoint of {} to {}",
+                "exported the {} checkpoint of {} to {}",
+                match select {
+                    Selection::ValLoss => "best-validation-loss",
+                    Selection::VRand => "best-validation-V_rand",
+                },
                 run.display(),
                 output.display()
             );
@@ -301,14 +318,21 @@ fn train(args: TrainArgs) -> Result<()> {
             &data,
             &out,
             resume,
+            args.select,
             &Default::default(),
         ),
-        DeviceKind::Cuda => cuda_training(&cfg, &data, &out, resume),
+        DeviceKind::Cuda => cuda_training(&cfg, &data, &out, resume, args.select),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_training(cfg: &TrainConfig, data: &data::Dataset, out: &Path, resume: bool) -> Result<()> {
+fn cuda_training(
+    cfg: &TrainConfig,
+    data: &data::Dataset,
+    out: &Path,
+    resume: bool,
+    select: Selection,
+) -> Result<()> {
     use skipseg_train::backend::{Gpu, GpuTrain};
     let device = burn::backend::cuda::CudaDevice::default();
     // burn-cuda panics on its first call when libcuda is missing: probe it first
@@ -319,11 +343,17 @@ fn cuda_training(cfg: &TrainConfig, data: &data::Dataset, out: &Path, resume: bo
     if probe.is_err() {
         anyhow::bail!("--device cuda: no usable CUDA driver (libcuda) or GPU on this machine");
     }
-    run_training::<GpuTrain>(cfg, data, out, resume, &device)
+    run_training::<GpuTrain>(cfg, data, out, resume, select, &device)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_training(_: &TrainConfig, _: &data::Dataset, _: &Path, _: bool) -> Result<()> {
+fn cuda_training(
+    _: &TrainConfig,
+    _: &data::Dataset,
+    _: &Path,
+    _: bool,
+    _: Selection,
+) -> Result<()> {
     anyhow::bail!(
         "--device cuda: this binary was built without the `cuda` feature (cargo build --features cuda)"
     )
@@ -334,6 +364,7 @@ fn run_training<B: burn::tensor::backend::AutodiffBackend>(
     data: &data::Dataset,
     out: &Path,
     resume: bool,
+    select: Selection,
     device: &B::Device,
 ) -> Result<()> {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -394,11 +425,19 @@ fn run_training<B: burn::tensor::backend::AutodiffBackend>(
     )?;
     bar.finish_and_clear();
     let onnx_path = out.join("model.onnx");
-    training::export_best::<B::InnerBackend>(cfg, out, &onnx_path, &device.clone())?;
+    training::export_best::<B::InnerBackend>(cfg, out, select, &onnx_path, &device.clone())?;
+    let v_rand = match state.best_v_rand {
+        Some(v) => format!(
+            "; best validation V_rand {v:.4} at epoch {}",
+            state.best_v_rand_epoch
+        ),
+        None => String::new(),
+    };
     println!(
-        "best validation loss {:.4} at epoch {}; exported {}",
+        "best validation loss {:.4} at epoch {}{v_rand}; exported epoch {} to {}",
         state.best_val_loss,
         state.best_epoch,
+        select.epoch(&state),
         onnx_path.display()
     );
     Ok(())

@@ -1,5 +1,5 @@
 //! What a training run writes for people: `metrics.csv` + `loss.png` (training and
-//! validation loss per epoch) and `weight_updates.csv` + `weight_updates.png` (mean
+//! validation loss per epoch) + `val_scores.png` (validation V_rand and V_info per epoch) and `weight_updates.csv` + `weight_updates.png` (mean
 //! absolute parameter update per layer per epoch, layers input -> output: the paper's
 //! Fig. 4 view). All files are written atomically.
 
@@ -49,19 +49,33 @@ pub fn write_all(out: &Path, state: &TrainState) -> Result<(), TrainError> {
         &[(&train, [31, 119, 180]), (&val, [255, 127, 14])],
         640,
         400,
+        None,
     );
     write_png_rgb(&out.join("loss.png"), w, h, &rgb)?;
+    let v_rand: Vec<f64> = state.history.iter().filter_map(|r| r.val_v_rand).collect();
+    let v_info: Vec<f64> = state.history.iter().filter_map(|r| r.val_v_info).collect();
+    if !v_rand.is_empty() {
+        // green = validation V_rand, red = validation V_info (y from 0 to 1)
+        let (w, h, rgb) = line_plot(
+            &[(&v_rand, [44, 160, 44]), (&v_info, [214, 39, 40])],
+            640,
+            400,
+            Some(1.0),
+        );
+        write_png_rgb(&out.join("val_scores.png"), w, h, &rgb)?;
+    }
     let (w, h, rgb) = heatmap(&state.weight_updates, 8);
     write_png_rgb(&out.join("weight_updates.png"), w, h, &rgb)?;
     Ok(())
 }
 
-/// Curves on a white canvas with a frame; y from 0 to the largest value. Colours:
-/// blue = training loss, orange = validation loss.
+/// Curves on a white canvas with a frame; y from 0 to `y_max` (default: the largest
+/// value).
 pub fn line_plot(
     series: &[(&[f64], [u8; 3])],
     width: usize,
     height: usize,
+    y_max: Option<f64>,
 ) -> (usize, usize, Vec<u8>) {
     let mut img = vec![255u8; width * height * 3];
     let margin = 30usize;
@@ -81,12 +95,14 @@ pub fn line_plot(
         put(margin + pw, y, [200, 200, 200]);
     }
     let n = series.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
-    let ymax = series
-        .iter()
-        .flat_map(|(s, _)| s.iter())
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max);
+    let ymax = y_max.unwrap_or_else(|| {
+        series
+            .iter()
+            .flat_map(|(s, _)| s.iter())
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max)
+    });
     if n == 0 || ymax <= 0.0 {
         return (width, height, img);
     }

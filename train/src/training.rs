@@ -102,6 +102,12 @@ pub struct TrainState {
     pub epochs_done: usize,
     pub best_val_loss: f64,
     pub best_epoch: usize,
+    /// Best validation V_rand so far and its epoch (`best-vrand.model.mpk`), when a
+    /// scorer is wired in.
+    #[serde(default)]
+    pub best_v_rand: Option<f64>,
+    #[serde(default)]
+    pub best_v_rand_epoch: usize,
     pub history: Vec<EpochRecord>,
     pub layer_names: Vec<String>,
     /// Mean absolute update per layer (rows: epochs, columns: layers input -> output).
@@ -275,6 +281,8 @@ pub fn train<B: AutodiffBackend>(
             epochs_done: 0,
             best_val_loss: f64::INFINITY,
             best_epoch: 0,
+            best_v_rand: None,
+            best_v_rand_epoch: 0,
             history: Vec::new(),
             layer_names,
             weight_updates: Vec::new(),
@@ -339,13 +347,24 @@ pub fn train<B: AutodiffBackend>(
             val_v_info: scores.map(|s| s.1),
             seconds: started.elapsed().as_secs_f64(),
         };
-        if val_loss < state.best_val_loss {
-            state.best_val_loss = val_loss;
-            state.best_epoch = epoch;
+        let better_loss = val_loss < state.best_val_loss;
+        let better_v_rand = record
+            .val_v_rand
+            .is_some_and(|v| state.best_v_rand.is_none_or(|best| v > best));
+        if better_loss || better_v_rand {
             let bytes = recorder
                 .record(valid.into_record(), ())
                 .map_err(|e| ck_err(out, e))?;
-            onnx::write_atomic(&out.join("best.model.mpk"), &bytes)?;
+            if better_loss {
+                state.best_val_loss = val_loss;
+                state.best_epoch = epoch;
+                onnx::write_atomic(&out.join(Selection::ValLoss.file_name()), &bytes)?;
+            }
+            if better_v_rand {
+                state.best_v_rand = record.val_v_rand;
+                state.best_v_rand_epoch = epoch;
+                onnx::write_atomic(&out.join(Selection::VRand.file_name()), &bytes)?;
+            }
         }
         // checkpoint first, then the state that names it (the commit point)
         let name = format!("checkpoint-{epoch:04}");
@@ -385,14 +404,43 @@ fn read(path: &Path) -> Result<Vec<u8>, TrainError> {
     std::fs::read(path).map_err(io_err(path, "cannot read checkpoint"))
 }
 
-/// Load the best checkpoint of a run and export it as ONNX to `path`.
+/// Which of a run's best checkpoints to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Selection {
+    /// Lowest validation loss (the paper's rule).
+    #[default]
+    ValLoss,
+    /// Highest validation V_rand (the challenge's score).
+    VRand,
+}
+
+impl Selection {
+    /// The checkpoint file this selection keeps in the run folder.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Selection::ValLoss => "best.model.mpk",
+            Selection::VRand => "best-vrand.model.mpk",
+        }
+    }
+
+    /// The epoch of this selection's checkpoint in `state` (0: none yet).
+    pub fn epoch(self, state: &TrainState) -> usize {
+        match self {
+            Selection::ValLoss => state.best_epoch,
+            Selection::VRand => state.best_v_rand_epoch,
+        }
+    }
+}
+
+/// Load a best checkpoint of a run and export it as ONNX to `path`.
 pub fn export_best<B: Backend>(
     cfg: &TrainConfig,
     out: &Path,
+    selection: Selection,
     path: &Path,
     device: &B::Device,
 ) -> Result<ResFcn<B>, TrainError> {
-    let best = out.join("best.model.mpk");
+    let best = out.join(selection.file_name());
     let record = Rec::default()
         .load(read(&best)?, device)
         .map_err(|e| TrainError::Checkpoint {
