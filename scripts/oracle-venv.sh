@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates the Python venv of the test oracles (onnx, onnxruntime, scikit-image) under
-# target/oracle-venv. Idempotent: does nothing when the pinned requirements are installed.
+# Creates the Python venv of the test oracles (onnx, onnxruntime, scikit-image, tifffile,
+# pypng) under target/oracle-venv. Idempotent: does nothing when the pinned requirements
+# are installed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/target/oracle-venv"

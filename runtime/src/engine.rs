@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use ndarray::{Array4, ArrayView4, ArrayViewD, Ix4};
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4, ArrayViewD, Axis, Ix4};
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::onnx::{self, ModelMeta, pb};
+use crate::onnx::{self, IntensityStats, ModelMeta, Normalisation, pb};
+use crate::tiling::{self, ArrayRows, Blend, RowSink, RowSource, TilePlan};
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -160,6 +161,17 @@ impl Segmenter {
         Ok(out)
     }
 
+    /// Operators of the plan tract optimised for a `height x width` input, by name with
+    /// their counts (what actually runs, after tract's own declutter and optimisation).
+    pub fn plan_ops(&self, height: usize, width: usize) -> Result<Vec<(String, usize)>> {
+        let plan = self.plan(height, width)?;
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for node in plan.model().nodes() {
+            *counts.entry(node.op().name().to_string()).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+
     fn engine_err(&self, e: impl std::fmt::Display) -> Error {
         Error::Engine {
             source_name: self.source_name.clone(),
@@ -184,110 +196,59 @@ impl Segmenter {
     }
 }
 
-/// Tiled inference over an image of any size (see [`crate::tiling`]): `image` holds
-/// intensities in [0, 1]; finished rows of the membrane probability map are handed to
-/// `emit_row` in order, so the output never has to be held whole. `on_tile` is called
-/// after each tile (for progress).
+/// Tiled inference over an image of any size (see [`crate::tiling`]): `source` yields
+/// intensities in [0, 1] row by row, `norm` maps them to network input (from
+/// `seg.meta().preprocessing.for_image(..)`, which needs the image's statistics when the
+/// model standardises per image); finished rows of the membrane probability map are
+/// handed to `emit_row(y, input_row, probability_row)` in order, so neither the image
+/// nor the output ever has to be held whole. `on_tile` is called after each tile (for
+/// progress).
 pub fn segment_tiled(
     seg: &Segmenter,
-    image: ndarray::ArrayView2<'_, f32>,
-    plan: &crate::tiling::TilePlan,
-    blend: crate::tiling::Blend,
+    source: &mut dyn RowSource,
+    norm: Normalisation,
+    plan: &TilePlan,
+    blend: Blend,
     on_tile: &mut dyn FnMut(),
-    emit_row: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    emit_row: &mut RowSink<'_>,
 ) -> Result<()> {
-    use crate::tiling::{Blend, TilePlan};
-    let (h, w) = image.dim();
-    assert_eq!(
-        (h, w),
-        (plan.height, plan.width),
-        "plan and image sizes differ"
-    );
-    let prep = seg.meta().preprocessing;
+    let channels = seg.meta().arch.in_channels;
     let (wh, ww) = (plan.window_h, plan.window_w);
-    let mut window = Array4::<f32>::zeros((1, seg.meta().arch.in_channels, wh, ww));
-    // accumulated rows not yet emitted: sums and weights, starting at image row `first`
-    let mut first = 0usize;
-    let mut sums: std::collections::VecDeque<(Vec<f32>, Vec<f32>)> =
-        std::collections::VecDeque::new();
-    for r in 0..plan.rows {
-        for c in 0..plan.cols {
-            let t = plan.tile(r, c);
-            for wy in 0..wh {
-                let sy = TilePlan::source_index(t.window_y + wy as isize, h);
-                for wx in 0..ww {
-                    let sx = TilePlan::source_index(t.window_x + wx as isize, w);
-                    let v = prep.apply(image[[sy, sx]]);
-                    for ch in 0..window.dim().1 {
-                        window[[0, ch, wy, wx]] = v;
-                    }
-                }
-            }
-            let out = seg.run(window.view().into_dyn())?;
-            // output rows/cols this tile contributes to
-            let (y0, y1, x0, x1) = match blend {
-                Blend::Crop => (t.core_y, t.core_y + t.core_h, t.core_x, t.core_x + t.core_w),
-                Blend::Linear => (
-                    t.window_y.max(0) as usize,
-                    ((t.window_y + wh as isize) as usize).min(h),
-                    t.window_x.max(0) as usize,
-                    ((t.window_x + ww as isize) as usize).min(w),
-                ),
-            };
-            while first + sums.len() < y1 {
-                sums.push_back((vec![0.0; w], vec![0.0; w]));
-            }
-            for y in y0..y1 {
-                let wy = (y as isize - t.window_y) as usize;
-                let (s, wt) = &mut sums[y - first];
-                for x in x0..x1 {
-                    let wx = (x as isize - t.window_x) as usize;
-                    let weight = match blend {
-                        Blend::Crop => 1.0,
-                        Blend::Linear => plan.linear_weight(wy, wx),
-                    };
-                    s[x] += weight * out[[0, 0, wy, wx]];
-                    wt[x] += weight;
-                }
-            }
-            on_tile();
+    let mut input = Array4::<f32>::zeros((1, channels, wh, ww));
+    let mut run_window = |window: ArrayView2<'_, f32>| -> Result<Array2<f32>> {
+        for mut plane in input.index_axis_mut(Axis(0), 0).outer_iter_mut() {
+            plane.zip_mut_with(&window, |o, &v| *o = norm.apply(v));
         }
-        // rows no later tile touches are final
-        let done = match blend {
-            Blend::Crop => ((r + 1) * (plan.window_h - 2 * plan.halo)).min(h),
-            Blend::Linear => {
-                if r + 1 == plan.rows {
-                    h
-                } else {
-                    (plan.tile(r + 1, 0).window_y.max(0) as usize).min(h)
-                }
-            }
-        };
-        while first < done {
-            let (s, wt) = sums.pop_front().expect("accumulated row");
-            let row: Vec<f32> = s
-                .iter()
-                .zip(&wt)
-                .map(|(v, k)| if *k > 0.0 { v / k } else { 0.0 })
-                .collect();
-            emit_row(first, &row)?;
-            first += 1;
-        }
-    }
-    Ok(())
+        let out = seg.run(input.view().into_dyn())?;
+        Ok(out.index_axis_move(Axis(0), 0).index_axis_move(Axis(0), 0))
+    };
+    tiling::stitch(source, plan, blend, &mut run_window, on_tile, emit_row)
 }
 
-/// Tiled inference into an in-memory map (convenience for tests and small images).
+/// Tiled inference into an in-memory map (convenience for tests and small images):
+/// `image` holds intensities in [0, 1], normalised as the model's metadata says.
 pub fn segment_image(
     seg: &Segmenter,
-    image: ndarray::ArrayView2<'_, f32>,
-    plan: &crate::tiling::TilePlan,
-    blend: crate::tiling::Blend,
-) -> Result<ndarray::Array2<f32>> {
-    let mut out = ndarray::Array2::<f32>::zeros(image.dim());
-    segment_tiled(seg, image, plan, blend, &mut || {}, &mut |y, row| {
-        out.row_mut(y).assign(&ndarray::ArrayView1::from(row));
-        Ok(())
-    })?;
+    image: ArrayView2<'_, f32>,
+    plan: &TilePlan,
+    blend: Blend,
+) -> Result<Array2<f32>> {
+    let mut out = Array2::<f32>::zeros(image.dim());
+    let norm = seg
+        .meta()
+        .preprocessing
+        .for_image(&IntensityStats::of(image.iter()));
+    segment_tiled(
+        seg,
+        &mut ArrayRows::new(image),
+        norm,
+        plan,
+        blend,
+        &mut || {},
+        &mut |y, _, row| {
+            out.row_mut(y).assign(&ndarray::ArrayView1::from(row));
+            Ok(())
+        },
+    )?;
     Ok(out)
 }

@@ -4,6 +4,7 @@
 //! Every reader returns intensities scaled to [0, 1] by the file's bit depth (float TIFF
 //! is taken as is), so preprocessing never needs to know where an image came from.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use ndarray::Array2;
 
 use crate::error::{Error, Result};
+use crate::tiling::RowSource;
 
 /// One grayscale slice.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,39 +71,170 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Read a PNG, a (multi-page) TIFF, or every image of a folder (sorted by name).
-pub fn read_slices(path: &Path) -> Result<Vec<Slice>> {
+/// One image of a file: a PNG, or one page of a (multi-page) TIFF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub path: PathBuf,
+    /// Page index within a TIFF (0 for PNG).
+    pub index: usize,
+    /// `file` or `file[page]` for stacks of more than one page.
+    pub name: String,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// The images of a file or of every image file of a folder (sorted by name), without
+/// decoding pixels.
+pub fn list_pages(path: &Path) -> Result<Vec<Page>> {
     if path.is_dir() {
         let mut out = Vec::new();
         for f in list_images(path)? {
-            out.extend(read_file(&f)?);
+            out.extend(file_pages(&f)?);
         }
         return Ok(out);
     }
-    read_file(path)
+    file_pages(path)
 }
 
-fn read_file(path: &Path) -> Result<Vec<Slice>> {
-    let ext = path
+fn file_kind(path: &Path) -> Result<Kind> {
+    match path
         .extension()
         .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    let slices = match ext.as_deref() {
-        Some("png") => vec![read_png(path)?],
-        Some("tif" | "tiff") => read_tiff(path)?,
-        _ => {
-            return Err(bad(
-                path,
-                "unknown image type (expected .png, .tif or .tiff)",
-            ));
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("png") => Ok(Kind::Png),
+        Some("tif" | "tiff") => Ok(Kind::Tiff),
+        _ => Err(bad(
+            path,
+            "unknown image type (expected .png, .tif or .tiff)",
+        )),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Png,
+    Tiff,
+}
+
+fn file_pages(path: &Path) -> Result<Vec<Page>> {
+    let dims: Vec<(usize, usize)> = match file_kind(path)? {
+        Kind::Png => {
+            let r = PngRows::open(path)?;
+            vec![(r.width, r.height)]
+        }
+        Kind::Tiff => {
+            let mut dec = tiff_decoder(path)?;
+            let mut dims = Vec::new();
+            loop {
+                let (w, h) = dec.dimensions().map_err(tiff_err(path))?;
+                dims.push((w as usize, h as usize));
+                if !dec.more_images() {
+                    break;
+                }
+                dec.next_image().map_err(tiff_err(path))?;
+            }
+            dims
         }
     };
-    for s in &slices {
-        if s.pixels.is_empty() {
-            return Err(bad(path, "image has zero width or height"));
-        }
+    let many = dims.len() > 1;
+    dims.into_iter()
+        .enumerate()
+        .map(|(index, (width, height))| {
+            if width == 0 || height == 0 {
+                return Err(bad(path, "image has zero width or height"));
+            }
+            Ok(Page {
+                path: path.to_path_buf(),
+                index,
+                name: if many {
+                    format!("{}[{index}]", file_name(path))
+                } else {
+                    file_name(path)
+                },
+                width,
+                height,
+            })
+        })
+        .collect()
+}
+
+/// A page opened for reading row by row: PNG rows are decoded one at a time, TIFF strips
+/// (or rows of tiles) one at a time, so memory does not grow with the image height.
+/// Interlaced PNGs are the exception: they are decoded whole on opening.
+pub struct PageReader {
+    page: Page,
+    inner: Inner,
+    /// 8, 16 or 32 (float), known once the first row is read.
+    bit_depth: u8,
+    next: usize,
+}
+
+enum Inner {
+    Png(Box<PngRows>),
+    Tiff(Box<TiffRows>),
+}
+
+impl Page {
+    /// Open this page for streaming.
+    pub fn open(&self) -> Result<PageReader> {
+        let inner = match file_kind(&self.path)? {
+            Kind::Png => Inner::Png(Box::new(PngRows::open(&self.path)?)),
+            Kind::Tiff => Inner::Tiff(Box::new(TiffRows::open(&self.path, self.index)?)),
+        };
+        Ok(PageReader {
+            page: self.clone(),
+            inner,
+            bit_depth: 0,
+            next: 0,
+        })
     }
-    Ok(slices)
+
+    /// Decode the whole page.
+    pub fn read(&self) -> Result<Slice> {
+        let mut r = self.open()?;
+        let mut pixels = Array2::<f32>::zeros((self.height, self.width));
+        for mut row in pixels.rows_mut() {
+            r.read_row(row.as_slice_mut().expect("standard layout"))?;
+        }
+        Ok(Slice {
+            name: self.name.clone(),
+            pixels,
+            bit_depth: r.bit_depth,
+        })
+    }
+}
+
+impl PageReader {
+    pub fn page(&self) -> &Page {
+        &self.page
+    }
+}
+
+impl RowSource for PageReader {
+    fn height(&self) -> usize {
+        self.page.height
+    }
+    fn width(&self) -> usize {
+        self.page.width
+    }
+    fn read_row(&mut self, row: &mut [f32]) -> Result<()> {
+        if self.next >= self.page.height {
+            return Err(bad(&self.page.path, "read past the last row"));
+        }
+        self.bit_depth = match &mut self.inner {
+            Inner::Png(p) => p.read_row(row)?,
+            Inner::Tiff(t) => t.read_row(row)?,
+        };
+        self.next += 1;
+        Ok(())
+    }
+}
+
+/// Read a PNG, a (multi-page) TIFF, or every image of a folder (sorted by name), whole.
+pub fn read_slices(path: &Path) -> Result<Vec<Slice>> {
+    list_pages(path)?.iter().map(Page::read).collect()
 }
 
 fn file_name(path: &Path) -> String {
@@ -114,15 +247,16 @@ fn file_name(path: &Path) -> String {
 /// colour channels are equal (a grayscale image saved as colour).
 fn to_gray<T: Copy + PartialEq>(
     path: &Path,
-    samples: Vec<T>,
+    samples: &[T],
     channels: usize,
     what: &str,
-) -> Result<Vec<T>> {
+    out: &mut Vec<T>,
+) -> Result<()> {
+    out.clear();
     match channels {
-        1 => Ok(samples),
-        2 => Ok(samples.chunks_exact(2).map(|c| c[0]).collect()),
+        1 => out.extend_from_slice(samples),
+        2 => out.extend(samples.chunks_exact(2).map(|c| c[0])),
         3 | 4 => {
-            let mut out = Vec::with_capacity(samples.len() / channels);
             for c in samples.chunks_exact(channels) {
                 if c[0] != c[1] || c[0] != c[2] {
                     return Err(bad(
@@ -134,117 +268,269 @@ fn to_gray<T: Copy + PartialEq>(
                 }
                 out.push(c[0]);
             }
-            Ok(out)
         }
-        n => Err(bad(
-            path,
-            format!("{n} channels; expected one grayscale channel"),
-        )),
+        n => {
+            return Err(bad(
+                path,
+                format!("{n} channels; expected one grayscale channel"),
+            ));
+        }
     }
+    Ok(())
 }
 
-fn read_png(path: &Path) -> Result<Slice> {
-    let mut decoder = png::Decoder::new(open(path)?);
-    decoder.set_transformations(png::Transformations::EXPAND);
-    let mut reader = decoder
-        .read_info()
-        .map_err(|e| bad(path, format!("not a readable PNG: {e}")))?;
-    let size = reader
-        .output_buffer_size()
-        .ok_or_else(|| bad(path, "PNG too large"))?;
-    let mut buf = vec![0; size];
-    let info = reader
-        .next_frame(&mut buf)
-        .map_err(|e| bad(path, format!("corrupt PNG: {e}")))?;
-    buf.truncate(info.buffer_size());
-    let (w, h) = (info.width as usize, info.height as usize);
-    let channels = info.color_type.samples();
-    let (values, depth): (Vec<f32>, u8) = match info.bit_depth {
-        png::BitDepth::Sixteen => {
-            let s: Vec<u16> = buf
+/// Rows of a PNG, decoded one at a time (interlaced files: whole, on opening).
+struct PngRows {
+    path: PathBuf,
+    reader: png::Reader<BufReader<File>>,
+    width: usize,
+    height: usize,
+    channels: usize,
+    sixteen: bool,
+    raw: Vec<u8>,
+    /// The whole decoded image of an interlaced PNG, and the next row to hand out.
+    deinterlaced: Option<(Vec<u8>, usize)>,
+}
+
+impl PngRows {
+    fn open(path: &Path) -> Result<Self> {
+        let mut decoder = png::Decoder::new(open(path)?);
+        decoder.set_transformations(png::Transformations::EXPAND);
+        let reader = decoder
+            .read_info()
+            .map_err(|e| bad(path, format!("not a readable PNG: {e}")))?;
+        let (color, depth) = reader.output_color_type();
+        let (width, height) = (reader.info().width as usize, reader.info().height as usize);
+        if width == 0 || height == 0 {
+            return Err(bad(path, "image has zero width or height"));
+        }
+        let line = reader
+            .output_line_size(width as u32)
+            .ok_or_else(|| bad(path, "PNG too large"))?;
+        let mut rows = Self {
+            path: path.to_path_buf(),
+            width,
+            height,
+            channels: color.samples(),
+            sixteen: depth == png::BitDepth::Sixteen,
+            raw: vec![0; line],
+            deinterlaced: None,
+            reader,
+        };
+        if rows.reader.info().interlaced {
+            let size = rows
+                .reader
+                .output_buffer_size()
+                .ok_or_else(|| bad(path, "PNG too large"))?;
+            let mut buf = vec![0; size];
+            rows.reader
+                .next_frame(&mut buf)
+                .map_err(|e| bad(path, format!("corrupt PNG: {e}")))?;
+            rows.deinterlaced = Some((buf, 0));
+        }
+        Ok(rows)
+    }
+
+    /// Decode the next row into `out`; returns the bit depth.
+    fn read_row(&mut self, out: &mut [f32]) -> Result<u8> {
+        let line = self.raw.len();
+        match &mut self.deinterlaced {
+            Some((buf, next)) => {
+                self.raw
+                    .copy_from_slice(&buf[*next * line..(*next + 1) * line]);
+                *next += 1;
+            }
+            None => {
+                let got = self
+                    .reader
+                    .read_row(&mut self.raw)
+                    .map_err(|e| bad(&self.path, format!("corrupt PNG: {e}")))?;
+                if got.is_none() {
+                    return Err(bad(
+                        &self.path,
+                        "corrupt PNG: fewer rows than its header says",
+                    ));
+                }
+            }
+        }
+        if self.sixteen {
+            let samples: Vec<u16> = self
+                .raw
                 .chunks_exact(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
                 .collect();
-            (
-                to_gray(path, s, channels, "PNG")?
-                    .into_iter()
-                    .map(|v| v as f32 / 65535.0)
-                    .collect(),
-                16,
-            )
+            let mut gray = Vec::with_capacity(self.width);
+            to_gray(&self.path, &samples, self.channels, "PNG", &mut gray)?;
+            for (o, v) in out.iter_mut().zip(&gray) {
+                *o = *v as f32 / 65535.0;
+            }
+            Ok(16)
+        } else {
+            let mut gray = Vec::with_capacity(self.width);
+            to_gray(&self.path, &self.raw, self.channels, "PNG", &mut gray)?;
+            for (o, v) in out.iter_mut().zip(&gray) {
+                *o = *v as f32 / 255.0;
+            }
+            Ok(8)
         }
-        _ => (
-            to_gray(path, buf, channels, "PNG")?
-                .into_iter()
-                .map(|v| v as f32 / 255.0)
-                .collect(),
-            8,
-        ),
-    };
-    let pixels =
-        Array2::from_shape_vec((h, w), values).map_err(|_| bad(path, "PNG size mismatch"))?;
-    Ok(Slice {
-        name: file_name(path),
-        pixels,
-        bit_depth: depth,
-    })
+    }
 }
 
-fn read_tiff(path: &Path) -> Result<Vec<Slice>> {
-    use tiff::decoder::{Decoder, DecodingResult};
-    let terr = |e: tiff::TiffError| bad(path, format!("not a readable TIFF: {e}"));
-    let mut dec = Decoder::new(open(path)?)
-        .map_err(terr)?
-        .with_limits(tiff::decoder::Limits::unlimited());
-    let mut out = Vec::new();
-    loop {
-        let (w, h) = dec.dimensions().map_err(terr)?;
-        let channels = match dec.colortype().map_err(terr)? {
-            tiff::ColorType::Gray(_) => 1,
-            tiff::ColorType::GrayA(_) => 2,
-            tiff::ColorType::RGB(_) => 3,
-            tiff::ColorType::RGBA(_) => 4,
+fn tiff_err(path: &Path) -> impl Fn(tiff::TiffError) -> Error + '_ {
+    move |e| bad(path, format!("not a readable TIFF: {e}"))
+}
+
+fn tiff_decoder(path: &Path) -> Result<tiff::decoder::Decoder<BufReader<File>>> {
+    Ok(tiff::decoder::Decoder::new(open(path)?)
+        .map_err(tiff_err(path))?
+        .with_limits(tiff::decoder::Limits::unlimited()))
+}
+
+/// Rows of one TIFF page, decoded a strip (or a row of tiles) at a time.
+struct TiffRows {
+    path: PathBuf,
+    dec: tiff::decoder::Decoder<BufReader<File>>,
+    width: usize,
+    height: usize,
+    channels: usize,
+    tiled: bool,
+    /// Chunk (strip or tile) size.
+    chunk_w: usize,
+    chunk_h: usize,
+    /// Decoded rows not yet handed out, and the next band of chunks to decode.
+    pending: VecDeque<Vec<f32>>,
+    next_band: usize,
+    depth: u8,
+}
+
+impl TiffRows {
+    fn open(path: &Path, page: usize) -> Result<Self> {
+        let terr = tiff_err(path);
+        let mut dec = tiff_decoder(path)?;
+        dec.seek_to_image(page).map_err(&terr)?;
+        let (w, h) = dec.dimensions().map_err(&terr)?;
+        let (channels, bits) = match dec.colortype().map_err(&terr)? {
+            tiff::ColorType::Gray(b) => (1, b),
+            tiff::ColorType::GrayA(b) => (2, b),
+            tiff::ColorType::RGB(b) => (3, b),
+            tiff::ColorType::RGBA(b) => (4, b),
             other => return Err(bad(path, format!("unsupported TIFF colour type {other:?}"))),
         };
-        let (values, depth): (Vec<f32>, u8) = match dec.read_image().map_err(terr)? {
-            DecodingResult::U8(v) => (
-                to_gray(path, v, channels, "TIFF")?
-                    .into_iter()
-                    .map(|v| v as f32 / 255.0)
-                    .collect(),
-                8,
-            ),
-            DecodingResult::U16(v) => (
-                to_gray(path, v, channels, "TIFF")?
-                    .into_iter()
-                    .map(|v| v as f32 / 65535.0)
-                    .collect(),
-                16,
-            ),
-            DecodingResult::F32(v) => (to_gray(path, v, channels, "TIFF")?, 32),
+        if !matches!(bits, 8 | 16 | 32) {
+            return Err(bad(
+                path,
+                format!("unsupported TIFF bit depth {bits} (expected 8, 16 or 32-bit float)"),
+            ));
+        }
+        let planar = dec
+            .find_tag_unsigned::<u16>(tiff::tags::Tag::PlanarConfiguration)
+            .map_err(&terr)?
+            == Some(2);
+        if planar && channels > 1 {
+            return Err(bad(
+                path,
+                "planar multi-channel TIFF; expected one grayscale channel",
+            ));
+        }
+        let tiled = dec.get_chunk_type() == tiff::decoder::ChunkType::Tile;
+        let (chunk_w, chunk_h) = dec.chunk_dimensions();
+        Ok(Self {
+            path: path.to_path_buf(),
+            dec,
+            width: w as usize,
+            height: h as usize,
+            channels,
+            tiled,
+            chunk_w: chunk_w.max(1) as usize,
+            chunk_h: chunk_h.max(1) as usize,
+            pending: VecDeque::new(),
+            next_band: 0,
+            depth: 0,
+        })
+    }
+
+    /// Decode one chunk into gray values in [0, 1] (float: as stored); returns them and
+    /// the bit depth.
+    fn chunk(&mut self, index: usize) -> Result<(Vec<f32>, u8)> {
+        use tiff::decoder::DecodingResult;
+        let path = self.path.clone();
+        let result = self.dec.read_chunk(index as u32).map_err(tiff_err(&path))?;
+        let c = self.channels;
+        Ok(match result {
+            DecodingResult::U8(v) => {
+                let mut g = Vec::new();
+                to_gray(&path, &v, c, "TIFF", &mut g)?;
+                (g.into_iter().map(|v| v as f32 / 255.0).collect(), 8)
+            }
+            DecodingResult::U16(v) => {
+                let mut g = Vec::new();
+                to_gray(&path, &v, c, "TIFF", &mut g)?;
+                (g.into_iter().map(|v| v as f32 / 65535.0).collect(), 16)
+            }
+            DecodingResult::F32(v) => {
+                let mut g = Vec::new();
+                to_gray(&path, &v, c, "TIFF", &mut g)?;
+                (g, 32)
+            }
             _ => {
                 return Err(bad(
-                    path,
+                    &path,
                     "unsupported TIFF sample format (expected 8/16-bit integer or 32-bit float)",
                 ));
             }
-        };
-        let pixels = Array2::from_shape_vec((h as usize, w as usize), values)
-            .map_err(|_| bad(path, "TIFF page size mismatch"))?;
-        out.push(Slice {
-            name: format!("{}[{}]", file_name(path), out.len()),
-            pixels,
-            bit_depth: depth,
-        });
-        if !dec.more_images() {
-            break;
+        })
+    }
+
+    /// Decode the next band of chunks (a strip, or a row of tiles) into `pending`.
+    fn decode_band(&mut self) -> Result<()> {
+        let band = self.next_band;
+        let y0 = band * self.chunk_h;
+        if y0 >= self.height {
+            return Err(bad(
+                &self.path,
+                "corrupt TIFF: fewer rows than its header says",
+            ));
         }
-        dec.next_image().map_err(terr)?;
+        let rows = self.chunk_h.min(self.height - y0);
+        let mut out = vec![vec![0.0f32; self.width]; rows];
+        if self.tiled {
+            let across = self.width.div_ceil(self.chunk_w);
+            for i in 0..across {
+                let x0 = i * self.chunk_w;
+                let cw = self.chunk_w.min(self.width - x0);
+                let (data, depth) = self.chunk(band * across + i)?;
+                self.depth = depth;
+                if data.len() < cw * rows {
+                    return Err(bad(&self.path, "corrupt TIFF: short tile"));
+                }
+                // the decoder returns the tile without its padding: cw x rows
+                for (r, out_row) in out.iter_mut().enumerate() {
+                    out_row[x0..x0 + cw].copy_from_slice(&data[r * cw..(r + 1) * cw]);
+                }
+            }
+        } else {
+            let (data, depth) = self.chunk(band)?;
+            self.depth = depth;
+            if data.len() < self.width * rows {
+                return Err(bad(&self.path, "corrupt TIFF: short strip"));
+            }
+            for (r, out_row) in out.iter_mut().enumerate() {
+                out_row.copy_from_slice(&data[r * self.width..(r + 1) * self.width]);
+            }
+        }
+        self.pending.extend(out);
+        self.next_band += 1;
+        Ok(())
     }
-    if out.len() == 1 {
-        out[0].name = file_name(path);
+
+    fn read_row(&mut self, out: &mut [f32]) -> Result<u8> {
+        if self.pending.is_empty() {
+            self.decode_band()?;
+        }
+        let row = self.pending.pop_front().expect("decoded band");
+        out.copy_from_slice(&row);
+        Ok(self.depth)
     }
-    Ok(out)
 }
 
 /// Write an 8-bit grayscale PNG atomically (temporary file, then rename).
@@ -362,17 +648,117 @@ impl Drop for PngStream {
     }
 }
 
+/// Rows of a 32-bit float grayscale TIFF, written strip by strip to a temporary file by
+/// a writer thread (which owns the encoder) and renamed into place by `finish`.
+struct FloatTiffStream {
+    tmp: PathBuf,
+    path: PathBuf,
+    rows: Option<std::sync::mpsc::SyncSender<Vec<f32>>>,
+    writer: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+/// Rows per TIFF strip (a strip is the unit a reader decodes).
+const ROWS_PER_STRIP: usize = 16;
+
+impl FloatTiffStream {
+    fn create(path: PathBuf, width: usize, height: usize) -> Result<Self> {
+        let tmp = crate::onnx::temp_sibling(&path);
+        let file = File::create(&tmp).map_err(|source| Error::Io {
+            path: tmp.clone(),
+            action: "cannot create output",
+            source,
+        })?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<f32>>(2 * ROWS_PER_STRIP);
+        let err_path = path.clone();
+        let writer = std::thread::spawn(move || -> Result<()> {
+            use tiff::encoder::{TiffEncoder, colortype::Gray32Float};
+            let enc_err = |e: tiff::TiffError| bad(&err_path, format!("TIFF encoding: {e}"));
+            let mut enc = TiffEncoder::new(BufWriter::new(file)).map_err(enc_err)?;
+            let mut image = enc
+                .new_image::<Gray32Float>(width as u32, height as u32)
+                .map_err(enc_err)?;
+            image
+                .rows_per_strip(ROWS_PER_STRIP as u32)
+                .map_err(enc_err)?;
+            let mut strip = Vec::with_capacity(width * ROWS_PER_STRIP);
+            let mut written = 0usize;
+            for row in rx {
+                strip.extend_from_slice(&row);
+                written += 1;
+                if strip.len() == width * ROWS_PER_STRIP || written == height {
+                    image.write_strip(&strip).map_err(enc_err)?;
+                    strip.clear();
+                }
+            }
+            if written != height {
+                return Err(bad(&err_path, "TIFF encoding: not every row was written"));
+            }
+            image.finish().map_err(enc_err)
+        });
+        Ok(Self {
+            tmp,
+            path,
+            rows: Some(tx),
+            writer: Some(writer),
+        })
+    }
+
+    fn write(&mut self, row: &[f32]) -> Result<()> {
+        let sent = self.rows.as_ref().map(|tx| tx.send(row.to_vec()).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        // the writer stopped: its error says why
+        self.rows = None;
+        Err(self
+            .join()
+            .err()
+            .unwrap_or_else(|| bad(&self.path, "TIFF encoding: the writer stopped early")))
+    }
+
+    fn join(&mut self) -> Result<()> {
+        match self.writer.take() {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(bad(&self.path, "TIFF encoding: the writer panicked"))),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(mut self) -> Result<PathBuf> {
+        self.rows = None; // closes the channel: the writer finishes the file
+        self.join()?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|source| Error::Io {
+            path: self.path.clone(),
+            action: "cannot rename into place",
+            source,
+        })?;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for FloatTiffStream {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            self.rows = None;
+            let _ = self.join();
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// Where `segment-run predict` writes one slice, row by row: the membrane probability
 /// (8-bit PNG `<name>.png`, or 32-bit float TIFF `<name>.tif`), optionally a binary mask
-/// (`<name>_mask.png`, 255 = membrane) and an overlay (`<name>_overlay.png`). PNGs are
-/// streamed; the float TIFF is buffered and written at `finish`. Every file appears only
-/// when complete (temporary name, then rename).
+/// (`<name>_mask.png`, 255 = membrane) and an overlay (`<name>_overlay.png`). Every file
+/// is streamed (PNG row by row, TIFF strip by strip), so memory does not grow with the
+/// image, and appears only when complete (temporary name, then rename); a sink dropped
+/// before `finish` removes its temporary files.
 pub struct ProbabilitySink {
     width: usize,
     height: usize,
     threshold: Option<f32>,
     prob_png: Option<PngStream>,
-    float: Option<(PathBuf, Vec<f32>)>,
+    float: Option<FloatTiffStream>,
     mask: Option<PngStream>,
     overlay: Option<PngStream>,
     rows: usize,
@@ -391,12 +777,9 @@ impl ProbabilitySink {
         let prob_png = (!float)
             .then(|| PngStream::create(dir.join(format!("{name}.png")), width, height, false))
             .transpose()?;
-        let float = float.then(|| {
-            (
-                dir.join(format!("{name}.tif")),
-                Vec::with_capacity(width * height),
-            )
-        });
+        let float = float
+            .then(|| FloatTiffStream::create(dir.join(format!("{name}.tif")), width, height))
+            .transpose()?;
         let mask = threshold
             .map(|_| PngStream::create(dir.join(format!("{name}_mask.png")), width, height, false))
             .transpose()?;
@@ -425,8 +808,8 @@ impl ProbabilitySink {
             let bytes: Vec<u8> = prob.iter().map(|&p| to8(p)).collect();
             s.write(&bytes)?;
         }
-        if let Some((_, buf)) = &mut self.float {
-            buf.extend_from_slice(prob);
+        if let Some(s) = &mut self.float {
+            s.write(prob)?;
         }
         let membrane = |p: f32| self.threshold.map(|t| p > t);
         if let Some(s) = &mut self.mask {
@@ -462,20 +845,8 @@ impl ProbabilitySink {
         if let Some(s) = self.prob_png.take() {
             out.push(s.finish()?);
         }
-        if let Some((path, buf)) = self.float.take() {
-            let mut bytes = Vec::new();
-            {
-                let mut enc = tiff::encoder::TiffEncoder::new(std::io::Cursor::new(&mut bytes))
-                    .map_err(|e| bad(&path, format!("TIFF encoding: {e}")))?;
-                enc.write_image::<tiff::encoder::colortype::Gray32Float>(
-                    self.width as u32,
-                    self.height as u32,
-                    &buf,
-                )
-                .map_err(|e| bad(&path, format!("TIFF encoding: {e}")))?;
-            }
-            crate::onnx::write_atomic(&path, &bytes)?;
-            out.push(path);
+        if let Some(s) = self.float.take() {
+            out.push(s.finish()?);
         }
         if let Some(s) = self.mask.take() {
             out.push(s.finish()?);

@@ -19,4 +19,4 @@ pub mod tiling;
 pub use arch::ArchSpec;
 pub use engine::{Options, Segmenter, segment_image, segment_tiled};
 pub use error::{Error, Result};
-pub use onnx::{ModelMeta, Preprocessing};
+pub use onnx::{IntensityStats, ModelMeta, Normalisation, Preprocessing};

@@ -12,6 +12,19 @@
 //! With `crop` blending each output pixel comes from exactly one tile (the core that
 //! contains it); with `linear` blending neighbouring windows overlap by the halo and
 //! are averaged with weights that fall linearly to zero across the halo.
+//!
+//! [`stitch`] runs a window function over every tile in bounded memory: the image comes
+//! from a [`RowSource`] read top to bottom once, a [`RowCache`] keeps only the rows the
+//! current band of tiles (and the reflection of later bands) still needs, and finished
+//! output rows are handed out in order as soon as no later tile touches them. Peak
+//! memory is about `(window + tile) x width` input rows plus `tile x width` output rows,
+//! whatever the image height.
+
+use std::collections::VecDeque;
+
+use ndarray::{Array2, ArrayView2};
+
+use crate::error::Result;
 
 /// How overlapping tile outputs are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +153,211 @@ pub fn reflect_index(v: isize, n: usize) -> usize {
     (if t >= n as isize { period - t } else { t }) as usize
 }
 
+/// A grayscale image delivered top to bottom, one row at a time, intensities in [0, 1].
+/// Readers of large files implement it to stream; [`ArrayRows`] wraps an array.
+pub trait RowSource {
+    /// Rows.
+    fn height(&self) -> usize;
+    /// Columns.
+    fn width(&self) -> usize;
+    /// Read the next row (rows come in order 0, 1, ...) into `row` (`width` values).
+    fn read_row(&mut self, row: &mut [f32]) -> Result<()>;
+}
+
+/// An in-memory image as a [`RowSource`].
+#[derive(Debug, Clone)]
+pub struct ArrayRows<'a> {
+    image: ArrayView2<'a, f32>,
+    next: usize,
+}
+
+impl<'a> ArrayRows<'a> {
+    pub fn new(image: ArrayView2<'a, f32>) -> Self {
+        Self { image, next: 0 }
+    }
+}
+
+impl RowSource for ArrayRows<'_> {
+    fn height(&self) -> usize {
+        self.image.nrows()
+    }
+    fn width(&self) -> usize {
+        self.image.ncols()
+    }
+    fn read_row(&mut self, row: &mut [f32]) -> Result<()> {
+        assert!(self.next < self.image.nrows(), "read past the last row");
+        for (o, v) in row.iter_mut().zip(self.image.row(self.next)) {
+            *o = *v;
+        }
+        self.next += 1;
+        Ok(())
+    }
+}
+
+impl TilePlan {
+    /// The image rows (lowest, highest) that the windows of tile row `band` read,
+    /// reflection included.
+    pub fn band_rows(&self, band: usize) -> (usize, usize) {
+        let y0 = self.tile(band, 0).window_y;
+        (0..self.window_h as isize)
+            .map(|wy| reflect_index(y0 + wy, self.height))
+            .fold((usize::MAX, 0), |(lo, hi), y| (lo.min(y), hi.max(y)))
+    }
+}
+
+/// The rows of a streamed image that the current band of tiles needs: rows are read in
+/// order and dropped once no later band reads them.
+#[derive(Debug)]
+pub struct RowCache {
+    width: usize,
+    /// Image row of `rows[0]`.
+    first: usize,
+    rows: VecDeque<Vec<f32>>,
+    /// Per band: the lowest row it or any later band reads.
+    keep_from: Vec<usize>,
+    /// Per band: the highest row it reads.
+    need_to: Vec<usize>,
+    /// Most rows held at once (for tests and benchmarks).
+    pub peak_rows: usize,
+}
+
+impl RowCache {
+    pub fn new(plan: &TilePlan) -> Self {
+        let bands: Vec<(usize, usize)> = (0..plan.rows).map(|b| plan.band_rows(b)).collect();
+        let mut keep_from = vec![0; bands.len()];
+        let mut low = usize::MAX;
+        for (b, &(lo, _)) in bands.iter().enumerate().rev() {
+            low = low.min(lo);
+            keep_from[b] = low;
+        }
+        Self {
+            width: plan.width,
+            first: 0,
+            rows: VecDeque::new(),
+            keep_from,
+            need_to: bands.iter().map(|&(_, hi)| hi).collect(),
+            peak_rows: 0,
+        }
+    }
+
+    /// Make every row that `band` reads available, reading from `source` as needed and
+    /// dropping rows no band from `band` on reads.
+    pub fn load_band<S: RowSource + ?Sized>(&mut self, band: usize, source: &mut S) -> Result<()> {
+        while self.first + self.rows.len() <= self.need_to[band] {
+            // reuse a dropped row's buffer where there is one
+            let mut row = if self.first < self.keep_from[band] && !self.rows.is_empty() {
+                self.first += 1;
+                self.rows.pop_front().expect("non-empty")
+            } else {
+                vec![0.0; self.width]
+            };
+            source.read_row(&mut row)?;
+            self.rows.push_back(row);
+            self.peak_rows = self.peak_rows.max(self.rows.len());
+        }
+        while self.first < self.keep_from[band] && !self.rows.is_empty() {
+            self.rows.pop_front();
+            self.first += 1;
+        }
+        Ok(())
+    }
+
+    /// Image row `y` (must be loaded).
+    pub fn row(&self, y: usize) -> &[f32] {
+        &self.rows[y - self.first]
+    }
+}
+
+/// Receives each finished output row: `(y, input_row, output_row)`.
+pub type RowSink<'a> = dyn FnMut(usize, &[f32], &[f32]) -> Result<()> + 'a;
+
+/// Run `run_window` over every tile of `plan` and blend the outputs: the input window
+/// (intensities, reflected at the image border) is `window_h x window_w`, its output the
+/// same size. Finished output rows go to `emit_row(y, input_row, output_row)` in order;
+/// `on_tile` is called after each tile.
+pub fn stitch<S: RowSource + ?Sized>(
+    source: &mut S,
+    plan: &TilePlan,
+    blend: Blend,
+    run_window: &mut dyn FnMut(ArrayView2<'_, f32>) -> Result<Array2<f32>>,
+    on_tile: &mut dyn FnMut(),
+    emit_row: &mut RowSink<'_>,
+) -> Result<()> {
+    let (h, w) = (plan.height, plan.width);
+    assert_eq!(
+        (source.height(), source.width()),
+        (h, w),
+        "plan and image sizes differ"
+    );
+    let (wh, ww) = (plan.window_h, plan.window_w);
+    let mut cache = RowCache::new(plan);
+    let mut window = Array2::<f32>::zeros((wh, ww));
+    // accumulated rows not yet emitted (sums and weights), starting at image row `first`
+    let mut first = 0usize;
+    let mut sums: VecDeque<(Vec<f32>, Vec<f32>)> = VecDeque::new();
+    for r in 0..plan.rows {
+        cache.load_band(r, source)?;
+        for c in 0..plan.cols {
+            let t = plan.tile(r, c);
+            for wy in 0..wh {
+                let src = cache.row(reflect_index(t.window_y + wy as isize, h));
+                for (wx, v) in window.row_mut(wy).iter_mut().enumerate() {
+                    *v = src[reflect_index(t.window_x + wx as isize, w)];
+                }
+            }
+            let out = run_window(window.view())?;
+            assert_eq!(out.dim(), (wh, ww), "window output size");
+            // output rows/cols this tile contributes to
+            let (y0, y1, x0, x1) = match blend {
+                Blend::Crop => (t.core_y, t.core_y + t.core_h, t.core_x, t.core_x + t.core_w),
+                Blend::Linear => (
+                    t.window_y.max(0) as usize,
+                    ((t.window_y + wh as isize) as usize).min(h),
+                    t.window_x.max(0) as usize,
+                    ((t.window_x + ww as isize) as usize).min(w),
+                ),
+            };
+            while first + sums.len() < y1 {
+                sums.push_back((vec![0.0; w], vec![0.0; w]));
+            }
+            for y in y0..y1 {
+                let wy = (y as isize - t.window_y) as usize;
+                let (s, wt) = &mut sums[y - first];
+                for x in x0..x1 {
+                    let wx = (x as isize - t.window_x) as usize;
+                    let weight = match blend {
+                        Blend::Crop => 1.0,
+                        Blend::Linear => plan.linear_weight(wy, wx),
+                    };
+                    s[x] += weight * out[[wy, wx]];
+                    wt[x] += weight;
+                }
+            }
+            on_tile();
+        }
+        // rows no later tile touches are final
+        let done = match blend {
+            Blend::Crop => ((r + 1) * (plan.window_h - 2 * plan.halo)).min(h),
+            Blend::Linear => {
+                if r + 1 == plan.rows {
+                    h
+                } else {
+                    (plan.tile(r + 1, 0).window_y.max(0) as usize).min(h)
+                }
+            }
+        };
+        while first < done {
+            let (mut s, wt) = sums.pop_front().expect("accumulated row");
+            for (v, k) in s.iter_mut().zip(&wt) {
+                *v = if *k > 0.0 { *v / k } else { 0.0 };
+            }
+            emit_row(first, cache.row(first), &s)?;
+            first += 1;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +414,160 @@ mod tests {
                 prop_assert!(t.window_y + plan.window_h as isize <= (h + plan.halo + plan.tile) as isize);
             }
         }
+    }
+
+    /// A source that counts reads and checks they come in order.
+    struct Counting {
+        image: Array2<f32>,
+        next: usize,
+    }
+
+    impl RowSource for Counting {
+        fn height(&self) -> usize {
+            self.image.nrows()
+        }
+        fn width(&self) -> usize {
+            self.image.ncols()
+        }
+        fn read_row(&mut self, row: &mut [f32]) -> Result<()> {
+            assert!(self.next < self.image.nrows(), "read past the end");
+            row.copy_from_slice(self.image.row(self.next).as_slice().expect("contiguous"));
+            self.next += 1;
+            Ok(())
+        }
+    }
+
+    fn pattern(h: usize, w: usize) -> Array2<f32> {
+        Array2::from_shape_fn((h, w), |(y, x)| ((y * 31 + x * 17) % 97) as f32 / 97.0)
+    }
+
+    /// 3x3 mean over the reflected image: the reference computed on the whole image.
+    fn box3_whole(img: &Array2<f32>) -> Array2<f32> {
+        let (h, w) = img.dim();
+        Array2::from_shape_fn((h, w), |(y, x)| {
+            let mut s = 0.0;
+            for dy in -1isize..=1 {
+                for dx in -1isize..=1 {
+                    s += img[[
+                        reflect_index(y as isize + dy, h),
+                        reflect_index(x as isize + dx, w),
+                    ]];
+                }
+            }
+            s / 9.0
+        })
+    }
+
+    /// The same filter inside one window (zero outside it, as a network's padding).
+    fn box3_window(win: ArrayView2<'_, f32>) -> Array2<f32> {
+        let (h, w) = win.dim();
+        Array2::from_shape_fn((h, w), |(y, x)| {
+            let mut s = 0.0;
+            for dy in -1isize..=1 {
+                for dx in -1isize..=1 {
+                    let (yy, xx) = (y as isize + dy, x as isize + dx);
+                    if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
+                        s += win[[yy as usize, xx as usize]];
+                    }
+                }
+            }
+            s / 9.0
+        })
+    }
+
+    fn run_stitch(
+        img: &Array2<f32>,
+        plan: &TilePlan,
+        blend: Blend,
+        f: fn(ArrayView2<'_, f32>) -> Array2<f32>,
+    ) -> (Array2<f32>, usize, usize) {
+        let (h, w) = img.dim();
+        let mut src = Counting {
+            image: img.clone(),
+            next: 0,
+        };
+        let mut out = Array2::<f32>::from_elem((h, w), f32::NAN);
+        let mut next_row = 0;
+        let mut tiles = 0;
+        stitch(
+            &mut src,
+            plan,
+            blend,
+            &mut |win| Ok(f(win)),
+            &mut || tiles += 1,
+            &mut |y, input, row| {
+                assert_eq!(y, next_row, "rows are emitted in order, once");
+                next_row += 1;
+                assert_eq!(input, img.row(y).as_slice().expect("contiguous"));
+                out.row_mut(y).assign(&ndarray::ArrayView1::from(row));
+                Ok(())
+            },
+        )
+        .expect("stitch");
+        assert_eq!(next_row, h, "every row emitted");
+        (out, tiles, src.next)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// A pointwise window function is reproduced exactly by any tiling and blend,
+        /// the image is read once, in order, and the row cache stays within
+        /// window + tile rows.
+        #[test]
+        fn stitching_a_pointwise_function_reproduces_it(
+            h in 1usize..120, w in 1usize..120, tile in 1usize..64, halo in 0usize..24,
+            factor_log in 0u32..4, linear in any::<bool>(),
+        ) {
+            let factor = 1usize << factor_log;
+            let plan = TilePlan::new(h, w, tile, halo, factor);
+            let img = pattern(h, w);
+            let blend = if linear { Blend::Linear } else { Blend::Crop };
+            let (out, tiles, read) = run_stitch(&img, &plan, blend, |win| win.mapv(|v| 2.0 * v + 1.0));
+            prop_assert_eq!(tiles, plan.rows * plan.cols);
+            prop_assert_eq!(read, h);
+            for (o, i) in out.iter().zip(img.iter()) {
+                prop_assert!((o - (2.0 * i + 1.0)).abs() < 1e-5, "{} vs {}", o, 2.0 * i + 1.0);
+            }
+            let mut cache = RowCache::new(&plan);
+            let mut src = Counting { image: img.clone(), next: 0 };
+            for b in 0..plan.rows {
+                cache.load_band(b, &mut src).expect("load");
+            }
+            let core = plan.window_h - 2 * plan.halo;
+            prop_assert!(cache.peak_rows <= plan.window_h + core,
+                "{} rows cached, window {} + tile {}", cache.peak_rows, plan.window_h, core);
+        }
+
+        /// A 3x3 filter (receptive radius 1) tiled with a halo of at least 1 equals the
+        /// filter over the whole reflected image.
+        #[test]
+        fn a_halo_covering_the_receptive_radius_is_seam_free(
+            h in 2usize..90, w in 2usize..90, tile in 1usize..40, halo in 1usize..12,
+            factor_log in 0u32..3,
+        ) {
+            let plan = TilePlan::new(h, w, tile, halo, 1usize << factor_log);
+            let img = pattern(h, w);
+            let (out, _, _) = run_stitch(&img, &plan, Blend::Crop, box3_window);
+            let whole = box3_whole(&img);
+            for (o, r) in out.iter().zip(whole.iter()) {
+                prop_assert!((o - r).abs() < 1e-5, "{} vs {}", o, r);
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_halo_the_box_filter_shows_seams() {
+        let img = pattern(64, 64);
+        let plan = TilePlan::new(64, 64, 16, 0, 1);
+        let (out, _, _) = run_stitch(&img, &plan, Blend::Crop, box3_window);
+        let whole = box3_whole(&img);
+        let worst = out
+            .iter()
+            .zip(whole.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst > 0.01, "the test filter must need context: {worst}");
     }
 
     #[test]

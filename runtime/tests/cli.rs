@@ -125,3 +125,151 @@ fn eval_of_labels_against_themselves_is_perfect() {
     assert!((v["v_info"].as_f64().expect("number") - 1.0).abs() < 1e-12);
     assert_eq!(v["slices"].as_array().map(Vec::len), Some(30));
 }
+
+/// The streamed path (PNG read row by row, float TIFF written strip by strip) gives the
+/// same probabilities as in-memory tiled inference through the library.
+#[test]
+fn float_tiff_output_equals_in_memory_inference() {
+    use skipseg_runtime::tiling::{Blend, TilePlan};
+    let out = tmp("predict-float");
+    let input = root().join("data/isbi2012/test/images/03.png");
+    let o = bin()
+        .arg("predict")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .args(["--float", "--tile", "200", "--halo", "40"])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = skipseg_runtime::io::read_slices(&out.join("03.tif")).expect("float TIFF");
+    assert_eq!(got[0].bit_depth, 32);
+    let seg = skipseg_runtime::Segmenter::from_path(&root().join("models/isbi-small.onnx"))
+        .expect("model");
+    let image = skipseg_runtime::io::read_slices(&input).expect("input");
+    let (h, w) = image[0].pixels.dim();
+    let plan = TilePlan::new(h, w, 200, 40, seg.meta().arch.down_factor());
+    let want = skipseg_runtime::segment_image(&seg, image[0].pixels.view(), &plan, Blend::Crop)
+        .expect("library");
+    let worst = got[0]
+        .pixels
+        .iter()
+        .zip(want.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-6, "max abs difference {worst}");
+}
+
+fn write_tiff_stack(path: &Path, pages: usize, h: usize, w: usize) {
+    let file = std::fs::File::create(path).expect("create");
+    let mut enc = tiff::encoder::TiffEncoder::new(file).expect("encoder");
+    for p in 0..pages {
+        let data: Vec<u16> = (0..h * w)
+            .map(|i| ((i * 37 + p * 1000) % 65536) as u16)
+            .collect();
+        enc.write_image::<tiff::encoder::colortype::Gray16>(w as u32, h as u32, &data)
+            .expect("page");
+    }
+}
+
+#[test]
+fn a_sixteen_bit_stack_gives_one_output_per_page_of_any_size() {
+    let out = tmp("predict-stack");
+    let stack = out.join("stack.tif");
+    // 70 x 45: smaller than a tile and no multiple of the down-sampling factor
+    write_tiff_stack(&stack, 3, 70, 45);
+    let o = bin()
+        .arg("predict")
+        .arg(&stack)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for p in 0..3 {
+        let f = out.join(format!("stack_p{p:03}.png"));
+        let s = skipseg_runtime::io::read_slices(&f).expect("output");
+        assert_eq!(s[0].pixels.dim(), (70, 45), "{}", f.display());
+    }
+    let summary = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        summary.lines().count(),
+        3,
+        "one summary line per page: {summary}"
+    );
+    assert!(
+        summary.contains("45x70") && summary.contains("MP/s"),
+        "{summary}"
+    );
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn colour_and_zero_sized_images_fail_with_one_line_naming_the_file() {
+    let out = tmp("predict-bad-shape");
+    // a colour RGB PNG: the model takes one grayscale channel
+    let colour = out.join("colour.png");
+    {
+        let file = std::fs::File::create(&colour).expect("create");
+        let mut enc = png::Encoder::new(file, 4, 3);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let data: Vec<u8> = (0..4 * 3).flat_map(|i| [i as u8 * 20, 0, 255]).collect();
+        enc.write_header()
+            .expect("header")
+            .write_image_data(&data)
+            .expect("data");
+    }
+    // a PNG whose header says width 0
+    let empty = out.join("empty.png");
+    {
+        let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = b"IHDR".to_vec();
+        chunk.extend_from_slice(&0u32.to_be_bytes());
+        chunk.extend_from_slice(&5u32.to_be_bytes());
+        chunk.extend_from_slice(&[8, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&13u32.to_be_bytes());
+        bytes.extend_from_slice(&chunk);
+        bytes.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        std::fs::write(&empty, bytes).expect("write");
+    }
+    for (file, why) in [(&colour, "channels"), (&empty, "")] {
+        let o = bin()
+            .arg("predict")
+            .arg(file)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .expect("runs");
+        assert_eq!(o.status.code(), Some(2), "{}", file.display());
+        let err = String::from_utf8_lossy(&o.stderr);
+        let name = file
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(err.contains(&name) && err.contains(why), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    // nothing but the inputs is left in the folder (no partial outputs)
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["colour.png", "empty.png"]);
+}

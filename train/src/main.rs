@@ -71,8 +71,9 @@ struct TrainArgs {
     /// Run folder (metrics, plots, checkpoints, model.onnx).
     #[arg(long, required_unless_present = "resume")]
     out: Option<PathBuf>,
-    /// Continue the run in this folder after a crash, with its optimizer state.
-    #[arg(long, conflicts_with_all = ["arch", "out"])]
+    /// Continue the run in this folder after a crash, with its optimizer state (and
+    /// its config.json; --epochs sets the new total).
+    #[arg(long, conflicts_with_all = ["arch", "out", "loss", "images", "labels", "val", "seed", "dropout", "no_augment", "normalise"])]
     resume: Option<PathBuf>,
     /// Training images: a folder of PNG/TIFF slices or a multi-page TIFF.
     #[arg(long, default_value = "data/isbi2012/train/images")]
@@ -92,6 +93,18 @@ struct TrainArgs {
     /// Disable augmentation.
     #[arg(long)]
     no_augment: bool,
+    /// Input normalisation, recorded in the exported model: per-image standardisation
+    /// (each image to zero mean, unit variance) or the fixed (x - 0.5) / 0.25.
+    #[arg(long, value_enum, default_value = "per-image")]
+    normalise: Normalise,
+    /// Freeze batch norms after this epoch (default: after three quarters of the epochs;
+    /// `--freeze-bn-after EPOCHS` never freezes): every later epoch re-estimates their
+    /// statistics over the training slices (precise BN) and trains with them fixed, as
+    /// inference uses them. Batch size 1 makes per-image batch statistics a poor guide to
+    /// fixed ones; see models/isbi-small.md. With --resume: changes the schedule of the
+    /// epochs not yet run.
+    #[arg(long)]
+    freeze_bn_after: Option<usize>,
     /// Where to train.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceKind,
@@ -100,6 +113,12 @@ struct TrainArgs {
     /// (`segment-train export --select` exports the other).
     #[arg(long, value_enum, default_value = "val-loss")]
     select: Selection,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Normalise {
+    PerImage,
+    Fixed,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -261,6 +280,15 @@ fn train(args: TrainArgs) -> Result<()> {
             let mut cfg: TrainConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a run config", path.display()))?;
             cfg.epochs = args.epochs;
+            if let Some(e) = args.freeze_bn_after {
+                let done = training::epochs_done(dir)?;
+                anyhow::ensure!(
+                    e >= done,
+                    "--freeze-bn-after {e}: {} has run {done} epochs already; the schedule can only change for epochs not yet run",
+                    dir.display()
+                );
+                cfg.freeze_bn_after = Some(e);
+            }
             (cfg, dir.clone(), true)
         }
         None => {
@@ -279,6 +307,15 @@ fn train(args: TrainArgs) -> Result<()> {
             );
             cfg.seed = args.seed;
             cfg.augment = !args.no_augment;
+            cfg.freeze_bn_after = Some(
+                args.freeze_bn_after
+                    .unwrap_or(args.epochs - args.epochs / 4)
+                    .min(args.epochs),
+            );
+            cfg.preprocessing = match args.normalise {
+                Normalise::PerImage => skipseg_runtime::Preprocessing::per_image(),
+                Normalise::Fixed => skipseg_runtime::Preprocessing::default(),
+            };
             cfg.val = data::parse_indices(&args.val).map_err(|e| anyhow::anyhow!("--val: {e}"))?;
             let out = args.out.clone().context("--out is required")?;
             anyhow::ensure!(

@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use skipseg_runtime::arch::ArchSpec;
-use skipseg_runtime::onnx::{self, Preprocessing};
+use skipseg_runtime::onnx::{self, IntensityStats, Preprocessing};
 
 use crate::augment::{AugmentConfig, augment_pair};
 use crate::data::{Dataset, Sample};
@@ -47,6 +47,11 @@ pub struct TrainConfig {
     pub images: PathBuf,
     pub labels: PathBuf,
     pub val: Vec<usize>,
+    /// From this epoch on (exclusive), batch norms are frozen: each epoch starts by
+    /// re-estimating their statistics with precise BN and trains with those fixed
+    /// statistics, as inference uses them (`None`: batch statistics throughout).
+    #[serde(default)]
+    pub freeze_bn_after: Option<usize>,
 }
 
 impl TrainConfig {
@@ -72,7 +77,13 @@ impl TrainConfig {
             images,
             labels,
             val: (25..30).collect(),
+            freeze_bn_after: None,
         }
+    }
+
+    /// Does `epoch` train with frozen batch-norm statistics?
+    pub fn frozen_bn(&self, epoch: usize) -> bool {
+        self.arch.batch_norm && self.freeze_bn_after.is_some_and(|e| epoch > e)
     }
 
     /// RMSprop as the paper: no momentum, L2 weight decay added to the gradient.
@@ -168,7 +179,8 @@ fn to_tensors<B: Backend>(
     device: &B::Device,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let (h, w) = image.dim();
-    let x = Array4::from_shape_fn((1, 1, h, w), |(_, _, y, x)| prep.apply(image[[y, x]]));
+    let norm = prep.for_image(&IntensityStats::of(image.iter()));
+    let x = Array4::from_shape_fn((1, 1, h, w), |(_, _, y, x)| norm.apply(image[[y, x]]));
     let t = Array4::from_shape_fn((1, 1, h, w), |(_, _, y, x)| membrane[[y, x]]);
     (
         tensor::from_array(&x, device),
@@ -195,6 +207,32 @@ fn flat_weights<B: Backend>(model: &ResFcn<B>) -> Vec<Vec<f32>> {
                 .unwrap_or_default()
         })
         .collect()
+}
+
+/// `model` with precise batch-norm statistics over the (unaugmented) training slices:
+/// what validation, checkpoints, export and frozen-statistics training use.
+pub fn recalibrated<B: AutodiffBackend>(
+    model: &ResFcn<B>,
+    train: &[Sample],
+    cfg: &TrainConfig,
+    device: &B::Device,
+) -> ResFcn<B::InnerBackend> {
+    let valid = model.valid();
+    if cfg.arch.batch_norm {
+        valid.recalibrate_batch_norm(train.iter().map(|s| {
+            to_tensors::<B::InnerBackend>(&s.image, &s.membrane, &cfg.preprocessing, device).0
+        }));
+    }
+    valid
+}
+
+/// The training-time forward pass with frozen batch norms: every batch norm normalises
+/// with its stored (running) statistics, as inference does, while gradients flow.
+pub fn frozen_forward<B: Backend>(model: &ResFcn<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    model.forward_with(x, &mut |bn, x| {
+        let (mean, var) = (bn.running_mean.value(), bn.running_var.value());
+        crate::model::normalise(bn, x, mean, var)
+    })
 }
 
 /// Validation loss and membrane probability maps, in inference mode.
@@ -235,6 +273,9 @@ pub fn train<B: AutodiffBackend>(
     let optim_cfg = cfg.optimizer_config();
     let mut optim = optim_cfg.init::<B, ResFcn<B>>();
     let (mut model, mut state) = if resume {
+        // the config as resumed (new total of epochs, schedule of the epochs to come)
+        let text = serde_json::to_string_pretty(cfg).expect("config serialises");
+        onnx::write_atomic(&out.join("config.json"), text.as_bytes())?;
         let state_path = out.join("state.json");
         let text = std::fs::read_to_string(&state_path)
             .map_err(io_err(&state_path, "cannot read training state"))?;
@@ -304,6 +345,12 @@ pub fn train<B: AutodiffBackend>(
             epochs: cfg.epochs,
             steps: order.len(),
         });
+        let frozen = cfg.frozen_bn(epoch);
+        if frozen {
+            // start from precise statistics of the weights as they are now (deterministic,
+            // so a resumed run computes the same)
+            model = ResFcn::from_inner(recalibrated(&model, &data.train, cfg, device));
+        }
         let mut total = 0.0;
         for &i in &order {
             let s = &data.train[i];
@@ -313,7 +360,12 @@ pub fn train<B: AutodiffBackend>(
                 (s.image.clone(), s.membrane.clone())
             };
             let (x, t) = to_tensors::<B>(&img, &lab, &cfg.preprocessing, device);
-            let loss = cfg.loss.compute(model.forward(x), t);
+            let logits = if frozen {
+                frozen_forward(&model, x)
+            } else {
+                model.forward(x)
+            };
+            let loss = cfg.loss.compute(logits, t);
             let value = scalar(loss.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(cfg.learning_rate, model, grads);
@@ -321,7 +373,7 @@ pub fn train<B: AutodiffBackend>(
             on_event(Event::Step { loss: value });
         }
         let train_loss = total / order.len().max(1) as f64;
-        let valid = model.valid();
+        let valid = recalibrated(&model, &data.train, cfg, device);
         let (val_loss, maps) = validate(&valid, &data.val, cfg, device);
         let targets: Vec<_> = data.val.iter().map(|s| s.membrane.clone()).collect();
         let scores = scorer.and_then(|f| f(&maps, &targets));
@@ -391,6 +443,18 @@ pub fn train<B: AutodiffBackend>(
         on_event(Event::EpochEnd(state.history.last().expect("just pushed")));
     }
     Ok(state)
+}
+
+/// Epochs a run folder has completed (from its `state.json`).
+pub fn epochs_done(out: &Path) -> Result<usize, TrainError> {
+    let path = out.join("state.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(io_err(&path, "cannot read training state"))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path: path.clone(),
+        reason: format!("corrupt state: {e}"),
+    })?;
+    Ok(state.epochs_done)
 }
 
 fn ck_err(out: &Path, e: impl std::fmt::Display) -> TrainError {

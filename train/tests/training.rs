@@ -189,8 +189,11 @@ fn tiny_model_overfits_stripes() {
 
 #[test]
 fn same_seed_same_first_epoch_and_resume_equals_uninterrupted() {
-    let cfg = config(2);
-    // uninterrupted: 2 epochs
+    // per-image normalisation; epoch 3 trains with frozen batch norms
+    let mut cfg = config(3);
+    cfg.preprocessing = skipseg_runtime::Preprocessing::per_image();
+    cfg.freeze_bn_after = Some(2);
+    // uninterrupted: 3 epochs
     let a_dir = tmp("uninterrupted");
     let a = run(&cfg, &a_dir, false);
     // same seed again: same first-epoch loss
@@ -202,10 +205,14 @@ fn same_seed_same_first_epoch_and_resume_equals_uninterrupted() {
         a.history[0].train_loss, b1.history[0].train_loss,
         "same seed must give the same first epoch"
     );
-    // "crash" after epoch 1, then resume to 2 epochs
+    // "crash" after epoch 1, then after epoch 2, then resume to the end
+    let mut two = cfg.clone();
+    two.epochs = 2;
+    run(&two, &b_dir, true);
     let b = run(&cfg, &b_dir, true);
-    assert_eq!(b.epochs_done, 2);
+    assert_eq!(b.epochs_done, 3);
     assert_eq!(a.history[1].train_loss, b.history[1].train_loss);
+    assert_eq!(a.history[2].train_loss, b.history[2].train_loss);
     let (wa, wb) = (
         weights_of_checkpoint(&a_dir, &a),
         weights_of_checkpoint(&b_dir, &b),
@@ -227,4 +234,47 @@ fn same_seed_same_first_epoch_and_resume_equals_uninterrupted() {
     ] {
         assert!(a_dir.join(f).exists(), "{f} missing");
     }
+}
+
+/// The point of freezing: the forward pass training uses then computes exactly what
+/// inference computes with the recalibrated (precise) statistics.
+#[test]
+fn frozen_training_forward_equals_inference_forward() {
+    use burn::module::AutodiffModule as _;
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let device = Default::default();
+    let cfg = config(1);
+    let data = dataset();
+    let model =
+        skipseg_train::synthetic::randomize(ResFcn::<CpuTrain>::new(&tiny_spec(), &device), 5);
+    let inference = training::recalibrated(&model, &data.train, &cfg, &device);
+    let frozen = ResFcn::<CpuTrain>::from_inner(inference.clone());
+    let x = skipseg_train::synthetic::random_input(1, 32, 32, 9);
+    let train_out = skipseg_train::tensor::to_array(training::frozen_forward(
+        &frozen,
+        skipseg_train::tensor::from_array(&x, &device),
+    ));
+    let infer_out = skipseg_train::tensor::to_array(
+        inference.forward(skipseg_train::tensor::from_array(&x, &device)),
+    );
+    let batch_stats = skipseg_train::tensor::to_array(
+        model.forward(skipseg_train::tensor::from_array(&x, &device)),
+    );
+    let diff = |a: &ndarray::Array4<f32>, b: &ndarray::Array4<f32>| {
+        a.iter()
+            .zip(b.iter())
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max)
+    };
+    assert!(
+        diff(&train_out, &infer_out) < 1e-5,
+        "{}",
+        diff(&train_out, &infer_out)
+    );
+    // while training-mode batch statistics give something else (the test can fail)
+    assert!(
+        diff(&batch_stats, &infer_out) > 1e-3,
+        "{}",
+        diff(&batch_stats, &infer_out)
+    );
 }

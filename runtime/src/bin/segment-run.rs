@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use skipseg_runtime::metrics::{self, SlicePair};
-use skipseg_runtime::tiling::{Blend, TilePlan};
+use skipseg_runtime::tiling::{Blend, RowSource, TilePlan};
 use skipseg_runtime::{Segmenter, io, onnx};
 
 #[derive(Parser)]
@@ -180,10 +180,7 @@ fn run(cli: Cli) -> Result<()> {
                 "  FLOPs per 512x512 image: {:.3} G",
                 cost.flops() as f64 / 1e9
             );
-            println!(
-                "preprocessing: input = (intensity in [0, 1] - {}) / {}",
-                meta.preprocessing.mean, meta.preprocessing.std
-            );
+            println!("preprocessing: {}", meta.preprocessing.describe());
             let ops = onnx::op_histogram(&proto)
                 .into_iter()
                 .map(|(op, n)| format!("{op} x{n}"))
@@ -350,70 +347,88 @@ fn predict(args: PredictArgs) -> Result<()> {
             files.push(input.clone());
         }
     }
-    for file in files {
-        let slices = io::read_slices(&file)?;
-        let stem = file
+    let mut pages = Vec::new();
+    for file in &files {
+        pages.extend(io::list_pages(file)?);
+    }
+    for page in pages {
+        let stem = page
+            .path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "image".into());
-        let many = slices.len() > 1;
-        for (k, slice) in slices.iter().enumerate() {
-            let name = if many {
-                format!("{stem}_p{k:03}")
+        let stack = page.name.ends_with(']');
+        let name = if stack {
+            format!("{stem}_p{:03}", page.index)
+        } else {
+            stem
+        };
+        let (h, w) = (page.height, page.width);
+        let plan = TilePlan::new(h, w, args.tile, args.halo, factor);
+        let tiles = (plan.rows * plan.cols) as u64;
+        let bar = ProgressBar::with_draw_target(
+            Some(tiles),
+            if std::io::stderr().is_terminal() {
+                ProgressDrawTarget::stderr()
             } else {
-                stem.clone()
-            };
-            let (h, w) = slice.pixels.dim();
-            let plan = TilePlan::new(h, w, args.tile, args.halo, factor);
-            let tiles = (plan.rows * plan.cols) as u64;
-            let bar = ProgressBar::with_draw_target(
-                Some(tiles),
-                if std::io::stderr().is_terminal() {
-                    ProgressDrawTarget::stderr()
-                } else {
-                    ProgressDrawTarget::hidden()
-                },
-            );
-            bar.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tiles ({eta})")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(name.clone());
-            let started = std::time::Instant::now();
-            let mut sink = io::ProbabilitySink::create(
-                &args.output,
-                &name,
-                w,
-                h,
-                args.float,
-                args.threshold,
-                args.overlay,
-            )?;
-            skipseg_runtime::segment_tiled(
-                &seg,
-                slice.pixels.view(),
-                &plan,
-                blend,
-                &mut || bar.inc(1),
-                &mut |y, row| sink.write_row(slice.pixels.row(y).as_slice().unwrap_or(&[]), row),
-            )?;
-            let written = sink.finish()?;
-            bar.finish_and_clear();
-            let secs = started.elapsed().as_secs_f64();
-            println!(
-                "{}: {w}x{h}, {tiles} tiles of {}x{}, {secs:.2} s, {:.2} MP/s -> {}",
-                slice.name,
-                plan.window_w,
-                plan.window_h,
-                (w * h) as f64 / 1e6 / secs.max(1e-9),
-                written
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
+                ProgressDrawTarget::hidden()
+            },
+        );
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tiles ({eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(name.clone());
+        let started = std::time::Instant::now();
+        let prep = seg.meta().preprocessing;
+        let stats = if prep.per_image {
+            // first pass: the image's intensity statistics, streamed like the second
+            let mut reader = page.open()?;
+            let mut stats = skipseg_runtime::IntensityStats::default();
+            let mut row = vec![0.0; w];
+            for _ in 0..h {
+                reader.read_row(&mut row)?;
+                stats.add(&row);
+            }
+            stats
+        } else {
+            skipseg_runtime::IntensityStats::default()
+        };
+        let mut reader = page.open()?;
+        let mut sink = io::ProbabilitySink::create(
+            &args.output,
+            &name,
+            w,
+            h,
+            args.float,
+            args.threshold,
+            args.overlay,
+        )?;
+        skipseg_runtime::segment_tiled(
+            &seg,
+            &mut reader,
+            prep.for_image(&stats),
+            &plan,
+            blend,
+            &mut || bar.inc(1),
+            &mut |_, input, row| sink.write_row(input, row),
+        )?;
+        let written = sink.finish()?;
+        bar.finish_and_clear();
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}: {w}x{h}, {tiles} tiles of {}x{}, {secs:.2} s, {:.2} MP/s -> {}",
+            page.name,
+            plan.window_w,
+            plan.window_h,
+            (w * h) as f64 / 1e6 / secs.max(1e-9),
+            written
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(())
 }

@@ -14,29 +14,134 @@ pub const META_PREPROCESSING: &str = "skipseg.preprocessing";
 /// Key holding the metadata format version.
 pub const META_FORMAT: &str = "skipseg.format";
 
-/// How raw image intensities become network input:
-/// `input = (x - mean) / std` where `x` is the intensity scaled to [0, 1] by the image's
-/// bit depth (8-bit: v / 255, 16-bit: v / 65535).
+/// How raw image intensities become network input. `x` is the intensity scaled to
+/// [0, 1] by the image's bit depth (8-bit: v / 255, 16-bit: v / 65535); then
+/// - fixed (`per_image` false): `input = (x - mean) / std`;
+/// - per image (`per_image` true): `input = (x - m) / s` with `m`, `s` the mean and
+///   standard deviation of all pixels of the image being segmented (`s` at least
+///   [`MIN_IMAGE_STD`]); `mean` and `std` are then 0 and 1 and unused. This makes the
+///   network blind to the brightness and contrast of an acquisition.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preprocessing {
     pub mean: f32,
     pub std: f32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_image: bool,
 }
+
+/// Floor of the per-image standard deviation (a constant image must not divide by 0).
+pub const MIN_IMAGE_STD: f64 = 1e-3;
 
 impl Default for Preprocessing {
     fn default() -> Self {
         Self {
             mean: 0.5,
             std: 0.25,
+            per_image: false,
         }
     }
 }
 
 impl Preprocessing {
+    /// Per-image standardisation.
+    pub fn per_image() -> Self {
+        Self {
+            mean: 0.0,
+            std: 1.0,
+            per_image: true,
+        }
+    }
+
+    /// The normalisation of an image with intensity statistics `stats` (ignored by fixed
+    /// preprocessing).
+    pub fn for_image(&self, stats: &IntensityStats) -> Normalisation {
+        if self.per_image {
+            Normalisation {
+                offset: stats.mean() as f32,
+                scale: stats.std().max(MIN_IMAGE_STD) as f32,
+            }
+        } else {
+            Normalisation {
+                offset: self.mean,
+                scale: self.std,
+            }
+        }
+    }
+
+    /// Human-readable form, as `segment-run info` prints it.
+    pub fn describe(&self) -> String {
+        if self.per_image {
+            "input = (intensity in [0, 1] - image mean) / image standard deviation".into()
+        } else {
+            format!(
+                "input = (intensity in [0, 1] - {}) / {}",
+                self.mean, self.std
+            )
+        }
+    }
+}
+
+/// The affine map from intensities in [0, 1] to network input for one image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalisation {
+    pub offset: f32,
+    pub scale: f32,
+}
+
+impl Normalisation {
     /// Normalise one intensity already scaled to [0, 1].
     pub fn apply(&self, unit: f32) -> f32 {
-        (unit - self.mean) / self.std
+        (unit - self.offset) / self.scale
+    }
+}
+
+/// Mean and standard deviation of an image's intensities, accumulated row by row (in
+/// f64, so a 16k x 16k image loses nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IntensityStats {
+    count: u64,
+    sum: f64,
+    sum_sq: f64,
+}
+
+impl IntensityStats {
+    /// Statistics of `values`.
+    pub fn of<'a>(values: impl IntoIterator<Item = &'a f32>) -> Self {
+        let mut s = Self::default();
+        s.add(values);
+        s
+    }
+
+    /// Add pixels.
+    pub fn add<'a>(&mut self, values: impl IntoIterator<Item = &'a f32>) {
+        for &v in values {
+            let v = v as f64;
+            self.count += 1;
+            self.sum += v;
+            self.sum_sq += v * v;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+
+    /// Population standard deviation.
+    pub fn std(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let m = self.mean();
+        (self.sum_sq / self.count as f64 - m * m).max(0.0).sqrt()
     }
 }
 

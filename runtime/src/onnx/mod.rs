@@ -8,7 +8,10 @@ mod builder;
 mod metadata;
 
 pub use builder::{GraphBuilder, OPSET};
-pub use metadata::{META_ARCH, META_FORMAT, META_PREPROCESSING, ModelMeta, Preprocessing};
+pub use metadata::{
+    IntensityStats, META_ARCH, META_FORMAT, META_PREPROCESSING, MIN_IMAGE_STD, ModelMeta,
+    Normalisation, Preprocessing,
+};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
