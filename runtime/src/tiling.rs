@@ -26,6 +26,13 @@ use ndarray::{Array2, ArrayView2};
 
 use crate::error::Result;
 
+/// Default tile core size of `segment-run predict` (pixels).
+pub const DEFAULT_TILE: usize = 512;
+/// Default halo of `segment-run predict` (pixels): a trade of speed for exactness; a
+/// halo of the model's receptive radius makes tiling exact (see `bench/` for the
+/// difference the default makes).
+pub const DEFAULT_HALO: usize = 64;
+
 /// How overlapping tile outputs are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blend {
@@ -292,9 +299,11 @@ pub fn stitch<S: RowSource + ?Sized>(
     let (wh, ww) = (plan.window_h, plan.window_w);
     let mut cache = RowCache::new(plan);
     let mut window = Array2::<f32>::zeros((wh, ww));
-    // accumulated rows not yet emitted (sums and weights), starting at image row `first`
+    // accumulated rows not yet emitted (sums, and weights when blending), starting at
+    // image row `first`
     let mut first = 0usize;
     let mut sums: VecDeque<(Vec<f32>, Vec<f32>)> = VecDeque::new();
+    let weighted = blend == Blend::Linear;
     for r in 0..plan.rows {
         cache.load_band(r, source)?;
         for c in 0..plan.cols {
@@ -318,19 +327,21 @@ pub fn stitch<S: RowSource + ?Sized>(
                 ),
             };
             while first + sums.len() < y1 {
-                sums.push_back((vec![0.0; w], vec![0.0; w]));
+                sums.push_back((vec![0.0; w], vec![0.0; if weighted { w } else { 0 }]));
             }
             for y in y0..y1 {
                 let wy = (y as isize - t.window_y) as usize;
                 let (s, wt) = &mut sums[y - first];
                 for x in x0..x1 {
                     let wx = (x as isize - t.window_x) as usize;
-                    let weight = match blend {
-                        Blend::Crop => 1.0,
-                        Blend::Linear => plan.linear_weight(wy, wx),
-                    };
-                    s[x] += weight * out[[wy, wx]];
-                    wt[x] += weight;
+                    if weighted {
+                        let weight = plan.linear_weight(wy, wx);
+                        s[x] += weight * out[[wy, wx]];
+                        wt[x] += weight;
+                    } else {
+                        // each pixel belongs to exactly one core
+                        s[x] = out[[wy, wx]];
+                    }
                 }
             }
             on_tile();
@@ -348,8 +359,10 @@ pub fn stitch<S: RowSource + ?Sized>(
         };
         while first < done {
             let (mut s, wt) = sums.pop_front().expect("accumulated row");
-            for (v, k) in s.iter_mut().zip(&wt) {
-                *v = if *k > 0.0 { *v / k } else { 0.0 };
+            if weighted {
+                for (v, k) in s.iter_mut().zip(&wt) {
+                    *v = if *k > 0.0 { *v / k } else { 0.0 };
+                }
             }
             emit_row(first, cache.row(first), &s)?;
             first += 1;

@@ -84,11 +84,11 @@ struct PredictArgs {
     #[arg(long)]
     overlay: bool,
     /// Tile core size (rounded up to the model's down-sampling factor).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = skipseg_runtime::tiling::DEFAULT_TILE)]
     tile: usize,
     /// Context around each tile, in pixels (rounded up to the down-sampling factor);
     /// `segment-run info` prints the receptive radius that makes tiles seam-free.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = skipseg_runtime::tiling::DEFAULT_HALO)]
     halo: usize,
     /// How tiles are combined: crop = keep each tile's centre; linear = blend overlaps.
     #[arg(long, value_enum, default_value = "crop")]

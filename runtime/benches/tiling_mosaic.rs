@@ -1,0 +1,192 @@
+//! Tiled against whole-image inference on a mosaic of ISBI 2012 slices: the 30 test
+//! slices (unlabelled) and the 30 training slices (labelled) are each assembled into a
+//! 6 x 5 mosaic (3072 x 2560) and segmented (a) as one window with a halo of the
+//! receptive radius (the reference: every pixel sees all the context the network can
+//! use) and (b) tiled as `segment-run predict` does, for several halos and both blends.
+//! Reported: max and mean absolute difference of the probabilities, the fraction of
+//! pixels whose membrane decision at 0.5 flips, and V_rand / V_info differences (test
+//! mosaic: against the reference segmentation thresholded at 0.5; training mosaic:
+//! against the labels, tiled minus whole).
+//!
+//! `cargo bench -p skipseg-runtime --bench tiling_mosaic -- [MODEL.onnx]`
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ndarray::{Array2, Slice};
+use skipseg_runtime::metrics::{SlicePair, evaluate_stack};
+use skipseg_runtime::tiling::{Blend, DEFAULT_HALO, DEFAULT_TILE, TilePlan, round_up};
+use skipseg_runtime::{Options, Segmenter, io, segment_image};
+
+const COLS: usize = 6;
+const ROWS: usize = 5;
+
+/// Rows (axis 0) or columns (axis 1) of mosaic block (r, c).
+fn block(axis: usize, r: usize, c: usize, h: usize, w: usize) -> Slice {
+    if axis == 0 {
+        Slice::from(r * h..(r + 1) * h)
+    } else {
+        Slice::from(c * w..(c + 1) * w)
+    }
+}
+
+fn mosaic(slices: &[Array2<f32>]) -> Array2<f32> {
+    let (h, w) = slices[0].dim();
+    let mut m = Array2::zeros((ROWS * h, COLS * w));
+    for (k, sl) in slices.iter().enumerate().take(ROWS * COLS) {
+        let (r, c) = (k / COLS, k % COLS);
+        m.slice_each_axis_mut(|ax| block(ax.axis.index(), r, c, h, w))
+            .assign(sl);
+    }
+    m
+}
+
+fn split(m: &Array2<f32>, h: usize, w: usize) -> Vec<Vec<f32>> {
+    (0..ROWS * COLS)
+        .map(|k| {
+            let (r, c) = (k / COLS, k % COLS);
+            m.slice_each_axis(|ax| block(ax.axis.index(), r, c, h, w))
+                .iter()
+                .copied()
+                .collect()
+        })
+        .collect()
+}
+
+/// Official scores of membrane-probability slices against cell-high ground truth.
+fn scores(prob: &[Vec<f32>], truth: &[Vec<f32>], w: usize) -> (f64, f64) {
+    let props: Vec<Vec<f32>> = prob
+        .iter()
+        .map(|p| p.iter().map(|v| 1.0 - v).collect())
+        .collect();
+    let pairs: Vec<SlicePair<'_>> = truth
+        .iter()
+        .zip(&props)
+        .map(|(g, p)| SlicePair {
+            ground_truth: g,
+            proposal: p,
+            width: w,
+        })
+        .collect();
+    let e = evaluate_stack(&pairs, true);
+    (e.v_rand, e.v_info)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = args
+        .first()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("models/isbi-small.onnx"));
+    let seg = Segmenter::with_options(
+        skipseg_runtime::onnx::read_model(&model).expect("model"),
+        &model.display().to_string(),
+        &Options {
+            threads: 2,
+            ..Default::default()
+        },
+    )
+    .expect("model loads");
+    let factor = seg.meta().arch.down_factor();
+    let radius = seg.meta().arch.plan().receptive_radius();
+    let read = |dir: &str| -> Vec<Array2<f32>> {
+        io::read_slices(&root.join(dir))
+            .expect("ISBI slices")
+            .into_iter()
+            .map(|s| s.pixels)
+            .collect()
+    };
+    println!(
+        "model {}, receptive radius {radius} px, default tile {DEFAULT_TILE} / halo {DEFAULT_HALO}",
+        model.display()
+    );
+    for (title, images, labels) in [
+        ("test slices (no labels)", "data/isbi2012/test/images", None),
+        (
+            "training slices (labelled)",
+            "data/isbi2012/train/images",
+            Some("data/isbi2012/train/labels"),
+        ),
+    ] {
+        let slices = read(images);
+        let (sh, sw) = slices[0].dim();
+        let image = mosaic(&slices);
+        let (h, w) = image.dim();
+        let whole_plan = TilePlan::new(h, w, h.max(w), round_up(radius, factor), factor);
+        let t = Instant::now();
+        let whole = segment_image(&seg, image.view(), &whole_plan, Blend::Crop).expect("whole");
+        let whole_s = t.elapsed().as_secs_f64();
+        let whole_slices = split(&whole, sh, sw);
+        // test mosaic: the reference segmentation stands in for labels
+        let truth: Vec<Vec<f32>> = match labels {
+            Some(dir) => read(dir)
+                .iter()
+                .map(|l| l.iter().copied().collect())
+                .collect(),
+            None => whole_slices
+                .iter()
+                .map(|p| p.iter().map(|&v| if v > 0.5 { 0.0 } else { 1.0 }).collect())
+                .collect(),
+        };
+        let (wr, wi) = scores(&whole_slices, &truth, sw);
+        println!();
+        println!("## {title}: mosaic {w}x{h} of {} slices", ROWS * COLS);
+        println!(
+            "whole image (one {}x{} window): {whole_s:.1} s; V_rand {wr:.4}, V_info {wi:.4} {}",
+            whole_plan.window_w,
+            whole_plan.window_h,
+            if labels.is_some() {
+                "against the labels"
+            } else {
+                "against itself (by construction 1)"
+            }
+        );
+        println!(
+            "| tiling | tiles | s | max abs diff | mean abs diff | decisions flipped at 0.5 | V_rand diff | V_info diff |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        let halo_exact = round_up(radius, factor);
+        for (halo, blend) in [
+            (0, Blend::Crop),
+            (32, Blend::Crop),
+            (DEFAULT_HALO, Blend::Crop),
+            (DEFAULT_HALO, Blend::Linear),
+            (128, Blend::Crop),
+            (halo_exact, Blend::Crop),
+        ] {
+            let plan = TilePlan::new(h, w, DEFAULT_TILE, halo, factor);
+            let t = Instant::now();
+            let tiled = segment_image(&seg, image.view(), &plan, blend).expect("tiled");
+            let secs = t.elapsed().as_secs_f64();
+            let diffs: Vec<f32> = tiled
+                .iter()
+                .zip(whole.iter())
+                .map(|(a, b)| (a - b).abs())
+                .collect();
+            let max = diffs.iter().copied().fold(0.0f32, f32::max);
+            let mean = diffs.iter().map(|&d| d as f64).sum::<f64>() / diffs.len() as f64;
+            let flipped = tiled
+                .iter()
+                .zip(whole.iter())
+                .filter(|(a, b)| (**a > 0.5) != (**b > 0.5))
+                .count() as f64
+                / diffs.len() as f64;
+            let (tr, ti) = scores(&split(&tiled, sh, sw), &truth, sw);
+            println!(
+                "| tile {DEFAULT_TILE}, halo {halo}, {} | {} | {secs:.1} | {max:.2e} | {mean:.2e} | {:.4}% | {:+.4} | {:+.4} |",
+                match blend {
+                    Blend::Crop => "crop",
+                    Blend::Linear => "linear",
+                },
+                plan.rows * plan.cols,
+                100.0 * flipped,
+                tr - wr,
+                ti - wi
+            );
+        }
+    }
+}
