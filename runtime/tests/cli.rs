@@ -273,3 +273,54 @@ fn colour_and_zero_sized_images_fail_with_one_line_naming_the_file() {
     names.sort();
     assert_eq!(names, ["colour.png", "empty.png"]);
 }
+
+/// A file cut off mid-image fails while its outputs are being streamed: the error names
+/// the file, and the same-named outputs of an earlier run stay as they were.
+#[test]
+fn a_truncated_image_fails_mid_stream_and_keeps_earlier_outputs() {
+    let out = tmp("predict-truncated");
+    let bytes = std::fs::read(root().join("data/isbi2012/test/images/05.png")).expect("slice");
+    let cut = out.join("05.png");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let results = out.join("results");
+    std::fs::create_dir_all(&results).expect("dir");
+    for f in ["05.png", "05_mask.png", "05_overlay.png"] {
+        std::fs::write(results.join(f), b"earlier result").expect("write");
+    }
+    // a fixed-normalisation model fails during tiling (outputs open); the shipped
+    // per-image model fails in its statistics pass (before any output is opened)
+    let fixture = root().join("fixtures/basic-no-short-skips-no-bn/model.onnx");
+    for model in [Some(fixture), None] {
+        let mut cmd = bin();
+        cmd.arg("predict").arg(&cut).arg("-o").arg(&results).args([
+            "--threshold",
+            "0.5",
+            "--overlay",
+        ]);
+        if let Some(m) = &model {
+            cmd.arg("--model").arg(m);
+        }
+        let o = cmd.output().expect("runs");
+        assert_eq!(o.status.code(), Some(2), "{model:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("05.png"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        let mut names: Vec<String> = std::fs::read_dir(&results)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["05.png", "05_mask.png", "05_overlay.png"],
+            "{model:?}"
+        );
+        for f in &names {
+            assert_eq!(
+                std::fs::read(results.join(f)).expect("kept"),
+                b"earlier result",
+                "{f} changed"
+            );
+        }
+    }
+}
