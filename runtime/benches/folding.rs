@@ -5,24 +5,17 @@
 //! `cargo bench -p skipseg-runtime --bench folding -- [MODEL.onnx] [SIZE] [REPEATS]`
 //! (defaults: models/isbi-small.onnx, 512, 7)
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use skipseg_runtime::onnx::{self, op_histogram};
 use skipseg_runtime::{Options, Segmenter};
 
+mod common;
+
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let model = args
-        .first()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("models/isbi-small.onnx"));
-    let size: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(512);
-    let repeats: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(7);
+    let (model, args) = common::model_and_args();
+    let size: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(512);
+    let repeats: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(7);
     let proto = onnx::read_model(&model).expect("model");
     let name = model.display().to_string();
     let make = |fold| {

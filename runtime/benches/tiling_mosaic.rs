@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ndarray::{Array2, Slice};
-use skipseg_runtime::metrics::{SlicePair, evaluate_stack};
+use skipseg_runtime::metrics::evaluate_membrane_maps;
 use skipseg_runtime::tiling::{Blend, DEFAULT_HALO, DEFAULT_TILE, TilePlan, round_up};
 use skipseg_runtime::{Options, Segmenter, io, segment_image};
 
@@ -55,33 +55,15 @@ fn split(m: &Array2<f32>, h: usize, w: usize) -> Vec<Vec<f32>> {
 
 /// Official scores of membrane-probability slices against cell-high ground truth.
 fn scores(prob: &[Vec<f32>], truth: &[Vec<f32>], w: usize) -> (f64, f64) {
-    let props: Vec<Vec<f32>> = prob
-        .iter()
-        .map(|p| p.iter().map(|v| 1.0 - v).collect())
-        .collect();
-    let pairs: Vec<SlicePair<'_>> = truth
-        .iter()
-        .zip(&props)
-        .map(|(g, p)| SlicePair {
-            ground_truth: g,
-            proposal: p,
-            width: w,
-        })
-        .collect();
-    let e = evaluate_stack(&pairs, true);
+    let e = evaluate_membrane_maps(prob, truth, w, true);
     (e.v_rand, e.v_info)
 }
 
+mod common;
+
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let (model, _) = common::model_and_args();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let model = args
-        .first()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("models/isbi-small.onnx"));
     let seg = Segmenter::with_options(
         skipseg_runtime::onnx::read_model(&model).expect("model"),
         &model.display().to_string(),

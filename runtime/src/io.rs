@@ -578,6 +578,17 @@ pub fn write_png_rgb(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Re
     crate::onnx::write_atomic(path, &bytes)
 }
 
+/// A new temporary file beside `path` (renamed into place when complete).
+fn create_temp(path: &Path) -> Result<(PathBuf, File)> {
+    let tmp = crate::onnx::temp_sibling(path);
+    let file = File::create(&tmp).map_err(|source| Error::Io {
+        path: tmp.clone(),
+        action: "cannot create output",
+        source,
+    })?;
+    Ok((tmp, file))
+}
+
 /// A streamed 8-bit PNG (gray or RGB) written to a temporary file, renamed on `finish`.
 struct PngStream {
     tmp: PathBuf,
@@ -587,12 +598,7 @@ struct PngStream {
 
 impl PngStream {
     fn create(path: PathBuf, width: usize, height: usize, rgb: bool) -> Result<Self> {
-        let tmp = crate::onnx::temp_sibling(&path);
-        let file = File::create(&tmp).map_err(|source| Error::Io {
-            path: tmp.clone(),
-            action: "cannot create output",
-            source,
-        })?;
+        let (tmp, file) = create_temp(&path)?;
         let mut enc = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
         enc.set_color(if rgb {
             png::ColorType::Rgb
@@ -630,12 +636,7 @@ impl PngStream {
         let w = self.writer.take().expect("open stream");
         w.finish()
             .map_err(|e| bad(&self.path, format!("PNG encoding: {e}")))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|source| Error::Io {
-            path: self.path.clone(),
-            action: "cannot rename into place",
-            source,
-        })?;
-        Ok(self.path.clone())
+        crate::onnx::rename_into_place(&self.tmp, &self.path)
     }
 }
 
@@ -662,12 +663,7 @@ const ROWS_PER_STRIP: usize = 16;
 
 impl FloatTiffStream {
     fn create(path: PathBuf, width: usize, height: usize) -> Result<Self> {
-        let tmp = crate::onnx::temp_sibling(&path);
-        let file = File::create(&tmp).map_err(|source| Error::Io {
-            path: tmp.clone(),
-            action: "cannot create output",
-            source,
-        })?;
+        let (tmp, file) = create_temp(&path)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<f32>>(2 * ROWS_PER_STRIP);
         let err_path = path.clone();
         let writer = std::thread::spawn(move || -> Result<()> {
@@ -728,12 +724,7 @@ impl FloatTiffStream {
     fn finish(mut self) -> Result<PathBuf> {
         self.rows = None; // closes the channel: the writer finishes the file
         self.join()?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|source| Error::Io {
-            path: self.path.clone(),
-            action: "cannot rename into place",
-            source,
-        })?;
-        Ok(self.path.clone())
+        crate::onnx::rename_into_place(&self.tmp, &self.path)
     }
 }
 

@@ -323,6 +323,31 @@ pub struct SlicePair<'a> {
     pub width: usize,
 }
 
+/// Evaluate membrane probability maps (1 = membrane) against cell-high ground truth
+/// (cell > 0.5, membrane 0), as the challenge scored submissions: the proposal is the
+/// cell probability `1 - p`, thinning as given. All slices are `width` wide.
+pub fn evaluate_membrane_maps<M: AsRef<[f32]>, G: AsRef<[f32]>>(
+    membrane: &[M],
+    cell_truth: &[G],
+    width: usize,
+    thinning: bool,
+) -> StackEvaluation {
+    let proposals: Vec<Vec<f32>> = membrane
+        .iter()
+        .map(|m| m.as_ref().iter().map(|p| 1.0 - p).collect())
+        .collect();
+    let pairs: Vec<SlicePair<'_>> = cell_truth
+        .iter()
+        .zip(&proposals)
+        .map(|(g, p)| SlicePair {
+            ground_truth: g.as_ref(),
+            proposal: p,
+            width,
+        })
+        .collect();
+    evaluate_stack(&pairs, thinning)
+}
+
 /// Evaluate a stack the official way: per threshold, average the per-slice F-scores;
 /// V_rand and V_info are the maxima over thresholds.
 pub fn evaluate_stack(slices: &[SlicePair<'_>], thinning: bool) -> StackEvaluation {
@@ -387,6 +412,21 @@ mod tests {
             (s.rand.f - 1.0).abs() < 1e-12 && (s.info.f - 1.0).abs() < 1e-12,
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn membrane_maps_are_inverted_before_scoring() {
+        // two cells separated by a membrane column; truth cell-high, maps membrane-high
+        let truth: Vec<f32> = (0..5 * 7)
+            .map(|i| if i % 7 == 3 { 0.0 } else { 1.0 })
+            .collect();
+        let right: Vec<f32> = truth.iter().map(|c| 1.0 - c).collect();
+        let e = evaluate_membrane_maps(&[&right[..]], &[&truth[..]], 7, true);
+        assert!((e.v_rand - 1.0).abs() < 1e-12, "{}", e.v_rand);
+        // no membrane predicted: the two cells merge and Rand precision halves
+        let none = vec![0.0f32; 5 * 7];
+        let e = evaluate_membrane_maps(&[&none[..]], &[&truth[..]], 7, true);
+        assert!(e.v_rand < 0.7, "{}", e.v_rand);
     }
 
     #[test]

@@ -483,27 +483,13 @@ fn run_training<B: burn::tensor::backend::AutodiffBackend>(
 /// Validation V_rand / V_info of membrane probability maps (official definition: the
 /// proposal is 1 - p, ground truth cell = not membrane, thinning on).
 fn score(maps: &[ndarray::Array2<f32>], targets: &[ndarray::Array2<f32>]) -> Option<(f64, f64)> {
-    use skipseg_runtime::metrics::{SlicePair, evaluate_stack};
-    let props: Vec<Vec<f32>> = maps
-        .iter()
-        .map(|m| m.iter().map(|p| 1.0 - p).collect())
-        .collect();
-    let gts: Vec<Vec<f32>> = targets
+    let width = maps.first()?.ncols();
+    let flat = |a: &ndarray::Array2<f32>| a.iter().copied().collect::<Vec<f32>>();
+    let membrane: Vec<Vec<f32>> = maps.iter().map(flat).collect();
+    let cells: Vec<Vec<f32>> = targets
         .iter()
         .map(|t| t.iter().map(|m| 1.0 - m).collect())
         .collect();
-    let pairs: Vec<SlicePair<'_>> = maps
-        .iter()
-        .zip(props.iter().zip(&gts))
-        .map(|(m, (p, g))| SlicePair {
-            ground_truth: g,
-            proposal: p,
-            width: m.ncols(),
-        })
-        .collect();
-    if pairs.is_empty() {
-        return None;
-    }
-    let e = evaluate_stack(&pairs, true);
+    let e = skipseg_runtime::metrics::evaluate_membrane_maps(&membrane, &cells, width, true);
     Some((e.v_rand, e.v_info))
 }

@@ -72,12 +72,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
         f.write_all(bytes).map_err(io("cannot write", &tmp))?;
         f.sync_all().map_err(io("cannot sync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io("cannot rename into place", path))
+        rename_into_place(&tmp, path).map(drop)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Move a finished temporary file `tmp` to `path` (the commit point of write-then-rename).
+pub(crate) fn rename_into_place(tmp: &Path, path: &Path) -> Result<PathBuf> {
+    std::fs::rename(tmp, path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        action: "cannot rename into place",
+        source,
+    })?;
+    Ok(path.to_path_buf())
 }
 
 /// A hidden temporary name beside `path`, for write-then-rename.
