@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Official ISBI scores (V_rand, V_info, thinning on) of a model on the validation slices
 # 25-29 of data/isbi2012/train: segment them with segment-run, then score with eval.
-# Usage: bash scripts/validate.sh [MODEL.onnx]   (default: models/isbi-small.onnx)
+# Usage: bash scripts/validate.sh [MODEL.onnx] [eval options]   (default: models/isbi-small.onnx)
+#        PREDICT_ARGS="--tta dihedral" bash scripts/validate.sh ...   (options for predict)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-models/isbi-small.onnx}
@@ -13,5 +14,6 @@ for i in 25 26 27 28 29; do
   cp "data/isbi2012/train/labels/$i.png" "$work/labels/"
 done
 cargo build --release -q -p skipseg-runtime --bin segment-run
-target/release/segment-run predict --model "$model" "$work/images" -o "$work/pred" > /dev/null
+# shellcheck disable=SC2086  # PREDICT_ARGS is a list of options
+target/release/segment-run predict --model "$model" "$work/images" -o "$work/pred" ${PREDICT_ARGS:-} > /dev/null
 target/release/segment-run eval --labels "$work/labels" --proposal "$work/pred" --membrane-high "$@"

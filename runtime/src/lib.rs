@@ -17,6 +17,9 @@ pub mod passes;
 pub mod tiling;
 
 pub use arch::ArchSpec;
-pub use engine::{Options, Segmenter, segment_image, segment_tiled};
+pub use engine::{
+    Averaging, Inference, Options, Segmenter, Symmetry, segment_image, segment_image_with,
+    segment_tiled,
+};
 pub use error::{Error, Result};
 pub use onnx::{IntensityStats, ModelMeta, Normalisation, Preprocessing};

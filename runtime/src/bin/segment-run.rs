@@ -96,6 +96,17 @@ struct PredictArgs {
     /// Threads of the inference engine.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Test-time averaging over flipped (flips: 4 passes) or flipped and transposed
+    /// (dihedral: 8 passes) copies of every tile; slower, usually closes membrane gaps.
+    #[arg(long, value_enum, default_value = "none")]
+    tta: TtaArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TtaArg {
+    None,
+    Flips,
+    Dihedral,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -405,12 +416,20 @@ fn predict(args: PredictArgs) -> Result<()> {
             args.threshold,
             args.overlay,
         )?;
+        let how = skipseg_runtime::Inference {
+            plan,
+            blend,
+            averaging: match args.tta {
+                TtaArg::None => skipseg_runtime::Averaging::None,
+                TtaArg::Flips => skipseg_runtime::Averaging::Flips,
+                TtaArg::Dihedral => skipseg_runtime::Averaging::Dihedral,
+            },
+        };
         skipseg_runtime::segment_tiled(
             &seg,
             &mut reader,
             prep.for_image(&stats),
-            &plan,
-            blend,
+            &how,
             &mut || bar.inc(1),
             &mut |_, input, row| sink.write_row(input, row),
         )?;
