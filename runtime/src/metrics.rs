@@ -424,7 +424,7 @@ mod tests {
         let e = evaluate_membrane_maps(&[&right[..]], &[&truth[..]], 7, true);
         assert!((e.v_rand - 1.0).abs() < 1e-12, "{}", e.v_rand);
         // no membrane predicted: the two cells merge and Rand precision halves
-        let none = vec![0.0f32; 5 * 7];
+        let none = [0.0f32; 5 * 7];
         let e = evaluate_membrane_maps(&[&none[..]], &[&truth[..]], 7, true);
         assert!(e.v_rand < 0.7, "{}", e.v_rand);
     }
