@@ -93,11 +93,12 @@ struct PredictArgs {
     /// How tiles are combined: crop = keep each tile's centre; linear = blend overlaps.
     #[arg(long, value_enum, default_value = "crop")]
     blend: BlendArg,
-    /// Threads of the inference engine.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    /// Threads of the inference engine (default: every core of this machine).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Test-time averaging over flipped (flips: 4 passes) or flipped and transposed
-    /// (dihedral: 8 passes) copies of every tile; slower, usually closes membrane gaps.
+    /// (dihedral: 8 passes) copies of every tile, 4 or 8 times slower; the shipped
+    /// model's card (models/isbi-small.md) says what it changes on validation.
     #[arg(long, value_enum, default_value = "none")]
     tta: TtaArg,
 }
@@ -342,7 +343,13 @@ fn load_model(path: Option<&std::path::Path>, threads: usize) -> Result<Segmente
 fn predict(args: PredictArgs) -> Result<()> {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     use std::io::IsTerminal;
-    let seg = load_model(args.model.as_deref(), args.threads)?;
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    let seg = load_model(args.model.as_deref(), threads)?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create output folder", args.output.display()))?;
     let factor = seg.meta().arch.down_factor();
