@@ -12,6 +12,7 @@ use ndarray::{Array2, Array4, ArrayView2, ArrayView4, ArrayViewD, Axis, Ix4};
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
+pub use crate::onnx::Averaging;
 use crate::onnx::{self, IntensityStats, ModelMeta, Normalisation, pb};
 use crate::tiling::{self, ArrayRows, Blend, RowSink, RowSource, TilePlan};
 
@@ -194,21 +195,6 @@ impl Segmenter {
         plans.insert((h, w), plan.clone());
         Ok(plan)
     }
-}
-
-/// Test-time averaging: each window is also run flipped (and transposed), the outputs
-/// mapped back and averaged. The network is not equivariant to these transforms, so
-/// the average smooths its orientation-specific errors (U-Net averaged 7 rotations;
-/// the paper averaged over dropout samples).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Averaging {
-    /// One pass.
-    #[default]
-    None,
-    /// The 4 flips (none, rows, columns, both).
-    Flips,
-    /// The 8 symmetries of the square: the 4 flips, with and without a transpose.
-    Dihedral,
 }
 
 /// One symmetry of the square: transpose first, then flips.

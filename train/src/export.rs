@@ -158,6 +158,7 @@ pub fn to_onnx<B: Backend>(model: &ResFcn<B>, preprocessing: Preprocessing) -> p
     ModelMeta {
         arch: spec.clone(),
         preprocessing,
+        inference: Default::default(),
     }
     .write_into(&mut proto);
     proto

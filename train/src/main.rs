@@ -48,6 +48,10 @@ enum Command {
         /// validation V_rand.
         #[arg(long, value_enum, default_value = "val-loss")]
         select: Selection,
+        /// Test-time averaging recorded in the model as its default (segment-run uses
+        /// it unless told otherwise with --tta): none, flips (4 passes) or dihedral (8).
+        #[arg(long, value_enum, default_value = "none")]
+        averaging: AveragingArg,
     },
     /// Write the golden parity fixtures (model.onnx + input/output .npy per case).
     Fixtures {
@@ -116,6 +120,13 @@ struct TrainArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AveragingArg {
+    None,
+    Flips,
+    Dihedral,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Normalise {
     PerImage,
     Fixed,
@@ -147,6 +158,7 @@ fn run(cli: Cli) -> Result<()> {
             run,
             output,
             select,
+            averaging,
         } => {
             use anyhow::Context;
             let path = run.join("config.json");
@@ -154,7 +166,21 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("{}: cannot read run config", path.display()))?;
             let cfg: TrainConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a run config", path.display()))?;
-            training::export_best::<Cpu>(&cfg, &run, select, &output, &Default::default())?;
+            let inference = skipseg_runtime::onnx::InferenceDefaults {
+                averaging: match averaging {
+                    AveragingArg::None => skipseg_runtime::Averaging::None,
+                    AveragingArg::Flips => skipseg_runtime::Averaging::Flips,
+                    AveragingArg::Dihedral => skipseg_runtime::Averaging::Dihedral,
+                },
+            };
+            training::export_best::<Cpu>(
+                &cfg,
+                &run,
+                select,
+                inference,
+                &output,
+                &Default::default(),
+            )?;
             println!(
                 "exported the {} checkpoint of {} to {}",
                 match select {
@@ -462,7 +488,14 @@ fn run_training<B: burn::tensor::backend::AutodiffBackend>(
     )?;
     bar.finish_and_clear();
     let onnx_path = out.join("model.onnx");
-    training::export_best::<B::InnerBackend>(cfg, out, select, &onnx_path, &device.clone())?;
+    training::export_best::<B::InnerBackend>(
+        cfg,
+        out,
+        select,
+        Default::default(),
+        &onnx_path,
+        &device.clone(),
+    )?;
     let v_rand = match state.best_v_rand {
         Some(v) => format!(
             "; best validation V_rand {v:.4} at epoch {}",

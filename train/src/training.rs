@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use skipseg_runtime::arch::ArchSpec;
-use skipseg_runtime::onnx::{self, IntensityStats, Preprocessing};
+use skipseg_runtime::onnx::{self, InferenceDefaults, IntensityStats, Preprocessing};
 
 use crate::augment::{AugmentConfig, augment_pair};
 use crate::data::{Dataset, Sample};
@@ -496,11 +496,13 @@ impl Selection {
     }
 }
 
-/// Load a best checkpoint of a run and export it as ONNX to `path`.
+/// Load a best checkpoint of a run and export it as ONNX to `path`, recording how the
+/// model is meant to be run (`inference`) in its metadata.
 pub fn export_best<B: Backend>(
     cfg: &TrainConfig,
     out: &Path,
     selection: Selection,
+    inference: InferenceDefaults,
     path: &Path,
     device: &B::Device,
 ) -> Result<ResFcn<B>, TrainError> {
@@ -512,6 +514,10 @@ pub fn export_best<B: Backend>(
             reason: e.to_string(),
         })?;
     let model = ResFcn::<B>::new(&cfg.arch, device).load_record(record);
-    onnx::write_model(&export::to_onnx(&model, cfg.preprocessing), path)?;
+    let mut proto = export::to_onnx(&model, cfg.preprocessing);
+    let mut meta = onnx::ModelMeta::from_model(&proto, &path.display().to_string())?;
+    meta.inference = inference;
+    meta.write_into(&mut proto);
+    onnx::write_model(&proto, path)?;
     Ok(model)
 }

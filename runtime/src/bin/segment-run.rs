@@ -97,10 +97,11 @@ struct PredictArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Test-time averaging over flipped (flips: 4 passes) or flipped and transposed
-    /// (dihedral: 8 passes) copies of every tile, 4 or 8 times slower; the shipped
-    /// model's card (models/isbi-small.md) says what it changes on validation.
-    #[arg(long, value_enum, default_value = "none")]
-    tta: TtaArg,
+    /// (dihedral: 8 passes) copies of every tile, 4 or 8 times slower. Default: what
+    /// the model records (`segment-run info`; the shipped model: dihedral, see
+    /// models/isbi-small.md).
+    #[arg(long, value_enum)]
+    tta: Option<TtaArg>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -193,6 +194,16 @@ fn run(cli: Cli) -> Result<()> {
                 cost.flops() as f64 / 1e9
             );
             println!("preprocessing: {}", meta.preprocessing.describe());
+            println!(
+                "test-time averaging by default: {}",
+                match meta.inference.averaging {
+                    skipseg_runtime::Averaging::None => "none (one pass per tile)",
+                    skipseg_runtime::Averaging::Flips =>
+                        "flips (4 passes per tile; --tta none for one)",
+                    skipseg_runtime::Averaging::Dihedral =>
+                        "dihedral (8 passes per tile; --tta none for one)",
+                }
+            );
             let ops = onnx::op_histogram(&proto)
                 .into_iter()
                 .map(|(op, n)| format!("{op} x{n}"))
@@ -365,6 +376,12 @@ fn predict(args: PredictArgs) -> Result<()> {
             files.push(input.clone());
         }
     }
+    let averaging = match args.tta {
+        None => seg.meta().inference.averaging,
+        Some(TtaArg::None) => skipseg_runtime::Averaging::None,
+        Some(TtaArg::Flips) => skipseg_runtime::Averaging::Flips,
+        Some(TtaArg::Dihedral) => skipseg_runtime::Averaging::Dihedral,
+    };
     let mut pages = Vec::new();
     for file in &files {
         pages.extend(io::list_pages(file)?);
@@ -426,11 +443,7 @@ fn predict(args: PredictArgs) -> Result<()> {
         let how = skipseg_runtime::Inference {
             plan,
             blend,
-            averaging: match args.tta {
-                TtaArg::None => skipseg_runtime::Averaging::None,
-                TtaArg::Flips => skipseg_runtime::Averaging::Flips,
-                TtaArg::Dihedral => skipseg_runtime::Averaging::Dihedral,
-            },
+            averaging,
         };
         skipseg_runtime::segment_tiled(
             &seg,
@@ -444,10 +457,15 @@ fn predict(args: PredictArgs) -> Result<()> {
         bar.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
         println!(
-            "{}: {w}x{h}, {tiles} tiles of {}x{}, {secs:.2} s, {:.2} MP/s -> {}",
+            "{}: {w}x{h}, {tiles} tiles of {}x{}{}, {secs:.2} s, {:.2} MP/s -> {}",
             page.name,
             plan.window_w,
             plan.window_h,
+            match averaging {
+                skipseg_runtime::Averaging::None => "",
+                skipseg_runtime::Averaging::Flips => " x 4 flips",
+                skipseg_runtime::Averaging::Dihedral => " x 8 symmetries",
+            },
             (w * h) as f64 / 1e6 / secs.max(1e-9),
             written
                 .iter()

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 pub const META_ARCH: &str = "skipseg.arch";
 /// Key holding the [`Preprocessing`] as JSON.
 pub const META_PREPROCESSING: &str = "skipseg.preprocessing";
+/// Key holding the [`InferenceDefaults`] as JSON (optional: absent means the defaults).
+pub const META_INFERENCE: &str = "skipseg.inference";
 /// Key holding the metadata format version.
 pub const META_FORMAT: &str = "skipseg.format";
 
@@ -145,11 +147,37 @@ impl IntensityStats {
     }
 }
 
+/// Test-time averaging: each window is also run flipped (and transposed), the outputs
+/// mapped back and averaged. The network is not equivariant to these transforms, so
+/// the average smooths its orientation-specific errors (U-Net averaged 7 rotations;
+/// the paper averaged over dropout samples).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Averaging {
+    /// One pass.
+    #[default]
+    None,
+    /// The 4 flips (none, rows, columns, both).
+    Flips,
+    /// The 8 symmetries of the square: the 4 flips, with and without a transpose.
+    Dihedral,
+}
+
+/// How a model is meant to be run, unless its user says otherwise (the exporter records
+/// what validation measured the model with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceDefaults {
+    #[serde(default)]
+    pub averaging: Averaging,
+}
+
 /// What the runtime needs to know about a skipseg model beyond its graph.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelMeta {
     pub arch: ArchSpec,
     pub preprocessing: Preprocessing,
+    pub inference: InferenceDefaults,
 }
 
 impl ModelMeta {
@@ -177,14 +205,31 @@ impl ModelMeta {
                 "`{META_PREPROCESSING}`: std must be > 0, got {preprocessing:?}"
             )));
         }
+        let inference = match model
+            .metadata_props
+            .iter()
+            .find(|p| p.key == META_INFERENCE)
+        {
+            Some(p) => serde_json::from_str(&p.value)
+                .map_err(|e| err(format!("`{META_INFERENCE}`: {e}")))?,
+            None => InferenceDefaults::default(),
+        };
         Ok(Self {
             arch,
             preprocessing,
+            inference,
         })
     }
 
     /// Write (replace) the metadata entries of `model`.
     pub fn write_into(&self, model: &mut pb::ModelProto) {
+        model.metadata_props.retain(|p| p.key != META_INFERENCE);
+        if self.inference != InferenceDefaults::default() {
+            model.metadata_props.push(pb::StringStringEntryProto {
+                key: META_INFERENCE.to_string(),
+                value: serde_json::to_string(&self.inference).expect("inference serialises"),
+            });
+        }
         let entries = [
             (META_FORMAT, "1".to_string()),
             (META_ARCH, self.arch.to_json()),

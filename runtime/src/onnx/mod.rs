@@ -9,8 +9,8 @@ mod metadata;
 
 pub use builder::{GraphBuilder, OPSET};
 pub use metadata::{
-    IntensityStats, META_ARCH, META_FORMAT, META_PREPROCESSING, MIN_IMAGE_STD, ModelMeta,
-    Normalisation, Preprocessing,
+    Averaging, InferenceDefaults, IntensityStats, META_ARCH, META_FORMAT, META_INFERENCE,
+    META_PREPROCESSING, MIN_IMAGE_STD, ModelMeta, Normalisation, Preprocessing,
 };
 
 use std::io::Write;
