@@ -148,9 +148,14 @@ fn float_tiff_output_equals_in_memory_inference() {
         .expect("model");
     let image = skipseg_runtime::io::read_slices(&input).expect("input");
     let (h, w) = image[0].pixels.dim();
-    let plan = TilePlan::new(h, w, 200, 40, seg.meta().arch.down_factor());
-    let want = skipseg_runtime::segment_image(&seg, image[0].pixels.view(), &plan, Blend::Crop)
-        .expect("library");
+    // the library with what the model records as its defaults (averaging included)
+    let how = skipseg_runtime::Inference {
+        plan: TilePlan::new(h, w, 200, 40, seg.meta().arch.down_factor()),
+        blend: Blend::Crop,
+        averaging: seg.meta().inference.averaging,
+    };
+    let want =
+        skipseg_runtime::segment_image_with(&seg, image[0].pixels.view(), &how).expect("library");
     let worst = got[0]
         .pixels
         .iter()
@@ -323,4 +328,40 @@ fn a_truncated_image_fails_mid_stream_and_keeps_earlier_outputs() {
             );
         }
     }
+}
+
+/// The shipped model records dihedral averaging: predict uses it unless --tta says
+/// otherwise, and says so in its summary line.
+#[test]
+fn the_model_default_averaging_applies_unless_overridden() {
+    let out = tmp("predict-tta");
+    let input = root().join("data/isbi2012/test/images/07.png");
+    let run = |extra: &[&str], dir: &str| {
+        let o = bin()
+            .arg("predict")
+            .arg(&input)
+            .arg("-o")
+            .arg(out.join(dir))
+            .args(["--float"])
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let summary = String::from_utf8_lossy(&o.stdout).into_owned();
+        let p = skipseg_runtime::io::read_slices(&out.join(dir).join("07.tif")).expect("output");
+        (summary, p.into_iter().next().expect("slice").pixels)
+    };
+    let (s_default, p_default) = run(&[], "default");
+    let (s_dihedral, p_dihedral) = run(&["--tta", "dihedral"], "dihedral");
+    let (s_none, p_none) = run(&["--tta", "none"], "none");
+    assert!(s_default.contains("x 8 symmetries"), "{s_default}");
+    assert!(s_dihedral.contains("x 8 symmetries"), "{s_dihedral}");
+    assert!(!s_none.contains("symmetries"), "{s_none}");
+    assert_eq!(p_default, p_dihedral);
+    let change = p_default
+        .iter()
+        .zip(p_none.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(change > 1e-3, "averaging changed nothing: {change}");
 }

@@ -247,3 +247,94 @@ impl ModelMeta {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(prep: Preprocessing, averaging: Averaging) -> ModelMeta {
+        ModelMeta {
+            arch: ArchSpec::from_json(
+                &std::fs::read_to_string(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/small.json"),
+                )
+                .expect("preset"),
+            )
+            .expect("arch"),
+            preprocessing: prep,
+            inference: InferenceDefaults { averaging },
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_and_old_files_read_as_defaults() {
+        for (prep, avg) in [
+            (Preprocessing::default(), Averaging::None),
+            (Preprocessing::per_image(), Averaging::Dihedral),
+            (Preprocessing::per_image(), Averaging::Flips),
+        ] {
+            let mut model = pb::ModelProto::default();
+            let m = meta(prep, avg);
+            m.write_into(&mut model);
+            // written twice: entries are replaced, not duplicated
+            m.write_into(&mut model);
+            assert_eq!(ModelMeta::from_model(&model, "m").expect("reads"), m);
+            let keys: Vec<&str> = model
+                .metadata_props
+                .iter()
+                .map(|p| p.key.as_str())
+                .collect();
+            // a model of the defaults carries no inference entry (files of earlier
+            // versions look exactly like it), and the fixed preprocessing keeps its old form
+            assert_eq!(
+                keys.contains(&META_INFERENCE),
+                avg != Averaging::None,
+                "{keys:?}"
+            );
+            let prep_json = &model
+                .metadata_props
+                .iter()
+                .find(|p| p.key == META_PREPROCESSING)
+                .expect("entry")
+                .value;
+            assert_eq!(
+                prep_json.contains("per_image"),
+                prep.per_image,
+                "{prep_json}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_averaging_is_a_metadata_error_naming_the_key() {
+        let mut model = pb::ModelProto::default();
+        meta(Preprocessing::default(), Averaging::None).write_into(&mut model);
+        model.metadata_props.push(pb::StringStringEntryProto {
+            key: META_INFERENCE.into(),
+            value: r#"{"averaging": "rotations"}"#.into(),
+        });
+        let e = ModelMeta::from_model(&model, "odd.onnx").expect_err("rejected");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("odd.onnx") && msg.contains(META_INFERENCE),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn per_image_normalisation_standardises_by_hand() {
+        // values 0.2, 0.4, 0.6, 0.8: mean 0.5, population std sqrt(0.05)
+        let v = [0.2f32, 0.4, 0.6, 0.8];
+        let n = Preprocessing::per_image().for_image(&IntensityStats::of(v.iter()));
+        let sd = 0.05f32.sqrt();
+        for x in v {
+            assert!((n.apply(x) - (x - 0.5) / sd).abs() < 1e-5);
+        }
+        // a constant image does not divide by zero
+        let c = Preprocessing::per_image().for_image(&IntensityStats::of([0.3f32; 9].iter()));
+        assert!(c.apply(0.3).abs() < 1e-3 && c.apply(0.3).is_finite());
+        // fixed preprocessing ignores the statistics
+        let f = Preprocessing::default().for_image(&IntensityStats::of(v.iter()));
+        assert_eq!(f.apply(0.75), 1.0);
+    }
+}
