@@ -8,7 +8,10 @@
 //! mosaic: against the reference segmentation thresholded at 0.5; training mosaic:
 //! against the labels, tiled minus whole).
 //!
-//! `cargo bench -p skipseg-runtime --bench tiling_mosaic -- [MODEL.onnx]`
+//! Every window is averaged as `segment-run predict` does by default: the model's
+//! recorded test-time averaging, or the one named as the second argument.
+//!
+//! `cargo bench -p skipseg-runtime --bench tiling_mosaic -- [MODEL.onnx] [none|flips|dihedral]`
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,7 +19,7 @@ use std::time::Instant;
 use ndarray::{Array2, Slice};
 use skipseg_runtime::metrics::evaluate_membrane_maps;
 use skipseg_runtime::tiling::{Blend, DEFAULT_HALO, DEFAULT_TILE, TilePlan, round_up};
-use skipseg_runtime::{Options, Segmenter, io, segment_image};
+use skipseg_runtime::{Averaging, Inference, Options, Segmenter, io, segment_image_with};
 
 const COLS: usize = 6;
 const ROWS: usize = 5;
@@ -62,7 +65,7 @@ fn scores(prob: &[Vec<f32>], truth: &[Vec<f32>], w: usize) -> (f64, f64) {
 mod common;
 
 fn main() {
-    let (model, _) = common::model_and_args();
+    let (model, args) = common::model_and_args();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let seg = Segmenter::with_options(
         skipseg_runtime::onnx::read_model(&model).expect("model"),
@@ -73,6 +76,21 @@ fn main() {
         },
     )
     .expect("model loads");
+    let averaging = match args.first().map(String::as_str) {
+        None => seg.meta().inference.averaging,
+        Some("none") => Averaging::None,
+        Some("flips") => Averaging::Flips,
+        Some("dihedral") => Averaging::Dihedral,
+        Some(other) => panic!("averaging must be none, flips or dihedral, not {other}"),
+    };
+    let run = |image: &Array2<f32>, plan: TilePlan, blend: Blend| {
+        let how = Inference {
+            plan,
+            blend,
+            averaging,
+        };
+        segment_image_with(&seg, image.view(), &how).expect("inference")
+    };
     let factor = seg.meta().arch.down_factor();
     let radius = seg.meta().arch.plan().receptive_radius();
     let read = |dir: &str| -> Vec<Array2<f32>> {
@@ -83,7 +101,7 @@ fn main() {
             .collect()
     };
     println!(
-        "model {}, receptive radius {radius} px, default tile {DEFAULT_TILE} / halo {DEFAULT_HALO}",
+        "model {}, receptive radius {radius} px, default tile {DEFAULT_TILE} / halo {DEFAULT_HALO}, test-time averaging {averaging:?}",
         model.display()
     );
     for (title, images, labels) in [
@@ -100,7 +118,7 @@ fn main() {
         let (h, w) = image.dim();
         let whole_plan = TilePlan::new(h, w, h.max(w), round_up(radius, factor), factor);
         let t = Instant::now();
-        let whole = segment_image(&seg, image.view(), &whole_plan, Blend::Crop).expect("whole");
+        let whole = run(&image, whole_plan, Blend::Crop);
         let whole_s = t.elapsed().as_secs_f64();
         let whole_slices = split(&whole, sh, sw);
         // test mosaic: the reference segmentation stands in for labels
@@ -142,7 +160,7 @@ fn main() {
         ] {
             let plan = TilePlan::new(h, w, DEFAULT_TILE, halo, factor);
             let t = Instant::now();
-            let tiled = segment_image(&seg, image.view(), &plan, blend).expect("tiled");
+            let tiled = run(&image, plan, blend);
             let secs = t.elapsed().as_secs_f64();
             let diffs: Vec<f32> = tiled
                 .iter()
