@@ -11,6 +11,7 @@ pub mod export;
 pub mod fixtures;
 pub mod loss;
 pub mod model;
+pub mod plot;
 pub mod presets;
 pub mod report;
 pub mod synthetic;

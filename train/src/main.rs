@@ -53,6 +53,13 @@ enum Command {
         #[arg(long, value_enum, default_value = "none")]
         averaging: AveragingArg,
     },
+    /// Redraw the charts and CSV files of a run folder from its state (after a crash,
+    /// or to get the current chart style for an old run).
+    Report {
+        /// Run folder (holds config.json and state.json).
+        #[arg(long)]
+        run: PathBuf,
+    },
     /// Write the golden parity fixtures (model.onnx + input/output .npy per case).
     Fixtures {
         /// Output folder.
@@ -160,12 +167,7 @@ fn run(cli: Cli) -> Result<()> {
             select,
             averaging,
         } => {
-            use anyhow::Context;
-            let path = run.join("config.json");
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("{}: cannot read run config", path.display()))?;
-            let cfg: TrainConfig = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a run config", path.display()))?;
+            let cfg = read_run_config(&run)?;
             let inference = skipseg_runtime::onnx::InferenceDefaults {
                 averaging: match averaging {
                     AveragingArg::None => skipseg_runtime::Averaging::None,
@@ -189,6 +191,17 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 run.display(),
                 output.display()
+            );
+            Ok(())
+        }
+        Command::Report { run } => {
+            let cfg = read_run_config(&run)?;
+            let state = training::read_state(&run)?;
+            skipseg_train::report::write_all(&run, &state, &cfg)?;
+            println!(
+                "redrew the report of {} ({} epochs): metrics.csv, loss.png, val_scores.png, weight_updates.csv, weight_updates.png",
+                run.display(),
+                state.epochs_done
             );
             Ok(())
         }
@@ -296,15 +309,20 @@ fn arch(path: &Path, size: usize) -> Result<()> {
     Ok(())
 }
 
+/// The `config.json` of a run folder.
+fn read_run_config(run: &std::path::Path) -> Result<TrainConfig> {
+    use anyhow::Context;
+    let path = run.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read run config", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a run config", path.display()))
+}
+
 fn train(args: TrainArgs) -> Result<()> {
     use anyhow::Context;
     let (cfg, out, resume) = match &args.resume {
         Some(dir) => {
-            let path = dir.join("config.json");
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("{}: cannot read run config", path.display()))?;
-            let mut cfg: TrainConfig = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a run config", path.display()))?;
+            let mut cfg = read_run_config(dir)?;
             cfg.epochs = args.epochs;
             if let Some(e) = args.freeze_bn_after {
                 let done = training::epochs_done(dir)?;

@@ -276,14 +276,7 @@ pub fn train<B: AutodiffBackend>(
         // the config as resumed (new total of epochs, schedule of the epochs to come)
         let text = serde_json::to_string_pretty(cfg).expect("config serialises");
         onnx::write_atomic(&out.join("config.json"), text.as_bytes())?;
-        let state_path = out.join("state.json");
-        let text = std::fs::read_to_string(&state_path)
-            .map_err(io_err(&state_path, "cannot read training state"))?;
-        let state: TrainState =
-            serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
-                path: state_path.clone(),
-                reason: format!("corrupt state: {e}"),
-            })?;
+        let state = read_state(out)?;
         let ck = out.join(&state.checkpoint);
         let (model_bytes, optim_bytes) = (
             read(&ck.with_extension("model.mpk"))?,
@@ -439,22 +432,26 @@ pub fn train<B: AutodiffBackend>(
             let _ = std::fs::remove_file(old.with_extension("model.mpk"));
             let _ = std::fs::remove_file(old.with_extension("optim.mpk"));
         }
-        crate::report::write_all(out, &state)?;
+        crate::report::write_all(out, &state, cfg)?;
         on_event(Event::EpochEnd(state.history.last().expect("just pushed")));
     }
     Ok(state)
 }
 
-/// Epochs a run folder has completed (from its `state.json`).
-pub fn epochs_done(out: &Path) -> Result<usize, TrainError> {
+/// The `state.json` of a run folder: history, checkpoint names, weight updates.
+pub fn read_state(out: &Path) -> Result<TrainState, TrainError> {
     let path = out.join("state.json");
     let text =
         std::fs::read_to_string(&path).map_err(io_err(&path, "cannot read training state"))?;
-    let state: TrainState = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
         path: path.clone(),
         reason: format!("corrupt state: {e}"),
-    })?;
-    Ok(state.epochs_done)
+    })
+}
+
+/// Epochs a run folder has completed (from its `state.json`).
+pub fn epochs_done(out: &Path) -> Result<usize, TrainError> {
+    Ok(read_state(out)?.epochs_done)
 }
 
 fn ck_err(out: &Path, e: impl std::fmt::Display) -> TrainError {

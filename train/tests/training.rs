@@ -234,6 +234,20 @@ fn same_seed_same_first_epoch_and_resume_equals_uninterrupted() {
     ] {
         assert!(a_dir.join(f).exists(), "{f} missing");
     }
+    // `segment-train report` redraws them from state.json alone, identically
+    let drawn = std::fs::read(a_dir.join("weight_updates.png")).expect("read chart");
+    let loss_drawn = std::fs::read(a_dir.join("loss.png")).expect("read chart");
+    std::fs::remove_file(a_dir.join("loss.png")).expect("remove chart");
+    let state = training::read_state(&a_dir).expect("state.json");
+    skipseg_train::report::write_all(&a_dir, &state, &cfg).expect("redraw");
+    assert_eq!(
+        std::fs::read(a_dir.join("loss.png")).expect("redrawn"),
+        loss_drawn
+    );
+    assert_eq!(
+        std::fs::read(a_dir.join("weight_updates.png")).expect("redrawn"),
+        drawn
+    );
 }
 
 /// The point of freezing: the forward pass training uses then computes exactly what
