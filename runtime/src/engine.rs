@@ -4,7 +4,6 @@
 //! tract plan per input size on first use (tiles share one size, so this is one plan in
 //! practice).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -18,12 +17,19 @@ use crate::tiling::{self, ArrayRows, Blend, RowSink, RowSource, TilePlan};
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// Compiled plans a [`Segmenter`] keeps. Tiled inference needs one per window shape
+/// (two with dihedral averaging of non-square windows); a caller feeding whole images of
+/// many sizes recompiles the least recently used size instead of growing without bound.
+pub const MAX_CACHED_PLANS: usize = 4;
+
 /// A loaded model, ready to segment network-normalised input arrays.
 pub struct Segmenter {
     source_name: String,
     proto: pb::ModelProto,
     meta: ModelMeta,
-    plans: Mutex<HashMap<(usize, usize), Plan>>,
+    /// Compiled plans by input size, most recently used first (at most
+    /// [`MAX_CACHED_PLANS`]).
+    plans: Mutex<Vec<((usize, usize), Plan)>>,
     /// tract's multithread executor when more than one thread is asked for.
     executor: Option<tract_linalg::multithread::Executor>,
 }
@@ -87,7 +93,7 @@ impl Segmenter {
             source_name: source_name.to_string(),
             proto,
             meta,
-            plans: Mutex::new(HashMap::new()),
+            plans: Mutex::new(Vec::new()),
             executor: (options.threads > 1)
                 .then(|| tract_linalg::multithread::Executor::multithread(options.threads)),
         })
@@ -162,6 +168,12 @@ impl Segmenter {
         Ok(out)
     }
 
+    /// Input sizes (height, width) with a compiled plan, most recently used first.
+    pub fn cached_plan_sizes(&self) -> Vec<(usize, usize)> {
+        let plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        plans.iter().map(|(size, _)| *size).collect()
+    }
+
     /// Operators of the plan tract optimised for a `height x width` input, by name with
     /// their counts (what actually runs, after tract's own declutter and optimisation).
     pub fn plan_ops(&self, height: usize, width: usize) -> Result<Vec<(String, usize)>> {
@@ -182,8 +194,11 @@ impl Segmenter {
 
     fn plan(&self, h: usize, w: usize) -> Result<Plan> {
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = plans.get(&(h, w)) {
-            return Ok(p.clone());
+        if let Some(i) = plans.iter().position(|(size, _)| *size == (h, w)) {
+            let hit = plans.remove(i);
+            let plan = hit.1.clone();
+            plans.insert(0, hit);
+            return Ok(plan);
         }
         let channels = self.meta.arch.in_channels;
         let plan = tract_onnx::onnx()
@@ -192,7 +207,8 @@ impl Segmenter {
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| self.engine_err(e))?;
-        plans.insert((h, w), plan.clone());
+        plans.insert(0, ((h, w), plan.clone()));
+        plans.truncate(MAX_CACHED_PLANS);
         Ok(plan)
     }
 }

@@ -80,3 +80,43 @@ fn runtime_reproduces_golden_outputs() {
         }
     }
 }
+
+/// The plan cache is bounded: whole images of many sizes evict the least recently used
+/// plan, and a size compiled again still reproduces the golden output.
+#[test]
+fn plan_cache_is_bounded_and_recompiles_evicted_sizes() {
+    use skipseg_runtime::engine::MAX_CACHED_PLANS;
+    let dir = &fixture_dirs()[0];
+    let seg = Segmenter::from_path(&dir.join("model.onnx")).expect("fixture model loads");
+    let x = npy::read(&sorted(dir, "input")[0]).expect("input npy");
+    let want = npy::read(&sorted(dir, "output")[0]).expect("output npy");
+    let first = seg.run(x.view()).expect("runs");
+    let size = (x.shape()[2], x.shape()[3]);
+    assert_eq!(seg.cached_plan_sizes(), vec![size]);
+    let factor = seg.meta().arch.down_factor();
+    let others: Vec<(usize, usize)> = (1..=MAX_CACHED_PLANS)
+        .map(|k| (factor * k, factor * (k + 1)))
+        .filter(|s| *s != size)
+        .take(MAX_CACHED_PLANS)
+        .collect();
+    for &(h, w) in &others {
+        let z = ndarray::ArrayD::<f32>::zeros(vec![1, x.shape()[1], h, w]);
+        assert_eq!(seg.run(z.view()).expect("runs").dim(), (1, 1, h, w));
+    }
+    let cached = seg.cached_plan_sizes();
+    assert_eq!(cached.len(), MAX_CACHED_PLANS);
+    assert!(
+        !cached.contains(&size),
+        "the least recently used size stays: {cached:?}"
+    );
+    assert_eq!(cached[0], *others.last().expect("sizes"));
+    let again = seg.run(x.view()).expect("runs");
+    assert_eq!(seg.cached_plan_sizes()[0], size);
+    assert_eq!(again, first, "a recompiled plan computes the same");
+    let d = again
+        .iter()
+        .zip(want.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(d <= TOLERANCE, "max abs diff {d}");
+}
