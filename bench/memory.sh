@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(4096 8192 16384)
 if [ ! -x /usr/bin/time ]; then
   echo "installing GNU time (Debian package 'time')" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq time >&2; else sudo apt-get install -y -qq time >&2; fi
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq time >&2
 fi
 cargo build --release -q -p skipseg-runtime --bin segment-run --example synthetic_image
 work=target/bench/memory

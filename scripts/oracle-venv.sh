@@ -11,6 +11,12 @@ want=$(sha256sum "$req" | cut -d' ' -f1)
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
+if ! python3 -c "import ensurepip, venv" 2>/dev/null; then
+  # Debian splits venv/ensurepip into the package python3-venv
+  echo "installing Debian package python3-venv (python3 -m venv needs it)" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq python3-venv >&2
+fi
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
 echo "$want" > "$stamp"
