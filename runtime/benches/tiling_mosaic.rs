@@ -76,12 +76,9 @@ fn main() {
         },
     )
     .expect("model loads");
-    let averaging = match args.first().map(String::as_str) {
+    let averaging: Averaging = match args.first() {
         None => seg.meta().inference.averaging,
-        Some("none") => Averaging::None,
-        Some("flips") => Averaging::Flips,
-        Some("dihedral") => Averaging::Dihedral,
-        Some(other) => panic!("averaging must be none, flips or dihedral, not {other}"),
+        Some(name) => name.parse().unwrap_or_else(|e| panic!("{e}")),
     };
     let run = |image: &Array2<f32>, plan: TilePlan, blend: Blend| {
         let how = Inference {

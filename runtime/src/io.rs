@@ -77,6 +77,8 @@ pub struct Page {
     pub path: PathBuf,
     /// Page index within a TIFF (0 for PNG).
     pub index: usize,
+    /// Whether the file holds more than one page.
+    pub in_stack: bool,
     /// `file` or `file[page]` for stacks of more than one page.
     pub name: String,
     pub width: usize,
@@ -148,6 +150,7 @@ fn file_pages(path: &Path) -> Result<Vec<Page>> {
             Ok(Page {
                 path: path.to_path_buf(),
                 index,
+                in_stack: many,
                 name: if many {
                     format!("{}[{index}]", file_name(path))
                 } else {
@@ -243,38 +246,34 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Collapse interleaved samples to one gray channel; RGB(A) is accepted only when the
-/// colour channels are equal (a grayscale image saved as colour).
-fn to_gray<T: Copy + PartialEq>(
+/// Collapse interleaved samples to one gray channel, scaled to [0, 1] by dividing by
+/// `full_scale` (255, 65535, or 1 for float), into `out` (one value per pixel). RGB(A)
+/// is accepted only when the colour channels are equal (a grayscale image saved as
+/// colour).
+fn to_gray<T: Copy + PartialEq + Into<f32>>(
     path: &Path,
     samples: &[T],
     channels: usize,
     what: &str,
-    out: &mut Vec<T>,
+    full_scale: f32,
+    out: &mut [f32],
 ) -> Result<()> {
-    out.clear();
-    match channels {
-        1 => out.extend_from_slice(samples),
-        2 => out.extend(samples.chunks_exact(2).map(|c| c[0])),
-        3 | 4 => {
-            for c in samples.chunks_exact(channels) {
-                if c[0] != c[1] || c[0] != c[2] {
-                    return Err(bad(
-                        path,
-                        format!(
-                            "{what} image has {channels} channels with colour; expected one grayscale channel"
-                        ),
-                    ));
-                }
-                out.push(c[0]);
-            }
-        }
-        n => {
+    if !(1..=4).contains(&channels) {
+        return Err(bad(
+            path,
+            format!("{channels} channels; expected one grayscale channel"),
+        ));
+    }
+    for (o, c) in out.iter_mut().zip(samples.chunks_exact(channels)) {
+        if channels >= 3 && (c[0] != c[1] || c[0] != c[2]) {
             return Err(bad(
                 path,
-                format!("{n} channels; expected one grayscale channel"),
+                format!(
+                    "{what} image has {channels} channels with colour; expected one grayscale channel"
+                ),
             ));
         }
+        *o = c[0].into() / full_scale;
     }
     Ok(())
 }
@@ -359,18 +358,10 @@ impl PngRows {
                 .chunks_exact(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
                 .collect();
-            let mut gray = Vec::with_capacity(self.width);
-            to_gray(&self.path, &samples, self.channels, "PNG", &mut gray)?;
-            for (o, v) in out.iter_mut().zip(&gray) {
-                *o = *v as f32 / 65535.0;
-            }
+            to_gray(&self.path, &samples, self.channels, "PNG", 65535.0, out)?;
             Ok(16)
         } else {
-            let mut gray = Vec::with_capacity(self.width);
-            to_gray(&self.path, &self.raw, self.channels, "PNG", &mut gray)?;
-            for (o, v) in out.iter_mut().zip(&gray) {
-                *o = *v as f32 / 255.0;
-            }
+            to_gray(&self.path, &self.raw, self.channels, "PNG", 255.0, out)?;
             Ok(8)
         }
     }
@@ -456,20 +447,21 @@ impl TiffRows {
         let path = self.path.clone();
         let result = self.dec.read_chunk(index as u32).map_err(tiff_err(&path))?;
         let c = self.channels;
+        let gray = |samples: usize| vec![0.0f32; samples / c];
         Ok(match result {
             DecodingResult::U8(v) => {
-                let mut g = Vec::new();
-                to_gray(&path, &v, c, "TIFF", &mut g)?;
-                (g.into_iter().map(|v| v as f32 / 255.0).collect(), 8)
+                let mut g = gray(v.len());
+                to_gray(&path, &v, c, "TIFF", 255.0, &mut g)?;
+                (g, 8)
             }
             DecodingResult::U16(v) => {
-                let mut g = Vec::new();
-                to_gray(&path, &v, c, "TIFF", &mut g)?;
-                (g.into_iter().map(|v| v as f32 / 65535.0).collect(), 16)
+                let mut g = gray(v.len());
+                to_gray(&path, &v, c, "TIFF", 65535.0, &mut g)?;
+                (g, 16)
             }
             DecodingResult::F32(v) => {
-                let mut g = Vec::new();
-                to_gray(&path, &v, c, "TIFF", &mut g)?;
+                let mut g = gray(v.len());
+                to_gray(&path, &v, c, "TIFF", 1.0, &mut g)?;
                 (g, 32)
             }
             _ => {

@@ -35,6 +35,7 @@ pub const DEFAULT_HALO: usize = 64;
 
 /// How overlapping tile outputs are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Blend {
     /// Keep each tile's core only.
     Crop,
@@ -181,6 +182,11 @@ pub struct ArrayRows<'a> {
 impl<'a> ArrayRows<'a> {
     pub fn new(image: ArrayView2<'a, f32>) -> Self {
         Self { image, next: 0 }
+    }
+
+    /// Rows handed out so far.
+    pub fn rows_read(&self) -> usize {
+        self.next
     }
 }
 
@@ -429,27 +435,6 @@ mod tests {
         }
     }
 
-    /// A source that counts reads and checks they come in order.
-    struct Counting {
-        image: Array2<f32>,
-        next: usize,
-    }
-
-    impl RowSource for Counting {
-        fn height(&self) -> usize {
-            self.image.nrows()
-        }
-        fn width(&self) -> usize {
-            self.image.ncols()
-        }
-        fn read_row(&mut self, row: &mut [f32]) -> Result<()> {
-            assert!(self.next < self.image.nrows(), "read past the end");
-            row.copy_from_slice(self.image.row(self.next).as_slice().expect("contiguous"));
-            self.next += 1;
-            Ok(())
-        }
-    }
-
     fn pattern(h: usize, w: usize) -> Array2<f32> {
         Array2::from_shape_fn((h, w), |(y, x)| ((y * 31 + x * 17) % 97) as f32 / 97.0)
     }
@@ -495,10 +480,7 @@ mod tests {
         f: fn(ArrayView2<'_, f32>) -> Array2<f32>,
     ) -> (Array2<f32>, usize, usize) {
         let (h, w) = img.dim();
-        let mut src = Counting {
-            image: img.clone(),
-            next: 0,
-        };
+        let mut src = ArrayRows::new(img.view());
         let mut out = Array2::<f32>::from_elem((h, w), f32::NAN);
         let mut next_row = 0;
         let mut tiles = 0;
@@ -518,7 +500,7 @@ mod tests {
         )
         .expect("stitch");
         assert_eq!(next_row, h, "every row emitted");
-        (out, tiles, src.next)
+        (out, tiles, src.rows_read())
     }
 
     proptest! {
@@ -549,7 +531,7 @@ mod tests {
                 prop_assert!((o - want).abs() <= tol * want, "{} vs {} (tolerance {})", o, want, tol);
             }
             let mut cache = RowCache::new(&plan);
-            let mut src = Counting { image: img.clone(), next: 0 };
+            let mut src = ArrayRows::new(img.view());
             for b in 0..plan.rows {
                 cache.load_band(b, &mut src).expect("load");
             }

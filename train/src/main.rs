@@ -51,7 +51,7 @@ enum Command {
         /// Test-time averaging recorded in the model as its default (segment-run uses
         /// it unless told otherwise with --tta): none, flips (4 passes) or dihedral (8).
         #[arg(long, value_enum, default_value = "none")]
-        averaging: AveragingArg,
+        averaging: skipseg_runtime::Averaging,
     },
     /// Redraw the charts and CSV files of a run folder from its state (after a crash,
     /// or to get the current chart style for an old run).
@@ -127,13 +127,6 @@ struct TrainArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum AveragingArg {
-    None,
-    Flips,
-    Dihedral,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Normalise {
     PerImage,
     Fixed,
@@ -168,13 +161,7 @@ fn run(cli: Cli) -> Result<()> {
             averaging,
         } => {
             let cfg = read_run_config(&run)?;
-            let inference = skipseg_runtime::onnx::InferenceDefaults {
-                averaging: match averaging {
-                    AveragingArg::None => skipseg_runtime::Averaging::None,
-                    AveragingArg::Flips => skipseg_runtime::Averaging::Flips,
-                    AveragingArg::Dihedral => skipseg_runtime::Averaging::Dihedral,
-                },
-            };
+            let inference = skipseg_runtime::onnx::InferenceDefaults { averaging };
             training::export_best::<Cpu>(
                 &cfg,
                 &run,

@@ -325,6 +325,9 @@ pub fn train<B: AutodiffBackend>(
         (model, state)
     };
 
+    // the end-of-epoch model with precise statistics, which a following frozen epoch
+    // starts from (the weights have not moved since)
+    let mut calibrated: Option<ResFcn<B::InnerBackend>> = None;
     for epoch in state.epochs_done + 1..=cfg.epochs {
         let started = Instant::now();
         let epoch_seed = cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
@@ -341,8 +344,11 @@ pub fn train<B: AutodiffBackend>(
         let frozen = cfg.frozen_bn(epoch);
         if frozen {
             // start from precise statistics of the weights as they are now (deterministic,
-            // so a resumed run computes the same)
-            model = ResFcn::from_inner(recalibrated(&model, &data.train, cfg, device));
+            // so a resumed run, which recomputes them, computes the same)
+            let inner = calibrated
+                .take()
+                .unwrap_or_else(|| recalibrated(&model, &data.train, cfg, device));
+            model = ResFcn::from_inner(inner);
         }
         let mut total = 0.0;
         for &i in &order {
@@ -398,7 +404,7 @@ pub fn train<B: AutodiffBackend>(
             .is_some_and(|v| state.best_v_rand.is_none_or(|best| v > best));
         if better_loss || better_v_rand {
             let bytes = recorder
-                .record(valid.into_record(), ())
+                .record(valid.clone().into_record(), ())
                 .map_err(|e| ck_err(out, e))?;
             if better_loss {
                 state.best_val_loss = val_loss;
@@ -410,6 +416,9 @@ pub fn train<B: AutodiffBackend>(
                 state.best_v_rand_epoch = epoch;
                 onnx::write_atomic(&out.join(Selection::VRand.file_name()), &bytes)?;
             }
+        }
+        if cfg.frozen_bn(epoch + 1) {
+            calibrated = Some(valid);
         }
         // checkpoint first, then the state that names it (the commit point)
         let name = format!("checkpoint-{epoch:04}");

@@ -92,7 +92,7 @@ struct PredictArgs {
     halo: usize,
     /// How tiles are combined: crop = keep each tile's centre; linear = blend overlaps.
     #[arg(long, value_enum, default_value = "crop")]
-    blend: BlendArg,
+    blend: Blend,
     /// Threads of the inference engine (default: every core of this machine).
     #[arg(long)]
     threads: Option<usize>,
@@ -101,20 +101,7 @@ struct PredictArgs {
     /// the model records (`segment-run info`; the shipped model: dihedral, see
     /// models/isbi-small.md).
     #[arg(long, value_enum)]
-    tta: Option<TtaArg>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum TtaArg {
-    None,
-    Flips,
-    Dihedral,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum BlendArg {
-    Crop,
-    Linear,
+    tta: Option<skipseg_runtime::Averaging>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -194,14 +181,14 @@ fn run(cli: Cli) -> Result<()> {
                 cost.flops() as f64 / 1e9
             );
             println!("preprocessing: {}", meta.preprocessing.describe());
+            let averaging = meta.inference.averaging;
             println!(
-                "test-time averaging by default: {}",
-                match meta.inference.averaging {
-                    skipseg_runtime::Averaging::None => "none (one pass per tile)",
-                    skipseg_runtime::Averaging::Flips =>
-                        "flips (4 passes per tile; --tta none for one)",
-                    skipseg_runtime::Averaging::Dihedral =>
-                        "dihedral (8 passes per tile; --tta none for one)",
+                "test-time averaging by default: {}{}",
+                averaging.describe(),
+                if averaging == skipseg_runtime::Averaging::None {
+                    ""
+                } else {
+                    "; --tta none for one"
                 }
             );
             let ops = onnx::op_histogram(&proto)
@@ -364,10 +351,7 @@ fn predict(args: PredictArgs) -> Result<()> {
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create output folder", args.output.display()))?;
     let factor = seg.meta().arch.down_factor();
-    let blend = match args.blend {
-        BlendArg::Crop => Blend::Crop,
-        BlendArg::Linear => Blend::Linear,
-    };
+    let blend = args.blend;
     let mut files = Vec::new();
     for input in &args.inputs {
         if input.is_dir() {
@@ -376,12 +360,7 @@ fn predict(args: PredictArgs) -> Result<()> {
             files.push(input.clone());
         }
     }
-    let averaging = match args.tta {
-        None => seg.meta().inference.averaging,
-        Some(TtaArg::None) => skipseg_runtime::Averaging::None,
-        Some(TtaArg::Flips) => skipseg_runtime::Averaging::Flips,
-        Some(TtaArg::Dihedral) => skipseg_runtime::Averaging::Dihedral,
-    };
+    let averaging = args.tta.unwrap_or(seg.meta().inference.averaging);
     let mut pages = Vec::new();
     for file in &files {
         pages.extend(io::list_pages(file)?);
@@ -392,8 +371,7 @@ fn predict(args: PredictArgs) -> Result<()> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "image".into());
-        let stack = page.name.ends_with(']');
-        let name = if stack {
+        let name = if page.in_stack {
             format!("{stem}_p{:03}", page.index)
         } else {
             stem

@@ -153,6 +153,7 @@ impl IntensityStats {
 /// the paper averaged over dropout samples).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Averaging {
     /// One pass.
     #[default]
@@ -161,6 +162,27 @@ pub enum Averaging {
     Flips,
     /// The 8 symmetries of the square: the 4 flips, with and without a transpose.
     Dihedral,
+}
+
+impl Averaging {
+    /// How `segment-run` describes it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Averaging::None => "none (one pass per tile)",
+            Averaging::Flips => "flips (4 passes per tile)",
+            Averaging::Dihedral => "dihedral (8 passes per tile)",
+        }
+    }
+}
+
+impl std::str::FromStr for Averaging {
+    type Err = String;
+
+    /// The names of the metadata (and of the command-line options).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map_err(|_| format!("averaging must be none, flips or dihedral, not {s:?}"))
+    }
 }
 
 /// How a model is meant to be run, unless its user says otherwise (the exporter records
@@ -264,6 +286,18 @@ mod tests {
             preprocessing: prep,
             inference: InferenceDefaults { averaging },
         }
+    }
+
+    #[test]
+    fn averaging_names_parse_as_the_metadata_writes_them() {
+        for a in [Averaging::None, Averaging::Flips, Averaging::Dihedral] {
+            let name = serde_json::to_value(a).expect("serialises");
+            let name = name.as_str().expect("a string");
+            assert_eq!(name.parse::<Averaging>(), Ok(a));
+        }
+        assert_eq!("dihedral".parse::<Averaging>(), Ok(Averaging::Dihedral));
+        let e = "rotations".parse::<Averaging>().expect_err("unknown");
+        assert!(e.contains("rotations"), "{e}");
     }
 
     #[test]
