@@ -18,6 +18,6 @@ if ! python3 -c "import ensurepip, venv" 2>/dev/null; then
   $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq python3-venv >&2
 fi
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+"$venv/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check -r "$req"
 echo "$want" > "$stamp"
 echo "oracle venv ready: $venv"
