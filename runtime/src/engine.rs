@@ -280,6 +280,19 @@ pub struct Inference {
     pub averaging: Averaging,
 }
 
+/// The intensity statistics of an image read row by row (the first of two passes over a
+/// streamed image when the model standardises per image: reopen the source for the
+/// second). Holds one row.
+pub fn intensity_stats(source: &mut dyn RowSource) -> Result<IntensityStats> {
+    let mut stats = IntensityStats::default();
+    let mut row = vec![0.0; source.width()];
+    for _ in 0..source.height() {
+        source.read_row(&mut row)?;
+        stats.add(&row);
+    }
+    Ok(stats)
+}
+
 /// Tiled inference over an image of any size (see [`crate::tiling`]): `source` yields
 /// intensities in [0, 1] row by row, `norm` maps them to network input (from
 /// `seg.meta().preprocessing.for_image(..)`, which needs the image's statistics when the
@@ -393,5 +406,23 @@ mod tests {
             prop_assert_eq!(Averaging::Flips.symmetries().len(), 4);
             prop_assert_eq!(Averaging::None.symmetries().len(), 1);
         }
+    }
+
+    #[test]
+    fn streamed_intensity_stats_by_hand() {
+        // 2 x 3 image of 0, 0.25, ..., 1.25: mean 0.625, population variance
+        // 0.25^2 * 2 * (2.5^2 + 1.5^2 + 0.5^2) / 6 = 0.0625 * 17.5 / 6 = 0.18229..
+        let image = Array2::from_shape_fn((2, 3), |(y, x)| (y * 3 + x) as f32 * 0.25);
+        let mut rows = ArrayRows::new(image.view());
+        let stats = intensity_stats(&mut rows).expect("in-memory rows");
+        assert_eq!(rows.rows_read(), 2);
+        assert_eq!(stats.count(), 6);
+        assert!((stats.mean() - 0.625).abs() < 1e-12, "{}", stats.mean());
+        let std = (0.0625f64 * 17.5 / 6.0).sqrt();
+        assert!(
+            (stats.std() - std).abs() < 1e-12,
+            "{} vs {std}",
+            stats.std()
+        );
     }
 }

@@ -18,8 +18,8 @@ pub mod tiling;
 
 pub use arch::ArchSpec;
 pub use engine::{
-    Averaging, Inference, Options, Segmenter, Symmetry, segment_image, segment_image_with,
-    segment_tiled,
+    Averaging, Inference, Options, Segmenter, Symmetry, intensity_stats, segment_image,
+    segment_image_with, segment_tiled,
 };
 pub use error::{Error, Result};
 pub use onnx::{IntensityStats, ModelMeta, Normalisation, Preprocessing};

@@ -19,6 +19,16 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The names in a folder, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn predicts_a_test_slice_with_the_embedded_model() {
     let out = tmp("predict-ok");
@@ -40,13 +50,7 @@ fn predicts_a_test_slice_with_the_embedded_model() {
     let frac = s[0].pixels.iter().filter(|&&v| v > 0.5).count() as f32 / (512.0 * 512.0);
     assert!((0.05..0.5).contains(&frac), "membrane fraction {frac}");
     // nothing temporary left behind
-    assert!(
-        std::fs::read_dir(&out).expect("dir").all(|e| !e
-            .expect("e")
-            .file_name()
-            .to_string_lossy()
-            .starts_with('.'))
-    );
+    assert!(file_names(&out).iter().all(|n| !n.starts_with('.')));
 }
 
 #[test]
@@ -271,12 +275,7 @@ fn colour_and_zero_sized_images_fail_with_one_line_naming_the_file() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
     // nothing but the inputs is left in the folder (no partial outputs)
-    let mut names: Vec<String> = std::fs::read_dir(&out)
-        .expect("dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["colour.png", "empty.png"]);
+    assert_eq!(file_names(&out), ["colour.png", "empty.png"]);
 }
 
 /// A file cut off mid-image fails while its outputs are being streamed: the error names
@@ -310,11 +309,7 @@ fn a_truncated_image_fails_mid_stream_and_keeps_earlier_outputs() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("05.png"), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-        let mut names: Vec<String> = std::fs::read_dir(&results)
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
+        let names = file_names(&results);
         assert_eq!(
             names,
             ["05.png", "05_mask.png", "05_overlay.png"],

@@ -65,11 +65,10 @@ pub fn charts(state: &TrainState, cfg: &TrainConfig) -> Vec<(&'static str, Canva
             .min_by(|a, b| a.1.total_cmp(b.1))
             .map(|(i, _)| i + 1)
     };
-    let freeze = cfg
-        .freeze_bn_after
-        .filter(|e| cfg.arch.batch_norm && *e < state.history.len())
-        .map(|e| Marker {
-            epoch: e + 1,
+    let freeze = (1..=state.history.len())
+        .find(|&e| cfg.frozen_bn(e))
+        .map(|epoch| Marker {
+            epoch,
             label: "batch norm frozen from here",
             colour: GREY,
         });

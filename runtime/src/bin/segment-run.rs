@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use skipseg_runtime::metrics::{self, SlicePair};
-use skipseg_runtime::tiling::{Blend, RowSource, TilePlan};
+use skipseg_runtime::tiling::{Blend, TilePlan};
 use skipseg_runtime::{Segmenter, io, onnx};
 
 #[derive(Parser)]
@@ -397,14 +397,7 @@ fn predict(args: PredictArgs) -> Result<()> {
         let prep = seg.meta().preprocessing;
         let stats = if prep.per_image {
             // first pass: the image's intensity statistics, streamed like the second
-            let mut reader = page.open()?;
-            let mut stats = skipseg_runtime::IntensityStats::default();
-            let mut row = vec![0.0; w];
-            for _ in 0..h {
-                reader.read_row(&mut row)?;
-                stats.add(&row);
-            }
-            stats
+            skipseg_runtime::intensity_stats(&mut page.open()?)?
         } else {
             skipseg_runtime::IntensityStats::default()
         };
