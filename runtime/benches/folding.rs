@@ -24,6 +24,7 @@ fn main() {
             &name,
             &Options {
                 fold_batch_norm: fold,
+                fuse_convolutions: false,
                 threads: 1,
             },
         )

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 #[cfg(feature = "image")]
 pub mod io;
+pub mod kernels;
 pub mod metrics;
 pub mod npy;
 pub mod onnx;

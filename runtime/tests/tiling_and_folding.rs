@@ -40,12 +40,20 @@ fn folding_removes_every_batch_norm_and_keeps_outputs() {
             &name,
             &Options {
                 fold_batch_norm: false,
+                fuse_convolutions: false,
                 threads: 1,
             },
         )
         .expect("loads");
-        let folded =
-            Segmenter::with_options(proto.clone(), &name, &Options::default()).expect("loads");
+        let folded = Segmenter::with_options(
+            proto.clone(),
+            &name,
+            &Options {
+                fuse_convolutions: false,
+                ..Options::default()
+            },
+        )
+        .expect("loads");
         let bn_before = op_histogram(&proto)
             .iter()
             .find(|(op, _)| op == "BatchNormalization")

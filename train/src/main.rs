@@ -60,6 +60,19 @@ enum Command {
         #[arg(long)]
         run: PathBuf,
     },
+    /// Write a model of an architecture with seeded random weights and batch-norm
+    /// statistics (for benchmarks of architectures nobody has trained, e.g. Table 1).
+    RandomModel {
+        /// Architecture JSON (e.g. models/table1.json).
+        #[arg(long)]
+        arch: PathBuf,
+        /// Seed of the weights.
+        #[arg(long, default_value_t = 2016)]
+        seed: u64,
+        /// Output ONNX file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Write the golden parity fixtures (model.onnx + input/output .npy per case).
     Fixtures {
         /// Output folder.
@@ -189,6 +202,21 @@ fn run(cli: Cli) -> Result<()> {
                 "redrew the report of {} ({} epochs): metrics.csv, loss.png, val_scores.png, weight_updates.csv, weight_updates.png",
                 run.display(),
                 state.epochs_done
+            );
+            Ok(())
+        }
+        Command::RandomModel { arch, seed, output } => {
+            let spec = presets::load(&arch)?;
+            let model = skipseg_train::synthetic::randomize(
+                ResFcn::<Cpu>::new(&spec, &Default::default()),
+                seed,
+            );
+            let proto = skipseg_train::export::to_onnx(&model, Default::default());
+            skipseg_runtime::onnx::write_model(&proto, &output)?;
+            println!(
+                "wrote {} ({} with random weights, seed {seed})",
+                output.display(),
+                spec.name
             );
             Ok(())
         }

@@ -19,6 +19,12 @@ struct Cli {
     command: Command,
 }
 
+/// Activation buffers of every layer are allocated and freed per window; mimalloc keeps
+/// them mapped for the next window where glibc returns large blocks to the kernel and
+/// page-faults them back in (docs/PERFORMANCE.md: the allocator is worth 10-40%).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The shipped model, compiled into the binary.
 const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/isbi-small.onnx");
 const EMBEDDED_NAME: &str = "models/isbi-small.onnx (embedded)";
@@ -42,6 +48,9 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// Time the engine on one window: start-up (load, optimise, first run) and the
+    /// median of repeated runs; --profile adds tract's per-node times.
+    Bench(BenchArgs),
     /// Score a proposal against labels with the ISBI 2012 metrics (V_rand, V_info).
     Eval {
         /// Ground truth: PNG, folder of PNGs, or multi-page TIFF (255 = cell, 0 = membrane).
@@ -104,6 +113,28 @@ struct PredictArgs {
     tta: Option<skipseg_runtime::Averaging>,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// ONNX model (default: the embedded shipped model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Window height and width in pixels.
+    #[arg(long, default_value_t = 512)]
+    size: usize,
+    /// Threads of the inference engine.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Timed runs after the warm-up (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    repeats: usize,
+    /// Also time every node of tract's plan and print the slowest operators and nodes.
+    #[arg(long)]
+    profile: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Switch {
     On,
@@ -133,6 +164,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
         ),
         Command::Predict(args) => predict(args),
+        Command::Bench(args) => bench(args),
         Command::Optimize { model, output } => {
             let mut proto = onnx::read_model(&model)?;
             let before = onnx::op_histogram(&proto);
@@ -318,6 +350,111 @@ fn eval(
         e.v_info_threshold,
         if thinning { "on" } else { "off" }
     );
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    use std::time::Instant;
+    anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
+    anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
+    let started = Instant::now();
+    let seg = load_model(args.model.as_deref(), args.threads)?;
+    let load = started.elapsed().as_secs_f64();
+    let channels = seg.meta().arch.in_channels;
+    seg.check_input_shape(&[1, channels, args.size, args.size])?;
+    let input =
+        ndarray::Array4::from_shape_fn((1, channels, args.size, args.size), |(_, c, y, x)| {
+            // deterministic standardised-looking texture; speed does not depend on values
+            (((y * 31 + x * 17 + c * 7) % 97) as f32 / 48.0 - 1.0) * 1.7
+        })
+        .into_dyn();
+    let t = Instant::now();
+    seg.plan_ops(args.size, args.size)?;
+    let optimise = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    seg.run(input.view())?;
+    let first = t.elapsed().as_secs_f64();
+    seg.run(input.view())?; // second warm-up
+    let mut runs = Vec::with_capacity(args.repeats);
+    for _ in 0..args.repeats {
+        let t = Instant::now();
+        seg.run(input.view())?;
+        runs.push(t.elapsed().as_secs_f64());
+    }
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let flops = seg.meta().arch.plan().cost(args.size, args.size).flops() as f64;
+    let profile = if args.profile {
+        Some(seg.profile(input.view(), args.repeats)?)
+    } else {
+        None
+    };
+    if args.json {
+        let mut out = serde_json::json!({
+            "engine": format!("skipseg-runtime {} (tract-onnx)", env!("CARGO_PKG_VERSION")),
+            "model": seg.source_name(),
+            "size": args.size,
+            "threads": args.threads,
+            "load_ms": load * 1e3,
+            "optimise_ms": optimise * 1e3,
+            "first_run_ms": first * 1e3,
+            "startup_ms": (load + optimise + first) * 1e3,
+            "runs_ms": runs.iter().map(|r| r * 1e3).collect::<Vec<_>>(),
+            "median_ms": median * 1e3,
+            "gflops": flops / 1e9,
+        });
+        if let Some(p) = &profile {
+            out["profile"] = serde_json::json!({
+                "seconds_per_run": p.seconds_per_run,
+                "by_op": p.by_op().iter().map(|(op, s, n)| serde_json::json!({"op": op, "ms": s * 1e3, "nodes": n})).collect::<Vec<_>>(),
+                "nodes": p.nodes.iter().map(|n| serde_json::json!({"name": n.name, "op": n.op, "ms": n.seconds * 1e3})).collect::<Vec<_>>(),
+            });
+        }
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "{}: {}x{} window, {} thread(s)",
+        seg.source_name(),
+        args.size,
+        args.size,
+        args.threads
+    );
+    println!(
+        "start-up {:.0} ms (load + passes {:.0}, optimise {:.0}, first run {:.0})",
+        (load + optimise + first) * 1e3,
+        load * 1e3,
+        optimise * 1e3,
+        first * 1e3
+    );
+    println!(
+        "median of {} runs: {:.1} ms, {:.1} GFLOP/s, {:.2} MP/s",
+        args.repeats,
+        median * 1e3,
+        flops / median / 1e9,
+        (args.size * args.size) as f64 / 1e6 / median
+    );
+    if let Some(p) = profile {
+        println!(
+            "\nprofile ({} runs, {:.1} ms per run with profiling):",
+            p.runs,
+            p.seconds_per_run * 1e3
+        );
+        println!("| operator | nodes | ms | share |");
+        println!("|---|---|---|---|");
+        for (op, s, n) in p.by_op() {
+            println!(
+                "| {op} | {n} | {:.2} | {:.1}% |",
+                s * 1e3,
+                100.0 * s / p.seconds_per_run
+            );
+        }
+        println!("\nslowest nodes:");
+        for n in p.nodes.iter().take(25) {
+            println!("  {:>8.2} ms  {:<24} {}", n.seconds * 1e3, n.op, n.name);
+        }
+    }
     Ok(())
 }
 

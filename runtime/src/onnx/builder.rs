@@ -263,3 +263,13 @@ pub fn string(name: &str, v: &str) -> pb::AttributeProto {
         ..Default::default()
     }
 }
+
+/// A tensor attribute.
+pub fn tensor_attr(name: &str, t: pb::TensorProto) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Tensor as i32,
+        t: Some(t),
+        ..Default::default()
+    }
+}

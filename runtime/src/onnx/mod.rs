@@ -7,7 +7,7 @@
 mod builder;
 mod metadata;
 
-pub use builder::{GraphBuilder, OPSET};
+pub use builder::{GraphBuilder, OPSET, float, int, ints, string, tensor_attr};
 pub use metadata::{
     Averaging, InferenceDefaults, IntensityStats, META_ARCH, META_FORMAT, META_INFERENCE,
     META_PREPROCESSING, MIN_IMAGE_STD, ModelMeta, Normalisation, Preprocessing,

@@ -2,5 +2,7 @@
 //! returns early when it is absent, rewrites, and reports what it changed.
 
 pub mod fold_bn;
+pub mod fuse_conv;
 
 pub use fold_bn::{FoldReport, fold_batch_norms};
+pub use fuse_conv::{FuseReport, fuse_convolutions};

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, ArrayViewD, Axis, Ix4};
 use tract_onnx::prelude::*;
 
+pub mod ops;
+
 use crate::error::{Error, Result};
 pub use crate::onnx::Averaging;
 use crate::onnx::{self, IntensityStats, ModelMeta, Normalisation, pb};
@@ -39,6 +41,9 @@ pub struct Segmenter {
 pub struct Options {
     /// Fold batch norms into convolutions / affine ops before tract sees the graph.
     pub fold_batch_norm: bool,
+    /// Run convolutions (with their pre-activations and residual sums) on skipseg's own
+    /// kernels ([`crate::passes::fuse_conv`]) instead of tract's.
+    pub fuse_convolutions: bool,
     /// Threads of tract's executor (1 = single-threaded).
     pub threads: usize,
 }
@@ -47,6 +52,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             fold_batch_norm: true,
+            fuse_convolutions: true,
             threads: 1,
         }
     }
@@ -89,13 +95,17 @@ impl Segmenter {
         if options.fold_batch_norm {
             crate::passes::fold_batch_norms(&mut proto, source_name)?;
         }
+        if options.fuse_convolutions {
+            crate::passes::fuse_convolutions(&mut proto, source_name)?;
+        }
         Ok(Self {
             source_name: source_name.to_string(),
             proto,
             meta,
             plans: Mutex::new(Vec::new()),
             executor: (options.threads > 1)
-                .then(|| tract_linalg::multithread::Executor::multithread(options.threads)),
+                .then(|| thread_pool(options.threads))
+                .transpose()?,
         })
     }
 
@@ -185,6 +195,63 @@ impl Segmenter {
         Ok(counts.into_iter().collect())
     }
 
+    /// Time every node of the plan for a normalised `[1, C, H, W]` input over `runs`
+    /// runs (after one warm-up run): what tract's own per-node profiler reports, summed
+    /// per node, slowest first. Use it to see where a model spends its time before
+    /// changing anything.
+    pub fn profile(&self, input: ArrayViewD<'_, f32>, runs: usize) -> Result<Profile> {
+        let (h, w) = self.check_input_shape(input.shape())?;
+        let plan = self.plan(h, w)?;
+        let tensor: Tensor = input.to_owned().into_tensor();
+        let model = plan.model();
+        let mut seconds = vec![0.0f64; model.nodes().len()];
+        let mut wall = 0.0f64;
+        let runs = runs.max(1);
+        for run in 0..=runs {
+            let mut state = plan.spawn().map_err(|e| self.engine_err(e))?;
+            let mut timed =
+                |ctx: &tract_onnx::tract_core::plan::EvalContext<'_>,
+                 op_state: Option<&mut (dyn tract_onnx::tract_core::ops::OpState + 'static)>,
+                 node: &TypedNode,
+                 inputs: TVec<TValue>|
+                 -> TractResult<TVec<TValue>> {
+                    let started = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    if run > 0 {
+                        seconds[node.id] += started.elapsed().as_secs_f64();
+                    }
+                    out
+                };
+            let started = std::time::Instant::now();
+            let mut go =
+                || state.run_plan_with_eval(tvec!(tensor.clone().into_tvalue()), &mut timed);
+            match &self.executor {
+                Some(ex) => tract_linalg::multithread::multithread_tract_scope(ex.clone(), go),
+                None => go(),
+            }
+            .map_err(|e| self.engine_err(e))?;
+            if run > 0 {
+                wall += started.elapsed().as_secs_f64();
+            }
+        }
+        let mut nodes: Vec<NodeTime> = model
+            .nodes()
+            .iter()
+            .map(|n| NodeTime {
+                name: n.name.clone(),
+                op: n.op().name().to_string(),
+                seconds: seconds[n.id] / runs as f64,
+            })
+            .filter(|n| n.seconds > 0.0)
+            .collect();
+        nodes.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        Ok(Profile {
+            runs,
+            seconds_per_run: wall / runs as f64,
+            nodes,
+        })
+    }
+
     fn engine_err(&self, e: impl std::fmt::Display) -> Error {
         Error::Engine {
             source_name: self.source_name.clone(),
@@ -201,7 +268,7 @@ impl Segmenter {
             return Ok(plan);
         }
         let channels = self.meta.arch.in_channels;
-        let plan = tract_onnx::onnx()
+        let plan = ops::onnx_with_skipseg_ops()
             .model_for_proto_model(&self.proto)
             .and_then(|m| m.with_input_fact(0, f32::fact([1, channels, h, w]).into()))
             .and_then(|m| m.into_optimized())
@@ -211,6 +278,60 @@ impl Segmenter {
         plans.truncate(MAX_CACHED_PLANS);
         Ok(plan)
     }
+}
+
+/// Time of one node of a compiled plan, per run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTime {
+    /// The node's name in tract's plan (ONNX node names, with tract's suffixes).
+    pub name: String,
+    /// The operator tract runs (after its own optimisation).
+    pub op: String,
+    pub seconds: f64,
+}
+
+/// Where a plan spends its time ([`Segmenter::profile`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub runs: usize,
+    /// Wall time of one whole run, profiling overhead included.
+    pub seconds_per_run: f64,
+    /// Every node that took time, slowest first.
+    pub nodes: Vec<NodeTime>,
+}
+
+impl Profile {
+    /// Time per operator, summed over its nodes, slowest first: (op, seconds, nodes).
+    pub fn by_op(&self) -> Vec<(String, f64, usize)> {
+        let mut by = std::collections::BTreeMap::<&str, (f64, usize)>::new();
+        for n in &self.nodes {
+            let e = by.entry(&n.op).or_default();
+            e.0 += n.seconds;
+            e.1 += 1;
+        }
+        let mut v: Vec<_> = by
+            .into_iter()
+            .map(|(op, (s, k))| (op.to_string(), s, k))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+}
+
+/// One rayon pool of `threads` threads, shared by tract's executor (its matrix products)
+/// and skipseg's kernels (which find it through tract's executor scope).
+fn thread_pool(threads: usize) -> Result<tract_linalg::multithread::Executor> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("skipseg-{i}"))
+        .build()
+        .map_err(|e| Error::Engine {
+            source_name: "thread pool".into(),
+            reason: format!("cannot start {threads} threads: {e}"),
+        })?;
+    Ok(tract_linalg::multithread::Executor::MultiThread(Arc::new(
+        pool,
+    )))
 }
 
 /// One symmetry of the square: transpose first, then flips.

@@ -1,0 +1,108 @@
+"""The speed benchmark of docs/PERFORMANCE.md: skipseg's engine against onnxruntime on
+the same ONNX files, in one run, on this machine. Run it through bench/speed.sh.
+
+For every model x window size x thread count x precision it runs `segment-run bench
+--json` and bench/ort_time.py one after the other (each a fresh process: start-up is
+measured too), takes the median of REPEATS runs after two warm-up runs, and prints one
+markdown table; the raw numbers, the CPU and its flags go to bench/results/NAME.json.
+Ratios are ours / onnxruntime: below 1.0 we are faster.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sh(cmd, env=None):
+    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, env=env)
+    return out.stdout
+
+
+def cpu_info():
+    info = {"machine": platform.machine(), "cores": os.cpu_count()}
+    try:
+        for line in sh(["lscpu"]).splitlines():
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key in ("Model name", "Flags", "L1d cache", "L2 cache", "L3 cache", "CPU(s)"):
+                info[key] = value
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    flags = info.get("Flags", "").split()
+    info["simd"] = " ".join(f for f in flags if f.startswith(("avx", "fma", "f16c", "amx")) or f in ("sse4_2",))
+    return info
+
+
+def ours(binary, model, size, threads, repeats):
+    cmd = [binary, "bench", "--model", model, "--size", str(size), "--threads", str(threads),
+           "--repeats", str(repeats), "--json"]
+    return json.loads(sh(cmd))
+
+
+def ort(python, model, size, threads, repeats):
+    cmd = [python, "bench/ort_time.py", model, str(size), str(threads), str(repeats)]
+    return json.loads(sh(cmd))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", default="target/release/segment-run")
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--model", action="append", required=True,
+                    help="LABEL=PATH[:ORT_PATH] (ORT_PATH: the peer's own file, e.g. its int8 model)")
+    ap.add_argument("--sizes", default="512,2048")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--skip", action="append", default=[], help="LABEL@SIZE to leave out")
+    ap.add_argument("--out", default=None, help="results file (default bench/results/speed-DATE.json)")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    threads = [int(t) for t in args.threads.split(",")]
+    cpu = cpu_info()
+    rows = []
+    print(f"CPU: {cpu.get('Model name', '?')}, {cpu.get('CPU(s)', '?')} cores; SIMD flags: {cpu['simd']}",
+          flush=True)
+    for spec in args.model:
+        label, _, paths = spec.partition("=")
+        path, _, ort_path = paths.partition(":")
+        ort_path = ort_path or path
+        for size in sizes:
+            if f"{label}@{size}" in args.skip:
+                continue
+            for t in threads:
+                a = ours(args.binary, path, size, t, args.repeats)
+                b = ort(args.python, ort_path, size, t, args.repeats)
+                row = {"model": label, "file": path, "ort_file": ort_path, "size": size, "threads": t,
+                       "gflop": a["gflops"], "ours": a, "onnxruntime": b,
+                       "ratio": a["median_ms"] / b["median_ms"]}
+                rows.append(row)
+                print(f"  {label} {size}^2 {t} thread(s): ours {a['median_ms']:.1f} ms, "
+                      f"onnxruntime {b['median_ms']:.1f} ms, ratio {row['ratio']:.2f}", file=sys.stderr,
+                      flush=True)
+    print()
+    print("| model | window | threads | ours ms | ORT ms | ours GFLOP/s | ORT GFLOP/s | ours / ORT | start-up ours ms | start-up ORT ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        a, b = r["ours"], r["onnxruntime"]
+        print(f"| {r['model']} | {r['size']}² | {r['threads']} | {a['median_ms']:.1f} | {b['median_ms']:.1f} | "
+              f"{r['gflop'] / a['median_ms'] * 1e3:.1f} | {r['gflop'] / b['median_ms'] * 1e3:.1f} | "
+              f"**{r['ratio']:.2f}** | {a['startup_ms']:.0f} | {b['startup_ms']:.0f} |")
+    out = args.out or os.path.join(ROOT, "bench", "results",
+                                   f"speed-{datetime.date.today().isoformat()}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".tmp", "w") as f:
+        json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu,
+                   "repeats": args.repeats, "rows": rows}, f, indent=1)
+    os.replace(out + ".tmp", out)
+    print(f"\n(median of {args.repeats} runs after 2 warm-up runs, one process per measurement; "
+          f"ratio < 1: skipseg faster) -> {os.path.relpath(out, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

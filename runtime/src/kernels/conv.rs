@@ -1,0 +1,723 @@
+//! Direct 2-D convolution, f32, NCHW, stride 1, "same" zero padding, 1x1 or 3x3 kernels,
+//! with the pre-activation of a residual block (per-channel scale and shift, ReLU) applied
+//! to the input as it is read, and the bias, a residual sum and a ReLU applied to the
+//! output as it is written: one pass over memory where tract runs up to four.
+//!
+//! Written once over [`pulp::Simd`] and dispatched at run time to AVX-512, AVX2+FMA or
+//! scalar code (pulp's safe target-feature dispatch: no `unsafe` here).
+//!
+//! Layout of the work: the output is cut into runs of whole rows (3x3) or of pixels of
+//! the flattened plane (1x1), which threads share. For a run, the input it needs is
+//! first copied into a small panel, transformed (scale, shift, ReLU) and zero-padded
+//! (3x3); then each block of [`OC_BLOCK`] output channels is computed in registers, a
+//! strip of `NV` vectors of pixels at a time, by broadcasting weights packed per block.
+
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use pulp::{Simd, WithSimd};
+
+/// Output channels per packed weight block (the register tile covers 8 or 2 x 4).
+pub const OC_BLOCK: usize = 8;
+
+/// Largest panel of transformed input one run keeps (floats): it should stay in L2.
+const PANEL_FLOATS: usize = 64 * 1024;
+
+/// The per-input-channel transform of a pre-activated convolution:
+/// `x -> max(scale * x + shift, 0)` (each part optional).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InputTransform {
+    pub scale: Option<Vec<f32>>,
+    pub shift: Option<Vec<f32>>,
+    pub relu: bool,
+}
+
+impl InputTransform {
+    pub fn is_identity(&self) -> bool {
+        self.scale.is_none() && self.shift.is_none() && !self.relu
+    }
+
+    #[inline(always)]
+    fn apply_row(&self, ic: usize, src: &[f32], dst: &mut [f32]) {
+        let a = self.scale.as_ref().map_or(1.0, |s| s[ic]);
+        let b = self.shift.as_ref().map_or(0.0, |s| s[ic]);
+        match (self.scale.is_some() || self.shift.is_some(), self.relu) {
+            (false, false) => dst.copy_from_slice(src),
+            (false, true) => {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = s.max(0.0);
+                }
+            }
+            (true, false) => {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = s * a + b;
+                }
+            }
+            (true, true) => {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = (s * a + b).max(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// What the output gets after the bias (and the residual sum, if any).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+}
+
+/// A convolution with its weights packed for the kernels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectConv {
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    /// Output channels per packed block: [`OC_BLOCK`], or 1 for a single channel.
+    block: usize,
+    /// `[cout blocks][cin][kernel * kernel][block]`, zero beyond `cout`.
+    packed: Vec<f32>,
+    /// Padded to a whole number of blocks.
+    bias: Vec<f32>,
+    pre: InputTransform,
+    post: Activation,
+}
+
+/// Why a convolution cannot run on these kernels.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvError {
+    #[error("unsupported convolution: {0}")]
+    Unsupported(String),
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+}
+
+impl DirectConv {
+    /// `weights` in ONNX order `[cout, cin, kernel, kernel]`; `bias` of `cout` (or
+    /// empty for none); `pre` of `cin` channels.
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        weights: &[f32],
+        bias: &[f32],
+        pre: InputTransform,
+        post: Activation,
+    ) -> Result<Self, ConvError> {
+        if kernel != 1 && kernel != 3 {
+            return Err(ConvError::Unsupported(format!("{kernel}x{kernel} kernel")));
+        }
+        if cin == 0 || cout == 0 {
+            return Err(ConvError::Shape("no channels".into()));
+        }
+        let kk = kernel * kernel;
+        if weights.len() != cout * cin * kk {
+            return Err(ConvError::Shape(format!(
+                "{} weights for {cout}x{cin}x{kernel}x{kernel}",
+                weights.len()
+            )));
+        }
+        if !bias.is_empty() && bias.len() != cout {
+            return Err(ConvError::Shape(format!(
+                "{} biases for {cout} channels",
+                bias.len()
+            )));
+        }
+        for (what, v) in [("scale", &pre.scale), ("shift", &pre.shift)] {
+            if let Some(v) = v
+                && v.len() != cin
+            {
+                return Err(ConvError::Shape(format!(
+                    "input {what} of {} for {cin} channels",
+                    v.len()
+                )));
+            }
+        }
+        let block = if cout == 1 { 1 } else { OC_BLOCK };
+        let blocks = cout.div_ceil(block);
+        let mut packed = vec![0.0; blocks * cin * kk * block];
+        for oc in 0..cout {
+            let (b, o) = (oc / block, oc % block);
+            for ic in 0..cin {
+                for k in 0..kk {
+                    packed[((b * cin + ic) * kk + k) * block + o] =
+                        weights[(oc * cin + ic) * kk + k];
+                }
+            }
+        }
+        let mut padded_bias = vec![0.0; blocks * block];
+        padded_bias[..bias.len()].copy_from_slice(bias);
+        Ok(Self {
+            cin,
+            cout,
+            kernel,
+            block,
+            packed,
+            bias: padded_bias,
+            pre,
+            post,
+        })
+    }
+
+    pub fn input_channels(&self) -> usize {
+        self.cin
+    }
+
+    pub fn output_channels(&self) -> usize {
+        self.cout
+    }
+
+    pub fn kernel(&self) -> usize {
+        self.kernel
+    }
+
+    /// Multiply-accumulates per output pixel.
+    pub fn macs_per_pixel(&self) -> usize {
+        self.cin * self.cout * self.kernel * self.kernel
+    }
+
+    /// Run on one image: `input` `[cin, h*w]`, `residual` and `output` `[cout, h*w]`.
+    /// `pool`: share the work among a rayon pool's threads (None: this thread only).
+    pub fn run_image(
+        &self,
+        input: ArrayView2<'_, f32>,
+        h: usize,
+        w: usize,
+        residual: Option<ArrayView2<'_, f32>>,
+        output: ArrayViewMut2<'_, f32>,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Result<(), ConvError> {
+        self.run(input, h, w, residual, false, output, pool)
+    }
+
+    /// Like [`Self::run_image`] with the residual already in `output`, which receives
+    /// `conv(input) + output` (no second buffer).
+    pub fn run_image_adding_to_output(
+        &self,
+        input: ArrayView2<'_, f32>,
+        h: usize,
+        w: usize,
+        output: ArrayViewMut2<'_, f32>,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Result<(), ConvError> {
+        self.run(input, h, w, None, true, output, pool)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        input: ArrayView2<'_, f32>,
+        h: usize,
+        w: usize,
+        residual: Option<ArrayView2<'_, f32>>,
+        residual_in_output: bool,
+        mut output: ArrayViewMut2<'_, f32>,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Result<(), ConvError> {
+        let plane = h * w;
+        if input.dim() != (self.cin, plane)
+            || output.dim() != (self.cout, plane)
+            || residual.is_some_and(|r| r.dim() != (self.cout, plane))
+        {
+            return Err(ConvError::Shape(format!(
+                "input {:?}, output {:?}, residual {:?} for {}->{} channels of {h}x{w}",
+                input.dim(),
+                output.dim(),
+                residual.map(|r| r.dim()),
+                self.cin,
+                self.cout
+            )));
+        }
+        let layout = |what: &str| ConvError::Shape(format!("{what} is not in standard layout"));
+        let input = input.to_slice().ok_or_else(|| layout("input"))?;
+        let residual = match residual {
+            Some(r) => Some(r.to_slice().ok_or_else(|| layout("residual"))?),
+            None => None,
+        };
+        // Runs: whole rows for 3x3 (the panel holds 3 input rows per channel), pixel
+        // ranges for 1x1; small enough for the panel, and several per thread.
+        let threads = pool.map_or(1, |p| p.current_num_threads());
+        let unit = if self.kernel == 3 { w } else { 1 };
+        let panel_width = if self.kernel == 3 {
+            w + 2
+        } else {
+            (PANEL_FLOATS / self.cin).clamp(64, 4096)
+        };
+        let max_units = if self.kernel == 3 {
+            usize::MAX
+        } else {
+            panel_width
+        };
+        let units = plane / unit;
+        let per_run = units
+            .div_ceil(threads * 4)
+            .clamp(1, max_units)
+            .min(units.max(1));
+        let run_len = per_run * unit;
+        let job = |start: usize, chunk: ArrayViewMut2<'_, f32>| {
+            pulp::Arch::new().dispatch(Run {
+                conv: self,
+                input,
+                residual,
+                residual_in_output,
+                h,
+                w,
+                start,
+                out: chunk,
+            })
+        };
+        if threads > 1 {
+            let chunks: Vec<(usize, ArrayViewMut2<'_, f32>)> = output
+                .axis_chunks_iter_mut(Axis(1), run_len)
+                .enumerate()
+                .map(|(i, c)| (i * run_len, c))
+                .collect();
+            let pool = pool.expect("threads > 1 only with a pool");
+            pool.install(|| {
+                use rayon::prelude::*;
+                chunks.into_par_iter().for_each(|(s, c)| job(s, c));
+            });
+        } else {
+            for (i, c) in output.axis_chunks_iter_mut(Axis(1), run_len).enumerate() {
+                job(i * run_len, c);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One run of output pixels `[start, start + out.ncols())` of every output channel.
+struct Run<'a, 'o> {
+    conv: &'a DirectConv,
+    input: &'a [f32],
+    residual: Option<&'a [f32]>,
+    /// The residual is the output's current content.
+    residual_in_output: bool,
+    h: usize,
+    w: usize,
+    start: usize,
+    out: ArrayViewMut2<'o, f32>,
+}
+
+impl WithSimd for Run<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        // 16 accumulators: 8 channels x 2 vectors on AVX-512 (32 registers), 4 x 2 as
+        // two halves of a block on AVX2 (16 registers); one channel x 4 vectors for a
+        // single output channel.
+        match (S::F32_LANES >= 16, self.conv.cout == 1) {
+            (_, true) => self.go::<S, 1, 4>(simd),
+            (true, false) => self.go::<S, 8, 2>(simd),
+            (false, false) => self.go::<S, 4, 2>(simd),
+        }
+    }
+}
+
+/// `NV` vectors from `xs` (at least `NV * lanes` long).
+#[inline(always)]
+fn load<S: Simd, const NV: usize>(simd: S, xs: &[f32]) -> [S::f32s; NV] {
+    let (v, _) = S::as_simd_f32s(xs);
+    let mut out = [simd.splat_f32s(0.0); NV];
+    out.copy_from_slice(&v[..NV]);
+    out
+}
+
+impl Run<'_, '_> {
+    /// Accumulators of one strip of `NV * lanes` pixels from `x0` for `OB` channels.
+    /// `panel`: `[cin][kernel rows][pw]`; `wb`: this block's weights
+    /// `[cin][kernel * kernel][block]`, of which channels `[off, off + OB)`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn strip<S: Simd, const OB: usize, const NV: usize>(
+        simd: S,
+        kernel: usize,
+        panel: &[f32],
+        pw: usize,
+        x0: usize,
+        wb: &[f32],
+        block: usize,
+        off: usize,
+        bias: &[f32],
+    ) -> [[S::f32s; NV]; OB] {
+        let lanes = S::F32_LANES;
+        let strip = NV * lanes;
+        let mut acc = [[simd.splat_f32s(0.0); NV]; OB];
+        for (acc_o, &b) in acc.iter_mut().zip(bias) {
+            *acc_o = [simd.splat_f32s(b); NV];
+        }
+        if kernel == 1 {
+            for (row, wk) in panel.chunks_exact(pw).zip(wb.chunks_exact(block)) {
+                let iv = load::<S, NV>(simd, &row[x0..x0 + strip]);
+                let wk = &wk[off..off + OB];
+                for o in 0..OB {
+                    let wo = simd.splat_f32s(wk[o]);
+                    for v in 0..NV {
+                        acc[o][v] = simd.mul_add_e_f32s(iv[v], wo, acc[o][v]);
+                    }
+                }
+            }
+        } else {
+            for (rows, wk) in panel.chunks_exact(3 * pw).zip(wb.chunks_exact(9 * block)) {
+                for (ky, row) in rows.chunks_exact(pw).enumerate() {
+                    let row = &row[x0..x0 + strip + 2];
+                    for kx in 0..3 {
+                        let iv = load::<S, NV>(simd, &row[kx..]);
+                        let wk = &wk[(ky * 3 + kx) * block + off..][..OB];
+                        for o in 0..OB {
+                            let wo = simd.splat_f32s(wk[o]);
+                            for v in 0..NV {
+                                acc[o][v] = simd.mul_add_e_f32s(iv[v], wo, acc[o][v]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    #[inline(always)]
+    fn go<S: Simd, const OB: usize, const NV: usize>(mut self, simd: S) {
+        let conv = self.conv;
+        let lanes = S::F32_LANES;
+        let strip = NV * lanes;
+        let (cin, kernel) = (conv.cin, conv.kernel);
+        let kk = kernel * kernel;
+        let block = conv.block;
+        let blocks = conv.cout.div_ceil(block);
+        let plane = self.h * self.w;
+        let len = self.out.ncols();
+        // pixels computed per output row of the panel (whole strips, then cut)
+        let (rows, row_len) = if kernel == 3 {
+            (len / self.w, self.w)
+        } else {
+            (1, len)
+        };
+        // 3x3 rows wider than the panel allows are done in segments
+        let seg_len = if kernel == 3 {
+            ((PANEL_FLOATS / (3 * cin)) / strip * strip).max(strip)
+        } else {
+            row_len
+        };
+        let padded_len = seg_len.min(row_len).div_ceil(strip) * strip;
+        // panel: [cin][kernel rows][padded_len + kernel - 1]
+        let pw = padded_len + kernel - 1;
+        let mut panel = vec![0.0f32; cin * kernel * pw];
+        let mut tile = vec![0.0f32; strip];
+        let zero = simd.splat_f32s(0.0);
+        for r in 0..rows {
+            let mut seg0 = 0;
+            while seg0 < row_len {
+                let seg = seg_len.min(row_len - seg0);
+                let base = self.start + r * row_len + seg0;
+                // 1. transformed input
+                if kernel == 3 {
+                    let (y, x_start) = (base / self.w, base % self.w);
+                    for (ic, rows3) in panel.chunks_exact_mut(3 * pw).enumerate() {
+                        for (ky, dst) in rows3.chunks_exact_mut(pw).enumerate() {
+                            let sy = y as isize + ky as isize - 1;
+                            if sy < 0 || sy >= self.h as isize {
+                                dst.fill(0.0);
+                                continue;
+                            }
+                            let row = &self.input[ic * plane + sy as usize * self.w..][..self.w];
+                            // panel column j holds input column x_start + j - 1
+                            let lo = x_start.saturating_sub(1);
+                            let hi = (x_start + seg + 1).min(self.w);
+                            let first = lo + 1 - x_start;
+                            dst[..first].fill(0.0);
+                            conv.pre
+                                .apply_row(ic, &row[lo..hi], &mut dst[first..first + hi - lo]);
+                            dst[first + hi - lo..].fill(0.0);
+                        }
+                    }
+                } else {
+                    for (ic, dst) in panel.chunks_exact_mut(pw).enumerate() {
+                        let src = &self.input[ic * plane + base..][..seg];
+                        conv.pre.apply_row(ic, src, &mut dst[..seg]);
+                        dst[seg..].fill(0.0);
+                    }
+                }
+                // 2. every block of output channels, strip by strip
+                for b in 0..blocks {
+                    let wb = &conv.packed[b * cin * kk * block..(b + 1) * cin * kk * block];
+                    for off in (0..block).step_by(OB) {
+                        let oc0 = b * block + off;
+                        if oc0 >= conv.cout {
+                            break;
+                        }
+                        let mut x0 = 0;
+                        while x0 < seg {
+                            let acc = Self::strip::<S, OB, NV>(
+                                simd,
+                                kernel,
+                                &panel,
+                                pw,
+                                x0,
+                                wb,
+                                block,
+                                off,
+                                &conv.bias[oc0..oc0 + OB],
+                            );
+                            // 3. epilogue: residual, activation, store the valid part
+                            let n = strip.min(seg - x0);
+                            let local = r * row_len + seg0 + x0;
+                            for (o, acc_o) in acc.iter().enumerate() {
+                                let oc = oc0 + o;
+                                if oc >= conv.cout {
+                                    break;
+                                }
+                                let mut dst_row = self.out.row_mut(oc);
+                                let dst_row =
+                                    dst_row.as_slice_mut().expect("output rows are contiguous");
+                                let dst = &mut dst_row[local..local + n];
+                                let res = self
+                                    .residual
+                                    .map(|res| &res[oc * plane + self.start + local..][..n]);
+                                if n == strip {
+                                    let mut v = *acc_o;
+                                    if let Some(res) = res {
+                                        let rv = load::<S, NV>(simd, res);
+                                        for (v, r) in v.iter_mut().zip(rv) {
+                                            *v = simd.add_f32s(*v, r);
+                                        }
+                                    } else if self.residual_in_output {
+                                        let rv = load::<S, NV>(simd, dst);
+                                        for (v, r) in v.iter_mut().zip(rv) {
+                                            *v = simd.add_f32s(*v, r);
+                                        }
+                                    }
+                                    if conv.post == Activation::Relu {
+                                        for v in v.iter_mut() {
+                                            *v = simd.max_f32s(*v, zero);
+                                        }
+                                    }
+                                    let (dv, _) = S::as_mut_simd_f32s(dst);
+                                    dv[..NV].copy_from_slice(&v);
+                                } else {
+                                    let (tv, _) = S::as_mut_simd_f32s(&mut tile);
+                                    tv[..NV].copy_from_slice(acc_o);
+                                    let t = &tile[..n];
+                                    for (i, d) in dst.iter_mut().enumerate() {
+                                        let add = match res {
+                                            Some(r) => r[i],
+                                            None if self.residual_in_output => *d,
+                                            None => 0.0,
+                                        };
+                                        let mut v = t[i] + add;
+                                        if conv.post == Activation::Relu {
+                                            v = v.max(0.0);
+                                        }
+                                        *d = v;
+                                    }
+                                }
+                            }
+                            x0 += strip;
+                        }
+                    }
+                }
+                seg0 += seg;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use proptest::prelude::*;
+
+    /// Direct definition in f64: pad with zeros after the transform, sum, bias,
+    /// residual, activation.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        h: usize,
+        w: usize,
+        x: &[f32],
+        wt: &[f32],
+        bias: &[f32],
+        pre: &InputTransform,
+        residual: Option<&[f32]>,
+        post: Activation,
+    ) -> Vec<f32> {
+        let t = |ic: usize, v: f32| {
+            let mut v = v as f64;
+            if let Some(s) = &pre.scale {
+                v *= s[ic] as f64;
+            }
+            if let Some(s) = &pre.shift {
+                v += s[ic] as f64;
+            }
+            if pre.relu { v.max(0.0) } else { v }
+        };
+        let r = k as isize / 2;
+        let mut out = vec![0.0f32; cout * h * w];
+        for oc in 0..cout {
+            for y in 0..h {
+                for xx in 0..w {
+                    let mut s = bias.get(oc).copied().unwrap_or(0.0) as f64;
+                    for ic in 0..cin {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (sy, sx) =
+                                    (y as isize + ky as isize - r, xx as isize + kx as isize - r);
+                                if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
+                                    continue;
+                                }
+                                let v = t(ic, x[(ic * h + sy as usize) * w + sx as usize]);
+                                s += v * wt[((oc * cin + ic) * k + ky) * k + kx] as f64;
+                            }
+                        }
+                    }
+                    if let Some(res) = residual {
+                        s += res[(oc * h + y) * w + xx] as f64;
+                    }
+                    if post == Activation::Relu {
+                        s = s.max(0.0);
+                    }
+                    out[(oc * h + y) * w + xx] = s as f32;
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        // a small deterministic generator (no RNG needed for coverage of signs/scales)
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Any channel counts (blocks and partial blocks), sizes (partial strips),
+        /// kernels, transforms, residuals and thread counts agree with the direct
+        /// definition in f64 within 1e-4 relative to the sum of |terms| (f32
+        /// accumulation over at most 9 * 40 terms: ~360 * 2^-24 * |terms|, far below).
+        #[test]
+        fn matches_direct_definition(
+            cin in 1usize..40, cout in 1usize..20, k in prop::sample::select(vec![1usize, 3]),
+            h in 1usize..9, w in 1usize..70, seed in 0u64..1000,
+            scale in any::<bool>(), shift in any::<bool>(), relu in any::<bool>(),
+            with_residual in any::<bool>(), in_place in any::<bool>(), post_relu in any::<bool>(),
+            threads in 1usize..4,
+        ) {
+            let x = values(cin * h * w, seed);
+            let wt = values(cout * cin * k * k, seed + 1);
+            let bias = values(cout, seed + 2);
+            let pre = InputTransform {
+                scale: scale.then(|| values(cin, seed + 3)),
+                shift: shift.then(|| values(cin, seed + 4)),
+                relu,
+            };
+            let res = with_residual.then(|| values(cout * h * w, seed + 5));
+            let post = if post_relu { Activation::Relu } else { Activation::None };
+            let conv = DirectConv::new(cin, cout, k, &wt, &bias, pre.clone(), post).expect("test setup");
+            let xin = Array2::from_shape_vec((cin, h * w), x.clone()).expect("test setup");
+            let rin = res.as_ref().map(|r| Array2::from_shape_vec((cout, h * w), r.clone()).expect("test setup"));
+            let mut out = Array2::<f32>::from_elem((cout, h * w), f32::NAN);
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("test setup");
+            let pool = (threads > 1).then_some(&pool);
+            match (&rin, in_place) {
+                (Some(r), true) => {
+                    // the residual is the output buffer's content
+                    out.assign(r);
+                    conv.run_image_adding_to_output(xin.view(), h, w, out.view_mut(), pool).expect("test setup");
+                }
+                _ => conv
+                    .run_image(xin.view(), h, w, rin.as_ref().map(|r| r.view()), out.view_mut(), pool)
+                    .expect("test setup"),
+            }
+            let want = reference(cin, cout, k, h, w, &x, &wt, &bias, &pre, res.as_deref(), post);
+            let bound = (cin * k * k + 2) as f32 * 4.0 * 1e-4;
+            for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                prop_assert!((a - b).abs() <= bound, "pixel {i}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn hand_computed_3x3_with_padding() {
+        // one channel 3x3 of 1..9, all-ones kernel, bias 0.5: each output is the sum of
+        // its in-image neighbourhood + 0.5; corner (0,0) = 1+2+4+5 + 0.5 = 12.5,
+        // centre = 45 + 0.5.
+        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let conv = DirectConv::new(
+            1,
+            1,
+            3,
+            &[1.0; 9],
+            &[0.5],
+            InputTransform::default(),
+            Activation::None,
+        )
+        .expect("test setup");
+        let xin = Array2::from_shape_vec((1, 9), x).expect("test setup");
+        let mut out = Array2::<f32>::zeros((1, 9));
+        conv.run_image(xin.view(), 3, 3, None, out.view_mut(), None)
+            .expect("test setup");
+        assert_eq!(out[[0, 0]], 12.5);
+        assert_eq!(out[[0, 4]], 45.5);
+        assert_eq!(out[[0, 8]], 5.0 + 6.0 + 8.0 + 9.0 + 0.5);
+    }
+
+    #[test]
+    fn rejects_wrong_shapes() {
+        assert!(
+            DirectConv::new(
+                2,
+                2,
+                5,
+                &[0.0; 100],
+                &[],
+                Default::default(),
+                Activation::None
+            )
+            .is_err()
+        );
+        assert!(
+            DirectConv::new(
+                2,
+                2,
+                3,
+                &[0.0; 35],
+                &[],
+                Default::default(),
+                Activation::None
+            )
+            .is_err()
+        );
+        let conv = DirectConv::new(
+            2,
+            2,
+            1,
+            &[0.0; 4],
+            &[],
+            Default::default(),
+            Activation::None,
+        )
+        .expect("test setup");
+        let x = Array2::<f32>::zeros((3, 4));
+        let mut out = Array2::<f32>::zeros((2, 4));
+        assert!(
+            conv.run_image(x.view(), 2, 2, None, out.view_mut(), None)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! Convolution fusion, an ONNX -> ONNX rewrite for skipseg's own kernels
+//! ([`crate::kernels::conv`]), run after batch-norm folding.
+//!
+//! Each supported `Conv` (2-D, group 1, 1x1 or 3x3, stride 1, dilation 1, "same"
+//! padding, constant weights) becomes one [`FUSED_CONV`] node of the `ai.skipseg` domain
+//! that also takes over
+//! - the pre-activation in front of it: `Relu`, optionally after the per-channel
+//!   `Mul`/`Add` that [`super::fold_bn`] leaves for a batch norm it could not fold;
+//! - the residual sum after it: an `Add` that is the conv's only reader, whose other
+//!   operand becomes the node's second input.
+//!
+//! The replaced nodes are removed once nothing reads them. The result is an in-memory
+//! graph for skipseg's engine: onnxruntime does not know the `ai.skipseg` domain (write
+//! models with `segment-run optimize`, which only folds batch norms).
+//!
+//! Attributes of a fused node: `kernel`, `weight` and `bias` (tensors), `pre_scale`,
+//! `pre_shift` (tensors, optional), `pre_relu` (int).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::{Error, Result};
+use crate::onnx::{self, pb, tensor_f32};
+
+/// The operator type of a fused convolution.
+pub const FUSED_CONV: &str = "SkipsegConv";
+/// The domain of skipseg's operators.
+pub const DOMAIN: &str = "ai.skipseg";
+
+/// What the pass changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FuseReport {
+    /// Convolutions replaced by fused nodes.
+    pub convs: usize,
+    /// Of those, with a pre-activation taken over (ReLU, with or without scale/shift).
+    pub with_pre_activation: usize,
+    /// Of those, with a residual sum taken over.
+    pub with_residual: usize,
+    /// Convolutions left to tract, with the reason.
+    pub left: Vec<(String, String)>,
+}
+
+fn attr<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+/// Why a `Conv` cannot be fused (None: it can), given its weight dims.
+fn unsupported(node: &pb::NodeProto, dims: &[i64]) -> Option<String> {
+    if dims.len() != 4 || dims[2] != dims[3] || !(dims[2] == 1 || dims[2] == 3) {
+        return Some(format!("weight shape {dims:?} (1x1 or 3x3 2-D only)"));
+    }
+    let k = dims[2];
+    let ones = |name: &str| attr(node, name).is_none_or(|a| a.ints.iter().all(|&v| v == 1));
+    if attr(node, "group").is_some_and(|a| a.i != 1) {
+        return Some("grouped".into());
+    }
+    if !ones("strides") || !ones("dilations") {
+        return Some("strided or dilated".into());
+    }
+    let pad = k / 2;
+    let pads_ok = attr(node, "pads").is_none_or(|a| a.ints.iter().all(|&p| p == pad))
+        && attr(node, "auto_pad").is_none_or(|a| {
+            let s = String::from_utf8_lossy(&a.s);
+            s.is_empty() || s == "NOTSET" || (k == 1 && s == "VALID")
+        });
+    let pads_given = attr(node, "pads").is_some_and(|a| a.ints.len() == 4);
+    if !pads_ok || (pad > 0 && !pads_given) {
+        return Some("padding other than 'same'".into());
+    }
+    None
+}
+
+/// Fuse every supported convolution of `model` (see the module docs).
+pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Result<FuseReport> {
+    let err = |reason: String| Error::NotOnnx {
+        source_name: source_name.to_string(),
+        reason,
+    };
+    let graph = model.graph.as_mut().ok_or_else(|| err("no graph".into()))?;
+    let mut report = FuseReport::default();
+    let inits: HashMap<String, pb::TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    let graph_outputs: HashSet<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    let mut nodes: Vec<Option<pb::NodeProto>> = graph.node.drain(..).map(Some).collect();
+    let mut taken_names: HashSet<String> = nodes
+        .iter()
+        .flatten()
+        .flat_map(|n| std::iter::once(n.name.clone()).chain(n.output.iter().cloned()))
+        .chain(inits.keys().cloned())
+        .chain(graph.input.iter().map(|i| i.name.clone()))
+        .collect();
+    let producer = |nodes: &[Option<pb::NodeProto>], value: &str| {
+        nodes.iter().position(|n| {
+            n.as_ref()
+                .is_some_and(|n| n.output.iter().any(|o| o == value))
+        })
+    };
+    let readers = |nodes: &[Option<pb::NodeProto>], value: &str| -> Vec<usize> {
+        nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.as_ref()
+                    .is_some_and(|n| n.input.iter().any(|i| i == value))
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+    // a per-channel constant `[1, C, 1, 1]` (or `[C, 1, 1]`) of C floats
+    let channel_const = |name: &str, c: usize| -> Option<Vec<f32>> {
+        let t = inits.get(name)?;
+        let dims: Vec<i64> = t.dims.clone();
+        let ok = matches!(dims.as_slice(), [1, c2, 1, 1] | [c2, 1, 1] if *c2 as usize == c);
+        if !ok {
+            return None;
+        }
+        tensor_f32(t).filter(|v| v.len() == c)
+    };
+
+    let mut i = 0;
+    while i < nodes.len() {
+        let Some(conv) = nodes[i].clone() else {
+            i += 1;
+            continue;
+        };
+        if conv.op_type != "Conv" || !conv.domain.is_empty() && conv.domain != "ai.onnx" {
+            i += 1;
+            continue;
+        }
+        let name_or_output = if conv.name.is_empty() {
+            conv.output.first().cloned().unwrap_or_default()
+        } else {
+            conv.name.clone()
+        };
+        let weight = conv.input.get(1).and_then(|w| inits.get(w));
+        let Some(weight) = weight else {
+            report
+                .left
+                .push((name_or_output, "weights are not a constant".into()));
+            i += 1;
+            continue;
+        };
+        if let Some(why) = unsupported(&conv, &weight.dims) {
+            report.left.push((name_or_output, why));
+            i += 1;
+            continue;
+        }
+        let (cout, cin, k) = (
+            weight.dims[0] as usize,
+            weight.dims[1] as usize,
+            weight.dims[2],
+        );
+        let Some(w) = tensor_f32(weight).filter(|w| w.len() == cout * cin * (k * k) as usize)
+        else {
+            report
+                .left
+                .push((name_or_output, "weights are not float".into()));
+            i += 1;
+            continue;
+        };
+        let bias = match conv.input.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => match inits.get(b).and_then(tensor_f32) {
+                Some(v) if v.len() == cout => v,
+                _ => {
+                    report
+                        .left
+                        .push((name_or_output, "bias is not a constant".into()));
+                    i += 1;
+                    continue;
+                }
+            },
+            None => vec![0.0; cout],
+        };
+        let Some(output) = conv.output.first().cloned() else {
+            i += 1;
+            continue;
+        };
+
+        // backwards: Relu <- Add(shift) <- Mul(scale)
+        let mut x = conv.input[0].clone();
+        let (mut pre_relu, mut pre_scale, mut pre_shift) = (false, None, None);
+        if let Some(p) = producer(&nodes, &x)
+            && let Some(relu) = nodes[p].as_ref().filter(|n| n.op_type == "Relu")
+        {
+            pre_relu = true;
+            x = relu.input[0].clone();
+            if let Some(p) = producer(&nodes, &x)
+                && let Some(add) = nodes[p].as_ref().filter(|n| n.op_type == "Add")
+                && let Some(shift) = add.input.get(1).and_then(|s| channel_const(s, cin))
+                && let Some(q) = producer(&nodes, &add.input[0])
+                && let Some(mul) = nodes[q].as_ref().filter(|n| n.op_type == "Mul")
+                && let Some(scale) = mul.input.get(1).and_then(|s| channel_const(s, cin))
+            {
+                x = mul.input[0].clone();
+                pre_scale = Some(scale);
+                pre_shift = Some(shift);
+            }
+        }
+
+        // forwards: the only reader is an Add of another (non-constant) tensor
+        let mut residual = None;
+        let mut last = i;
+        let mut fused_output = output.clone();
+        let conv_readers = readers(&nodes, &output);
+        if conv_readers.len() == 1 && !graph_outputs.contains(&output) {
+            let a = conv_readers[0];
+            if let Some(add) = nodes[a].as_ref().filter(|n| {
+                n.op_type == "Add"
+                    && n.input.len() == 2
+                    && n.input[0] != n.input[1]
+                    && n.output.len() == 1
+            }) {
+                let other = if add.input[0] == output {
+                    &add.input[1]
+                } else {
+                    &add.input[0]
+                };
+                if !inits.contains_key(other) && a > i {
+                    residual = Some(other.clone());
+                    fused_output = add.output[0].clone();
+                    last = a;
+                }
+            }
+        }
+
+        let mut name = format!("{name_or_output}.fused");
+        let mut n = 1;
+        while taken_names.contains(&name) {
+            n += 1;
+            name = format!("{name_or_output}.fused{n}");
+        }
+        taken_names.insert(name.clone());
+        let kdims = [cout, cin, k as usize, k as usize];
+        let mut attributes = vec![
+            onnx::int("kernel", k),
+            onnx::tensor_attr("weight", onnx::f32_tensor("weight", &kdims, &w)),
+            onnx::tensor_attr("bias", onnx::f32_tensor("bias", &[cout], &bias)),
+            onnx::int("pre_relu", pre_relu as i64),
+        ];
+        if let Some(s) = &pre_scale {
+            attributes.push(onnx::tensor_attr(
+                "pre_scale",
+                onnx::f32_tensor("pre_scale", &[cin], s),
+            ));
+        }
+        if let Some(s) = &pre_shift {
+            attributes.push(onnx::tensor_attr(
+                "pre_shift",
+                onnx::f32_tensor("pre_shift", &[cin], s),
+            ));
+        }
+        let mut inputs = vec![x];
+        inputs.extend(residual.iter().cloned());
+        let fused = pb::NodeProto {
+            op_type: FUSED_CONV.into(),
+            domain: DOMAIN.into(),
+            name,
+            input: inputs,
+            output: vec![fused_output],
+            attribute: attributes,
+            ..Default::default()
+        };
+        report.convs += 1;
+        report.with_pre_activation += pre_relu as usize;
+        report.with_residual += residual.is_some() as usize;
+        nodes[i] = None;
+        if last != i {
+            nodes[last] = Some(fused);
+        } else {
+            nodes[i] = Some(fused);
+        }
+        i += 1;
+    }
+
+    // drop what nothing reads any more (the pre-activations taken over)
+    loop {
+        let read: HashSet<&String> = nodes
+            .iter()
+            .flatten()
+            .flat_map(|n| n.input.iter())
+            .collect();
+        let dead: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.as_ref().is_some_and(|n| {
+                    n.output
+                        .iter()
+                        .all(|o| !read.contains(o) && !graph_outputs.contains(o))
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if dead.is_empty() {
+            break;
+        }
+        for d in dead {
+            nodes[d] = None;
+        }
+    }
+    graph.node = nodes.into_iter().flatten().collect();
+    let read: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
+    graph.initializer.retain(|t| read.contains(&t.name));
+    if report.convs > 0 && !model.opset_import.iter().any(|o| o.domain == DOMAIN) {
+        model.opset_import.push(pb::OperatorSetIdProto {
+            domain: DOMAIN.into(),
+            version: 1,
+        });
+    }
+    Ok(report)
+}
