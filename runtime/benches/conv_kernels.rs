@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use ndarray::Array2;
-use skipseg_runtime::kernels::conv::{Activation, DirectConv, InputTransform};
+use skipseg_runtime::kernels::conv::{Activation, DirectConv, InputTransform, Residual};
 
 fn main() {
     // (cin, cout, kernel, side, residual, pre-activation)

@@ -8,7 +8,7 @@ use tract_hir::internal::*;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 
-use crate::kernels::conv::{Activation, DirectConv, InputTransform};
+use crate::kernels::conv::{Activation, DirectConv, InputTransform, Residual};
 use crate::passes::fuse_conv::FUSED_CONV;
 
 /// tract's ONNX front end with skipseg's operators registered.
@@ -55,7 +55,15 @@ fn parse_fused_conv(
         Activation::None,
     )
     .map_err(|e| format_err!("{}: {e}", node.name))?;
-    let residual = node.input.len() == 2;
+    let residual = match (
+        node.input.len(),
+        node.get_attr_opt::<i64>("residual_upsample")?,
+    ) {
+        (1, None) => ResidualInput::None,
+        (2, None) => ResidualInput::Same,
+        (2, Some(2)) => ResidualInput::Upsampled,
+        (n, up) => bail!("{}: {n} inputs with residual_upsample {up:?}", node.name),
+    };
     Ok((
         expand(FusedConvExpansion(FusedConv {
             conv: Arc::new(conv),
@@ -80,7 +88,10 @@ impl Expansion for FusedConvExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 1 + self.0.residual as usize)?;
+        check_input_arity(
+            inputs,
+            1 + (self.0.residual != ResidualInput::None) as usize,
+        )?;
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
@@ -91,8 +102,14 @@ impl Expansion for FusedConvExpansion {
         for axis in [0, 2, 3] {
             s.equals(&outputs[0].shape[axis], &inputs[0].shape[axis])?;
         }
-        if self.0.residual {
-            s.equals(&inputs[1].shape, &outputs[0].shape)?;
+        match self.0.residual {
+            ResidualInput::None => {}
+            ResidualInput::Same => s.equals(&inputs[1].shape, &outputs[0].shape)?,
+            ResidualInput::Upsampled => {
+                s.equals(&inputs[1].rank, 4)?;
+                s.equals(&inputs[1].shape[0], &inputs[0].shape[0])?;
+                s.equals(&inputs[1].shape[1], self.0.conv.output_channels().to_dim())?;
+            }
         }
         Ok(())
     }
@@ -107,12 +124,22 @@ impl Expansion for FusedConvExpansion {
     }
 }
 
-/// A convolution run by [`DirectConv`]: input `[N, Cin, H, W]` (and, with a residual,
-/// `[N, Cout, H, W]` added to the output), output `[N, Cout, H, W]`.
+/// The second input of a [`FusedConv`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResidualInput {
+    None,
+    /// `[N, Cout, H, W]`, added.
+    Same,
+    /// `[N, Cout, H/2, W/2]`, repeated x2 and added.
+    Upsampled,
+}
+
+/// A convolution run by [`DirectConv`]: input `[N, Cin, H, W]` (and the residual
+/// [`ResidualInput`] says), output `[N, Cout, H, W]`.
 #[derive(Debug, Clone)]
 pub struct FusedConv {
     pub conv: Arc<DirectConv>,
-    pub residual: bool,
+    pub residual: ResidualInput,
 }
 
 /// Two operators are equal when they share their packed weights (identity, so that
@@ -138,7 +165,11 @@ impl Op for FusedConv {
             c.kernel(),
             c.input_channels(),
             c.output_channels(),
-            if self.residual { " + residual" } else { "" }
+            match self.residual {
+                ResidualInput::None => "",
+                ResidualInput::Same => " + residual",
+                ResidualInput::Upsampled => " + up-sampled residual",
+            }
         )])
     }
 
@@ -171,16 +202,22 @@ impl EvalOp for FusedConv {
             tract_linalg::multithread::Executor::MultiThread(pool) => Some(pool.as_ref()),
             _ => None,
         };
-        if self.residual {
+        let want = match self.residual {
+            ResidualInput::None => None,
+            ResidualInput::Same => Some([n, cout, h, w]),
+            ResidualInput::Upsampled => Some([n, cout, h / 2, w / 2]),
+        };
+        if let Some(want) = want {
             ensure!(
-                shape4(&inputs[1], "residual")? == [n, cout, h, w],
-                "{FUSED_CONV}: residual shape {:?} differs from the output's",
-                inputs[1].shape()
+                shape4(&inputs[1], "residual")? == want && (want[2] * (h / want[2].max(1)) == h),
+                "{FUSED_CONV}: residual shape {:?} does not fit an output of {:?}",
+                inputs[1].shape(),
+                [n, cout, h, w]
             );
         }
         // The residual sum is written over the residual itself when nothing else holds
         // it (tract has released it): no output buffer to allocate and fault in.
-        if self.residual && inputs[1].is_exclusive() {
+        if self.residual == ResidualInput::Same && inputs[1].is_exclusive() {
             let mut out = inputs.pop().expect("two inputs").into_tensor();
             let x = inputs[0].try_as_plain_ram()?;
             let x = x.as_slice::<f32>()?;
@@ -193,21 +230,24 @@ impl EvalOp for FusedConv {
                         &x[i * c * plane..][..c * plane],
                     )?;
                     let oi = ndarray::ArrayViewMut2::from_shape((cout, plane), out_i)?;
-                    conv.run_image_adding_to_output(xi, h, w, oi, pool)?;
+                    conv.run_image(xi, h, w, Residual::InOutput, oi, pool)?;
                 }
             }
             return Ok(tvec!(out.into_tvalue()));
         }
         let x = inputs[0].try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
-        let residual = if self.residual {
-            Some(inputs[1].try_as_plain_ram()?)
-        } else {
-            None
+        let residual = match self.residual {
+            ResidualInput::None => None,
+            _ => Some(inputs[1].try_as_plain_ram()?),
         };
         let residual = match &residual {
             Some(r) => Some(r.as_slice::<f32>()?),
             None => None,
+        };
+        let rplane = match self.residual {
+            ResidualInput::Upsampled => plane / 4,
+            _ => plane,
         };
         let mut out = vec![0.0f32; n * cout * plane];
         for (i, out_i) in out.chunks_mut(cout * plane).enumerate() {
@@ -215,13 +255,18 @@ impl EvalOp for FusedConv {
             let ri = residual
                 .map(|r| {
                     ndarray::ArrayView2::from_shape(
-                        (cout, plane),
-                        &r[i * cout * plane..][..cout * plane],
+                        (cout, rplane),
+                        &r[i * cout * rplane..][..cout * rplane],
                     )
                 })
                 .transpose()?;
+            let residual = match (self.residual, ri) {
+                (ResidualInput::Same, Some(r)) => Residual::Add(r),
+                (ResidualInput::Upsampled, Some(r)) => Residual::AddUpsampled(r),
+                _ => Residual::None,
+            };
             let oi = ndarray::ArrayViewMut2::from_shape((cout, plane), out_i)?;
-            conv.run_image(xi, h, w, ri, oi, pool)?;
+            conv.run_image(xi, h, w, residual, oi, pool)?;
         }
         let out = ndarray::Array4::from_shape_vec((n, cout, h, w), out)?;
         Ok(tvec!(out.into_tensor().into_tvalue()))
@@ -234,7 +279,7 @@ impl TypedOp for FusedConv {
         ensure!(x.rank() == 4 && x.datum_type == f32::datum_type());
         let mut shape = x.shape.to_tvec();
         shape[1] = self.conv.output_channels().to_dim();
-        if self.residual {
+        if self.residual == ResidualInput::Same {
             ensure!(
                 inputs[1].shape.to_tvec() == shape,
                 "residual shape differs from the output's"

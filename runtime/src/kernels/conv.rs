@@ -177,54 +177,36 @@ impl DirectConv {
         self.cin * self.cout * self.kernel * self.kernel
     }
 
-    /// Run on one image: `input` `[cin, h*w]`, `residual` and `output` `[cout, h*w]`.
-    /// `pool`: share the work among a rayon pool's threads (None: this thread only).
+    /// Run on one image of `h x w` pixels: `input` `[cin, h*w]`, `output` `[cout, h*w]`,
+    /// plus the residual sum `residual` says. `pool`: share the work among a rayon
+    /// pool's threads (None: this thread only).
     pub fn run_image(
         &self,
         input: ArrayView2<'_, f32>,
         h: usize,
         w: usize,
-        residual: Option<ArrayView2<'_, f32>>,
-        output: ArrayViewMut2<'_, f32>,
-        pool: Option<&rayon::ThreadPool>,
-    ) -> Result<(), ConvError> {
-        self.run(input, h, w, residual, false, output, pool)
-    }
-
-    /// Like [`Self::run_image`] with the residual already in `output`, which receives
-    /// `conv(input) + output` (no second buffer).
-    pub fn run_image_adding_to_output(
-        &self,
-        input: ArrayView2<'_, f32>,
-        h: usize,
-        w: usize,
-        output: ArrayViewMut2<'_, f32>,
-        pool: Option<&rayon::ThreadPool>,
-    ) -> Result<(), ConvError> {
-        self.run(input, h, w, None, true, output, pool)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        input: ArrayView2<'_, f32>,
-        h: usize,
-        w: usize,
-        residual: Option<ArrayView2<'_, f32>>,
-        residual_in_output: bool,
+        residual: Residual<'_>,
         mut output: ArrayViewMut2<'_, f32>,
         pool: Option<&rayon::ThreadPool>,
     ) -> Result<(), ConvError> {
         let plane = h * w;
+        let residual_dim = match residual {
+            Residual::Add(r) | Residual::AddUpsampled(r) => Some(r.dim()),
+            _ => None,
+        };
+        let want_residual = match residual {
+            Residual::AddUpsampled(_) if h % 2 == 0 && w % 2 == 0 => Some((self.cout, plane / 4)),
+            Residual::AddUpsampled(_) => Some((usize::MAX, 0)),
+            _ => Some((self.cout, plane)),
+        };
         if input.dim() != (self.cin, plane)
             || output.dim() != (self.cout, plane)
-            || residual.is_some_and(|r| r.dim() != (self.cout, plane))
+            || residual_dim.is_some_and(|d| Some(d) != want_residual)
         {
             return Err(ConvError::Shape(format!(
-                "input {:?}, output {:?}, residual {:?} for {}->{} channels of {h}x{w}",
+                "input {:?}, output {:?}, residual {residual_dim:?} for {}->{} channels of {h}x{w}",
                 input.dim(),
                 output.dim(),
-                residual.map(|r| r.dim()),
                 self.cin,
                 self.cout
             )));
@@ -232,8 +214,12 @@ impl DirectConv {
         let layout = |what: &str| ConvError::Shape(format!("{what} is not in standard layout"));
         let input = input.to_slice().ok_or_else(|| layout("input"))?;
         let residual = match residual {
-            Some(r) => Some(r.to_slice().ok_or_else(|| layout("residual"))?),
-            None => None,
+            Residual::None => Source::None,
+            Residual::InOutput => Source::InOutput,
+            Residual::Add(r) => Source::Same(r.to_slice().ok_or_else(|| layout("residual"))?),
+            Residual::AddUpsampled(r) => {
+                Source::Upsampled(r.to_slice().ok_or_else(|| layout("residual"))?)
+            }
         };
         // Runs: whole rows for 3x3 (the panel holds 3 input rows per channel), pixel
         // ranges for 1x1; small enough for the panel, and several per thread.
@@ -260,7 +246,6 @@ impl DirectConv {
                 conv: self,
                 input,
                 residual,
-                residual_in_output,
                 h,
                 w,
                 start,
@@ -287,13 +272,32 @@ impl DirectConv {
     }
 }
 
+/// The residual sum a convolution adds to its output.
+#[derive(Debug, Clone, Copy)]
+pub enum Residual<'a> {
+    None,
+    /// `[cout, h*w]`, added pixel by pixel.
+    Add(ArrayView2<'a, f32>),
+    /// `[cout, h/2 * w/2]`, repeated to `h x w` (nearest-neighbour x2) as it is added:
+    /// the up-sampling of a decoder level, never materialised.
+    AddUpsampled(ArrayView2<'a, f32>),
+    /// The output buffer already holds the residual (`output = conv(input) + output`).
+    InOutput,
+}
+
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    None,
+    Same(&'a [f32]),
+    Upsampled(&'a [f32]),
+    InOutput,
+}
+
 /// One run of output pixels `[start, start + out.ncols())` of every output channel.
 struct Run<'a, 'o> {
     conv: &'a DirectConv,
     input: &'a [f32],
-    residual: Option<&'a [f32]>,
-    /// The residual is the output's current content.
-    residual_in_output: bool,
+    residual: Source<'a>,
     h: usize,
     w: usize,
     start: usize,
@@ -313,6 +317,26 @@ impl WithSimd for Run<'_, '_> {
             (true, false) => self.go::<S, 8, 2>(simd),
             (false, false) => self.go::<S, 4, 2>(simd),
         }
+    }
+}
+
+/// Pixels `[p0, p0 + dst.len())` of a plane of width `w`, read from the plane `half` of
+/// size `h/2 x w/2` repeated x2 in both directions.
+#[inline(always)]
+fn upsampled_strip(half: &[f32], w: usize, p0: usize, dst: &mut [f32]) {
+    let hw = w / 2;
+    let mut p = p0;
+    let mut rest = dst;
+    while !rest.is_empty() {
+        let (y, x) = (p / w, p % w);
+        let n = (w - x).min(rest.len());
+        let (now, later) = rest.split_at_mut(n);
+        let src = &half[(y / 2) * hw..][..hw];
+        for (i, d) in now.iter_mut().enumerate() {
+            *d = src[(x + i) / 2];
+        }
+        rest = later;
+        p += n;
     }
 }
 
@@ -407,6 +431,7 @@ impl Run<'_, '_> {
         let pw = padded_len + kernel - 1;
         let mut panel = vec![0.0f32; cin * kernel * pw];
         let mut tile = vec![0.0f32; strip];
+        let mut rtile = vec![0.0f32; strip];
         let zero = simd.splat_f32s(0.0);
         for r in 0..rows {
             let mut seg0 = 0;
@@ -474,18 +499,26 @@ impl Run<'_, '_> {
                                 let dst_row =
                                     dst_row.as_slice_mut().expect("output rows are contiguous");
                                 let dst = &mut dst_row[local..local + n];
-                                let res = self
-                                    .residual
-                                    .map(|res| &res[oc * plane + self.start + local..][..n]);
+                                let global = self.start + local;
+                                let res: Option<&[f32]> = match self.residual {
+                                    Source::None => None,
+                                    Source::Same(r) => Some(&r[oc * plane + global..][..n]),
+                                    Source::InOutput => Some(&*dst),
+                                    Source::Upsampled(r) => {
+                                        let half = plane / 4;
+                                        upsampled_strip(
+                                            &r[oc * half..][..half],
+                                            self.w,
+                                            global,
+                                            &mut rtile[..n],
+                                        );
+                                        Some(&rtile[..n])
+                                    }
+                                };
                                 if n == strip {
                                     let mut v = *acc_o;
                                     if let Some(res) = res {
                                         let rv = load::<S, NV>(simd, res);
-                                        for (v, r) in v.iter_mut().zip(rv) {
-                                            *v = simd.add_f32s(*v, r);
-                                        }
-                                    } else if self.residual_in_output {
-                                        let rv = load::<S, NV>(simd, dst);
                                         for (v, r) in v.iter_mut().zip(rv) {
                                             *v = simd.add_f32s(*v, r);
                                         }
@@ -500,19 +533,13 @@ impl Run<'_, '_> {
                                 } else {
                                     let (tv, _) = S::as_mut_simd_f32s(&mut tile);
                                     tv[..NV].copy_from_slice(acc_o);
-                                    let t = &tile[..n];
-                                    for (i, d) in dst.iter_mut().enumerate() {
-                                        let add = match res {
-                                            Some(r) => r[i],
-                                            None if self.residual_in_output => *d,
-                                            None => 0.0,
-                                        };
-                                        let mut v = t[i] + add;
+                                    for (i, t) in tile[..n].iter_mut().enumerate() {
+                                        *t += res.map_or(0.0, |r| r[i]);
                                         if conv.post == Activation::Relu {
-                                            v = v.max(0.0);
+                                            *t = t.max(0.0);
                                         }
-                                        *d = v;
                                     }
+                                    dst.copy_from_slice(&tile[..n]);
                                 }
                             }
                             x0 += strip;
@@ -613,11 +640,12 @@ mod tests {
         #[test]
         fn matches_direct_definition(
             cin in 1usize..40, cout in 1usize..20, k in prop::sample::select(vec![1usize, 3]),
-            h in 1usize..9, w in 1usize..70, seed in 0u64..1000,
+            hh in 1usize..5, ww in 1usize..35, seed in 0u64..1000,
             scale in any::<bool>(), shift in any::<bool>(), relu in any::<bool>(),
-            with_residual in any::<bool>(), in_place in any::<bool>(), post_relu in any::<bool>(),
-            threads in 1usize..4,
+            mode in 0usize..4, post_relu in any::<bool>(), threads in 1usize..4, odd in any::<bool>(),
         ) {
+            // modes: 0 no residual, 1 added, 2 added up-sampled, 3 already in the output
+            let (h, w) = if mode == 2 || !odd { (2 * hh, 2 * ww) } else { (2 * hh - 1, 2 * ww - 1) };
             let x = values(cin * h * w, seed);
             let wt = values(cout * cin * k * k, seed + 1);
             let bias = values(cout, seed + 2);
@@ -626,24 +654,33 @@ mod tests {
                 shift: shift.then(|| values(cin, seed + 4)),
                 relu,
             };
-            let res = with_residual.then(|| values(cout * h * w, seed + 5));
+            let half = values(cout * (h / 2) * (w / 2), seed + 5);
+            let res: Option<Vec<f32>> = match mode {
+                0 => None,
+                2 => Some((0..cout * h * w).map(|i| {
+                    let (c, y, x) = (i / (h * w), i / w % h, i % w);
+                    half[(c * (h / 2) + y / 2) * (w / 2) + x / 2]
+                }).collect()),
+                _ => Some(values(cout * h * w, seed + 6)),
+            };
             let post = if post_relu { Activation::Relu } else { Activation::None };
             let conv = DirectConv::new(cin, cout, k, &wt, &bias, pre.clone(), post).expect("test setup");
             let xin = Array2::from_shape_vec((cin, h * w), x.clone()).expect("test setup");
             let rin = res.as_ref().map(|r| Array2::from_shape_vec((cout, h * w), r.clone()).expect("test setup"));
+            let hin = Array2::from_shape_vec((cout, (h / 2) * (w / 2)), half).expect("test setup");
             let mut out = Array2::<f32>::from_elem((cout, h * w), f32::NAN);
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("test setup");
             let pool = (threads > 1).then_some(&pool);
-            match (&rin, in_place) {
-                (Some(r), true) => {
-                    // the residual is the output buffer's content
+            let residual = match (mode, &rin) {
+                (1, Some(r)) => Residual::Add(r.view()),
+                (2, _) => Residual::AddUpsampled(hin.view()),
+                (3, Some(r)) => {
                     out.assign(r);
-                    conv.run_image_adding_to_output(xin.view(), h, w, out.view_mut(), pool).expect("test setup");
+                    Residual::InOutput
                 }
-                _ => conv
-                    .run_image(xin.view(), h, w, rin.as_ref().map(|r| r.view()), out.view_mut(), pool)
-                    .expect("test setup"),
-            }
+                _ => Residual::None,
+            };
+            conv.run_image(xin.view(), h, w, residual, out.view_mut(), pool).expect("test setup");
             let want = reference(cin, cout, k, h, w, &x, &wt, &bias, &pre, res.as_deref(), post);
             let bound = (cin * k * k + 2) as f32 * 4.0 * 1e-4;
             for (i, (a, b)) in out.iter().zip(&want).enumerate() {
@@ -670,7 +707,7 @@ mod tests {
         .expect("test setup");
         let xin = Array2::from_shape_vec((1, 9), x).expect("test setup");
         let mut out = Array2::<f32>::zeros((1, 9));
-        conv.run_image(xin.view(), 3, 3, None, out.view_mut(), None)
+        conv.run_image(xin.view(), 3, 3, Residual::None, out.view_mut(), None)
             .expect("test setup");
         assert_eq!(out[[0, 0]], 12.5);
         assert_eq!(out[[0, 4]], 45.5);
@@ -716,7 +753,7 @@ mod tests {
         let x = Array2::<f32>::zeros((3, 4));
         let mut out = Array2::<f32>::zeros((2, 4));
         assert!(
-            conv.run_image(x.view(), 2, 2, None, out.view_mut(), None)
+            conv.run_image(x.view(), 2, 2, Residual::None, out.view_mut(), None)
                 .is_err()
         );
     }

@@ -7,14 +7,18 @@
 //! - the pre-activation in front of it: `Relu`, optionally after the per-channel
 //!   `Mul`/`Add` that [`super::fold_bn`] leaves for a batch norm it could not fold;
 //! - the residual sum after it: an `Add` that is the conv's only reader, whose other
-//!   operand becomes the node's second input.
+//!   operand becomes the node's second input; when that operand is a nearest-neighbour
+//!   x2 `Resize` read by nothing else (a decoder level's up-sampling), its input is taken
+//!   instead and repeated as it is added (attribute `residual_upsample` = 2), so the
+//!   up-sampled map is never written.
 //!
 //! The replaced nodes are removed once nothing reads them. The result is an in-memory
 //! graph for skipseg's engine: onnxruntime does not know the `ai.skipseg` domain (write
 //! models with `segment-run optimize`, which only folds batch norms).
 //!
 //! Attributes of a fused node: `kernel`, `weight` and `bias` (tensors), `pre_scale`,
-//! `pre_shift` (tensors, optional), `pre_relu` (int).
+//! `pre_shift` (tensors, optional), `pre_relu` (int), `residual_upsample` (int,
+//! optional).
 
 use std::collections::{HashMap, HashSet};
 
@@ -35,6 +39,8 @@ pub struct FuseReport {
     pub with_pre_activation: usize,
     /// Of those, with a residual sum taken over.
     pub with_residual: usize,
+    /// Of those, with the up-sampling of the residual taken over too.
+    pub with_upsampled_residual: usize,
     /// Convolutions left to tract, with the reason.
     pub left: Vec<(String, String)>,
 }
@@ -67,6 +73,22 @@ fn unsupported(node: &pb::NodeProto, dims: &[i64]) -> Option<String> {
         return Some("padding other than 'same'".into());
     }
     None
+}
+
+/// Whether `node` repeats rows and columns twice: `Resize`, nearest, asymmetric, floor,
+/// constant scales `[1, 1, 2, 2]` (what the exporter writes).
+fn is_upsample_x2(node: &pb::NodeProto, inits: &HashMap<String, pb::TensorProto>) -> bool {
+    let s = |name: &str| attr(node, name).map(|a| String::from_utf8_lossy(&a.s).into_owned());
+    node.op_type == "Resize"
+        && s("mode").as_deref() == Some("nearest")
+        && s("coordinate_transformation_mode").as_deref() == Some("asymmetric")
+        && s("nearest_mode").as_deref().is_none_or(|m| m == "floor")
+        && node.input.len() == 3
+        && node.input[1].is_empty()
+        && inits
+            .get(&node.input[2])
+            .and_then(tensor_f32)
+            .is_some_and(|v| v == [1.0, 1.0, 2.0, 2.0])
 }
 
 /// Fuse every supported convolution of `model` (see the module docs).
@@ -201,6 +223,7 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
 
         // forwards: the only reader is an Add of another (non-constant) tensor
         let mut residual = None;
+        let mut upsampled = false;
         let mut last = i;
         let mut fused_output = output.clone();
         let conv_readers = readers(&nodes, &output);
@@ -221,6 +244,16 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
                     residual = Some(other.clone());
                     fused_output = add.output[0].clone();
                     last = a;
+                    // the residual's up-sampling, when nothing else reads it
+                    if let Some(p) = producer(&nodes, other)
+                        && let Some(up) = nodes[p].as_ref()
+                        && is_upsample_x2(up, &inits)
+                        && readers(&nodes, other).len() == 1
+                        && !graph_outputs.contains(other)
+                    {
+                        residual = Some(up.input[0].clone());
+                        upsampled = true;
+                    }
                 }
             }
         }
@@ -239,6 +272,9 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
             onnx::tensor_attr("bias", onnx::f32_tensor("bias", &[cout], &bias)),
             onnx::int("pre_relu", pre_relu as i64),
         ];
+        if upsampled {
+            attributes.push(onnx::int("residual_upsample", 2));
+        }
         if let Some(s) = &pre_scale {
             attributes.push(onnx::tensor_attr(
                 "pre_scale",
@@ -265,6 +301,7 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
         report.convs += 1;
         report.with_pre_activation += pre_relu as usize;
         report.with_residual += residual.is_some() as usize;
+        report.with_upsampled_residual += upsampled as usize;
         nodes[i] = None;
         if last != i {
             nodes[last] = Some(fused);
