@@ -62,7 +62,11 @@ fn main() {
                     x.view(),
                     side,
                     side,
-                    res.then(|| r.view()),
+                    if res {
+                        Residual::Add(r.view())
+                    } else {
+                        Residual::None
+                    },
                     out.view_mut(),
                     (t > 0).then_some(pool),
                 )

@@ -195,7 +195,9 @@ impl DirectConv {
             _ => None,
         };
         let want_residual = match residual {
-            Residual::AddUpsampled(_) if h.is_multiple_of(2) && w.is_multiple_of(2) => Some((self.cout, plane / 4)),
+            Residual::AddUpsampled(_) if h.is_multiple_of(2) && w.is_multiple_of(2) => {
+                Some((self.cout, plane / 4))
+            }
             Residual::AddUpsampled(_) => Some((usize::MAX, 0)),
             _ => Some((self.cout, plane)),
         };
