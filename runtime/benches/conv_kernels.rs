@@ -1,12 +1,13 @@
 //! skipseg's direct convolution kernels alone, on the layer shapes of the shipped and
 //! Table 1 models: ms and GFLOP/s per shape, 1 and 2 threads.
 //!
-//! `cargo bench -p skipseg-runtime --bench conv_kernels`
+//! `cargo bench -p skipseg-runtime --bench conv_kernels [-- CIN COUT K SIDE]`
 
 use std::time::Instant;
 
 use ndarray::Array2;
-use skipseg_runtime::kernels::conv::{Activation, DirectConv, InputTransform, Residual};
+use skipseg_runtime::kernels::conv::{Activation, DirectConv, FakeQuant, InputTransform, Residual};
+use skipseg_runtime::kernels::qconv::{QuantConv, QuantKernel};
 
 fn main() {
     // (cin, cout, kernel, side, residual, pre-activation)
@@ -25,6 +26,15 @@ fn main() {
         (256, 1024, 1, 32, true, true),
         (256, 256, 3, 32, false, true),
     ];
+    // `-- CIN COUT K SIDE`: that shape only
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let shapes: Vec<_> = match args.as_slice() {
+        [cin, cout, k, side] => vec![(*cin, *cout, *k, *side, false, true)],
+        _ => shapes.to_vec(),
+    };
     let pools: Vec<rayon::ThreadPool> = (1..=2)
         .map(|t| {
             rayon::ThreadPoolBuilder::new()
@@ -33,8 +43,11 @@ fn main() {
                 .expect("pool")
         })
         .collect();
-    println!("| cin | cout | k | side | residual | threads | ms | GFLOP/s |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| cin | cout | k | side | residual | threads | f32 ms | f32 GFLOP/s | int8 ms ({}) | int8 GOP/s |",
+        QuantKernel::detect().name()
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (cin, cout, k, side, res, pre) in shapes {
         let plane = side * side;
         let w: Vec<f32> = (0..cout * cin * k * k)
@@ -45,9 +58,26 @@ fn main() {
             scale: pre.then(|| vec![1.1; cin]),
             shift: pre.then(|| vec![-0.1; cin]),
             relu: pre,
+            fake_quant: None,
         };
-        let conv =
-            DirectConv::new(cin, cout, k, &w, &b, transform, Activation::None).expect("conv");
+        let conv = DirectConv::new(cin, cout, k, &w, &b, transform.clone(), Activation::None)
+            .expect("conv");
+        let wq: Vec<i8> = w.iter().map(|v| (v * 200.0) as i8).collect();
+        let qconv = QuantConv::new(
+            cin,
+            cout,
+            k,
+            &wq,
+            &vec![0.005; cout],
+            &b,
+            FakeQuant {
+                scale: 0.02,
+                zero: 0,
+            },
+            transform,
+            Activation::None,
+        )
+        .expect("qconv");
         let x = Array2::from_shape_fn((cin, plane), |(c, p)| {
             ((c * 31 + p * 17) % 97) as f32 / 48.0 - 1.0
         });
@@ -55,31 +85,41 @@ fn main() {
         let mut out = Array2::<f32>::zeros((cout, plane));
         let flops = 2.0 * (cin * cout * k * k * plane) as f64;
         for (t, pool) in pools.iter().enumerate() {
-            let mut times = Vec::new();
-            for _ in 0..9 {
-                let started = Instant::now();
-                conv.run_image(
-                    x.view(),
-                    side,
-                    side,
-                    if res {
-                        Residual::Add(r.view())
-                    } else {
-                        Residual::None
-                    },
-                    out.view_mut(),
-                    (t > 0).then_some(pool),
-                )
-                .expect("runs");
-                times.push(started.elapsed().as_secs_f64());
-            }
-            times.sort_by(f64::total_cmp);
-            let m = times[times.len() / 2];
+            let pool = (t > 0).then_some(pool);
+            let residual = || {
+                if res {
+                    Residual::Add(r.view())
+                } else {
+                    Residual::None
+                }
+            };
+            let median = |f: &mut dyn FnMut()| {
+                let mut times: Vec<f64> = (0..9)
+                    .map(|_| {
+                        let started = Instant::now();
+                        f();
+                        started.elapsed().as_secs_f64()
+                    })
+                    .collect();
+                times.sort_by(f64::total_cmp);
+                times[times.len() / 2]
+            };
+            let mf = median(&mut || {
+                conv.run_image(x.view(), side, side, residual(), out.view_mut(), pool)
+                    .expect("runs")
+            });
+            let mq = median(&mut || {
+                qconv
+                    .run_image(x.view(), side, side, residual(), out.view_mut(), pool)
+                    .expect("runs")
+            });
             println!(
-                "| {cin} | {cout} | {k}x{k} | {side} | {res} | {} | {:.2} | {:.1} |",
+                "| {cin} | {cout} | {k}x{k} | {side} | {res} | {} | {:.2} | {:.1} | {:.2} | {:.1} |",
                 t + 1,
-                m * 1e3,
-                flops / m / 1e9
+                mf * 1e3,
+                flops / mf / 1e9,
+                mq * 1e3,
+                flops / mq / 1e9
             );
         }
     }

@@ -6,6 +6,7 @@
 //! can embed it.
 
 pub mod arch;
+pub mod calibrate;
 pub mod engine;
 pub mod error;
 #[cfg(feature = "image")]

@@ -48,6 +48,9 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// Quantize a model to int8 (standard QDQ ONNX: int8 weights per output channel,
+    /// uint8 activations per tensor), calibrated on real images.
+    Quantize(QuantizeArgs),
     /// Time the engine on one window: start-up (load, optimise, first run) and the
     /// median of repeated runs; --profile adds tract's per-node times.
     Bench(BenchArgs),
@@ -113,6 +116,45 @@ struct PredictArgs {
     tta: Option<skipseg_runtime::Averaging>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RangeChoice {
+    /// Smallest and largest calibration value of each tensor.
+    MinMax,
+    /// The --percentile of each tensor's values (outliers saturate).
+    Percentile,
+    /// Both, keeping the one with the higher V_rand on the validation images.
+    Auto,
+}
+
+#[derive(clap::Args)]
+struct QuantizeArgs {
+    /// Float model (default: the embedded shipped model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Calibration images: PNG/TIFF files, a folder or a stack (e.g. training slices).
+    #[arg(long, required = true)]
+    calibration: Vec<PathBuf>,
+    /// Output ONNX file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// How activation ranges are taken from the calibration values.
+    #[arg(long, value_enum, default_value = "auto")]
+    method: RangeChoice,
+    /// Percentile for --method percentile / auto.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    /// Labelled images to choose the method on and to report V_rand (with
+    /// --validation-labels), e.g. ISBI slices 25-29.
+    #[arg(long)]
+    validation_images: Option<PathBuf>,
+    /// Labels of --validation-images (255 = cell, 0 = membrane).
+    #[arg(long)]
+    validation_labels: Option<PathBuf>,
+    /// Largest calibration window side (images are cut from their top-left corner).
+    #[arg(long, default_value_t = 1024)]
+    max_side: usize,
+}
+
 #[derive(clap::Args)]
 struct BenchArgs {
     /// ONNX model (default: the embedded shipped model).
@@ -165,6 +207,7 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Command::Predict(args) => predict(args),
         Command::Bench(args) => bench(args),
+        Command::Quantize(args) => quantize(args),
         Command::Optimize { model, output } => {
             let mut proto = onnx::read_model(&model)?;
             let before = onnx::op_histogram(&proto);
@@ -350,6 +393,122 @@ fn eval(
         e.v_info_threshold,
         if thinning { "on" } else { "off" }
     );
+    Ok(())
+}
+
+fn quantize(args: QuantizeArgs) -> Result<()> {
+    use skipseg_runtime::calibrate::{self, RangeMethod};
+    let (proto, name) = match &args.model {
+        Some(p) => (onnx::read_model(p)?, p.display().to_string()),
+        None => (
+            onnx::decode_model(EMBEDDED_MODEL, EMBEDDED_NAME)?,
+            EMBEDDED_NAME.to_string(),
+        ),
+    };
+    let meta = onnx::ModelMeta::from_model(&proto, &name)?;
+    anyhow::ensure!(
+        args.percentile > 50.0 && args.percentile <= 100.0,
+        "--percentile must be in (50, 100], got {}",
+        args.percentile
+    );
+    let validation = match (&args.validation_images, &args.validation_labels) {
+        (Some(i), Some(l)) => {
+            let images = io::read_slices(i)?;
+            let labels = io::read_slices(l)?;
+            anyhow::ensure!(
+                images.len() == labels.len() && !images.is_empty(),
+                "{}: {} images, but {} has {} labels",
+                i.display(),
+                images.len(),
+                l.display(),
+                labels.len()
+            );
+            Some((
+                images.into_iter().map(|s| s.pixels).collect::<Vec<_>>(),
+                labels.into_iter().map(|s| s.pixels).collect::<Vec<_>>(),
+            ))
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("--validation-images and --validation-labels go together"),
+    };
+    let methods = match args.method {
+        RangeChoice::MinMax => vec![RangeMethod::MinMax],
+        RangeChoice::Percentile => vec![RangeMethod::Percentile(args.percentile)],
+        RangeChoice::Auto => {
+            anyhow::ensure!(
+                validation.is_some(),
+                "--method auto chooses on labelled images: give --validation-images and \
+                 --validation-labels, or choose --method min-max or percentile"
+            );
+            vec![
+                RangeMethod::MinMax,
+                RangeMethod::Percentile(args.percentile),
+            ]
+        }
+    };
+    let mut windows = Vec::new();
+    for path in &args.calibration {
+        for slice in io::read_slices(path)? {
+            match calibrate::window(slice.pixels.view(), &meta, args.max_side) {
+                Some(w) => windows.push(w),
+                None => eprintln!(
+                    "warning: {}: smaller than the down-sampling factor, skipped",
+                    slice.name
+                ),
+            }
+        }
+    }
+    anyhow::ensure!(!windows.is_empty(), "no calibration image");
+    let mut folded = proto.clone();
+    skipseg_runtime::passes::fold_batch_norms(&mut folded, &name)?;
+    let started = std::time::Instant::now();
+    let calibration = calibrate::calibrate(&folded, &windows, &name)?;
+    println!(
+        "calibrated {} tensors on {} windows in {:.1} s",
+        calibration.tensors().count(),
+        windows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let score = |model: &onnx::pb::ModelProto| -> Result<Option<(f64, f64)>> {
+        let Some((images, labels)) = &validation else {
+            return Ok(None);
+        };
+        let seg = Segmenter::with_options(
+            model.clone(),
+            &name,
+            &skipseg_runtime::Options {
+                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                ..Default::default()
+            },
+        )?;
+        let e = calibrate::validation_scores(&seg, images, labels)?;
+        Ok(Some((e.v_rand, e.v_info)))
+    };
+    if let Some((r, i)) = score(&proto)? {
+        println!("float model:      V_rand {r:.4}  V_info {i:.4}");
+    }
+    let mut best: Option<(f64, onnx::pb::ModelProto, RangeMethod)> = None;
+    for method in methods {
+        let (model, report) = calibrate::quantize_with(&folded, &calibration, method, &name)?;
+        for (conv, why) in &report.left {
+            eprintln!("warning: {conv} stays float: {why}");
+        }
+        let scored = score(&model)?;
+        match scored {
+            Some((r, i)) => println!(
+                "int8, {method}: V_rand {r:.4}  V_info {i:.4}  ({} convs)",
+                report.convs
+            ),
+            None => println!("int8, {method}: {} convs", report.convs),
+        }
+        let key = scored.map_or(0.0, |s| s.0);
+        if best.as_ref().is_none_or(|b| key > b.0) {
+            best = Some((key, model, method));
+        }
+    }
+    let (_, model, method) = best.expect("at least one method");
+    onnx::write_model(&model, &args.output)?;
+    println!("wrote {} ({method})", args.output.display());
     Ok(())
 }
 

@@ -8,14 +8,78 @@ use tract_hir::internal::*;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 
-use crate::kernels::conv::{Activation, DirectConv, InputTransform, Residual};
-use crate::passes::fuse_conv::FUSED_CONV;
+use crate::kernels::conv::{
+    Activation, ConvError, DirectConv, FakeQuant, InputTransform, Residual,
+};
+use crate::kernels::qconv::{QuantConv, QuantKernel};
+use crate::passes::fuse_conv::{FUSED_CONV, FUSED_QCONV};
 
 /// tract's ONNX front end with skipseg's operators registered.
 pub fn onnx_with_skipseg_ops() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
     onnx.op_register.insert(FUSED_CONV, parse_fused_conv);
+    onnx.op_register.insert(FUSED_QCONV, parse_fused_conv);
     onnx
+}
+
+/// The kernel inside a [`FusedConv`].
+#[derive(Debug, Clone)]
+pub enum ConvKernel {
+    Float(Arc<DirectConv>),
+    Int8(Arc<QuantConv>),
+}
+
+impl ConvKernel {
+    pub fn input_channels(&self) -> usize {
+        match self {
+            ConvKernel::Float(c) => c.input_channels(),
+            ConvKernel::Int8(c) => c.input_channels(),
+        }
+    }
+
+    pub fn output_channels(&self) -> usize {
+        match self {
+            ConvKernel::Float(c) => c.output_channels(),
+            ConvKernel::Int8(c) => c.output_channels(),
+        }
+    }
+
+    pub fn kernel(&self) -> usize {
+        match self {
+            ConvKernel::Float(c) => c.kernel(),
+            ConvKernel::Int8(c) => c.kernel(),
+        }
+    }
+
+    fn macs_per_pixel(&self) -> usize {
+        match self {
+            ConvKernel::Float(c) => c.macs_per_pixel(),
+            ConvKernel::Int8(c) => c.macs_per_pixel(),
+        }
+    }
+
+    fn run_image(
+        &self,
+        input: ndarray::ArrayView2<'_, f32>,
+        h: usize,
+        w: usize,
+        residual: Residual<'_>,
+        output: ndarray::ArrayViewMut2<'_, f32>,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Result<(), ConvError> {
+        match self {
+            ConvKernel::Float(c) => c.run_image(input, h, w, residual, output, pool),
+            ConvKernel::Int8(c) => c.run_image(input, h, w, residual, output, pool),
+        }
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ConvKernel::Float(a), ConvKernel::Float(b)) => Arc::ptr_eq(a, b),
+            (ConvKernel::Int8(a), ConvKernel::Int8(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 fn float_attr(node: &NodeProto, name: &str) -> TractResult<Option<(Vec<usize>, Vec<f32>)>> {
@@ -32,8 +96,10 @@ fn parse_fused_conv(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let kernel: usize = node.get_attr("kernel")?;
-    let (dims, weight) =
-        float_attr(node, "weight")?.ok_or_else(|| format_err!("{}: no weight", node.name))?;
+    let t = node
+        .get_attr_opt::<&tract_onnx::pb::TensorProto>("weight")?
+        .ok_or_else(|| format_err!("{}: no weight", node.name))?;
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
     ensure!(
         dims.len() == 4 && dims[2] == kernel && dims[3] == kernel,
         "{}: weight dims {dims:?} for kernel {kernel}",
@@ -44,17 +110,51 @@ fn parse_fused_conv(
         scale: float_attr(node, "pre_scale")?.map(|v| v.1),
         shift: float_attr(node, "pre_shift")?.map(|v| v.1),
         relu: node.get_attr_opt::<i64>("pre_relu")?.unwrap_or(0) != 0,
+        fake_quant: None,
     };
-    let conv = DirectConv::new(
-        dims[1],
-        dims[0],
-        kernel,
-        &weight,
-        &bias,
-        pre,
-        Activation::None,
-    )
-    .map_err(|e| format_err!("{}: {e}", node.name))?;
+    let bad = |e: ConvError| format_err!("{}: {e}", node.name);
+    let conv = if node.op_type == FUSED_QCONV {
+        let weight = crate::onnx::tensor_i8(t)
+            .ok_or_else(|| format_err!("{}: weight is not int8", node.name))?;
+        let scales = float_attr(node, "weight_scale")?
+            .ok_or_else(|| format_err!("{}: no weight_scale", node.name))?
+            .1;
+        let zero: i64 = node.get_attr("x_zero_point")?;
+        let quant = FakeQuant {
+            scale: node.get_attr("x_scale")?,
+            zero: u8::try_from(zero)
+                .map_err(|_| format_err!("{}: x_zero_point {zero} is not a u8", node.name))?,
+        };
+        ConvKernel::Int8(Arc::new(
+            QuantConv::new(
+                dims[1],
+                dims[0],
+                kernel,
+                &weight,
+                &scales,
+                &bias,
+                quant,
+                pre,
+                Activation::None,
+            )
+            .map_err(bad)?,
+        ))
+    } else {
+        let weight = crate::onnx::tensor_f32(t)
+            .ok_or_else(|| format_err!("{}: weight is not float", node.name))?;
+        ConvKernel::Float(Arc::new(
+            DirectConv::new(
+                dims[1],
+                dims[0],
+                kernel,
+                &weight,
+                &bias,
+                pre,
+                Activation::None,
+            )
+            .map_err(bad)?,
+        ))
+    };
     let residual = match (
         node.input.len(),
         node.get_attr_opt::<i64>("residual_upsample")?,
@@ -65,10 +165,7 @@ fn parse_fused_conv(
         (n, up) => bail!("{}: {n} inputs with residual_upsample {up:?}", node.name),
     };
     Ok((
-        expand(FusedConvExpansion(FusedConv {
-            conv: Arc::new(conv),
-            residual,
-        })),
+        expand(FusedConvExpansion(FusedConv { conv, residual })),
         vec![],
     ))
 }
@@ -79,7 +176,7 @@ struct FusedConvExpansion(FusedConv);
 
 impl Expansion for FusedConvExpansion {
     fn name(&self) -> StaticName {
-        FUSED_CONV.into()
+        self.0.name().into()
     }
 
     fn rules<'r, 'p: 'r, 's: 'r>(
@@ -138,15 +235,24 @@ pub enum ResidualInput {
 /// [`ResidualInput`] says), output `[N, Cout, H, W]`.
 #[derive(Debug, Clone)]
 pub struct FusedConv {
-    pub conv: Arc<DirectConv>,
+    pub conv: ConvKernel,
     pub residual: ResidualInput,
+}
+
+impl FusedConv {
+    fn name(&self) -> &'static str {
+        match self.conv {
+            ConvKernel::Float(_) => FUSED_CONV,
+            ConvKernel::Int8(_) => FUSED_QCONV,
+        }
+    }
 }
 
 /// Two operators are equal when they share their packed weights (identity, so that
 /// equality is total whatever the weights hold).
 impl PartialEq for FusedConv {
     fn eq(&self, other: &Self) -> bool {
-        self.residual == other.residual && Arc::ptr_eq(&self.conv, &other.conv)
+        self.residual == other.residual && self.conv.same(&other.conv)
     }
 }
 
@@ -154,13 +260,17 @@ impl Eq for FusedConv {}
 
 impl Op for FusedConv {
     fn name(&self) -> StaticName {
-        FUSED_CONV.into()
+        FusedConv::name(self).into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
         let c = &self.conv;
         Ok(vec![format!(
-            "{}x{} {}->{}{}",
+            "{}{}x{} {}->{}{}",
+            match c {
+                ConvKernel::Float(_) => String::new(),
+                ConvKernel::Int8(_) => format!("{} ", QuantKernel::detect().name()),
+            },
             c.kernel(),
             c.kernel(),
             c.input_channels(),

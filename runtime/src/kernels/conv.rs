@@ -22,21 +22,61 @@ pub const OC_BLOCK: usize = 8;
 const PANEL_FLOATS: usize = 64 * 1024;
 
 /// The per-input-channel transform of a pre-activated convolution:
-/// `x -> max(scale * x + shift, 0)` (each part optional).
+/// `x -> max(scale * x + shift, 0)` (each part optional), then, for the float
+/// execution of a quantized convolution, [`FakeQuant`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InputTransform {
     pub scale: Option<Vec<f32>>,
     pub shift: Option<Vec<f32>>,
     pub relu: bool,
+    pub fake_quant: Option<FakeQuant>,
+}
+
+/// ONNX `QuantizeLinear` then `DequantizeLinear` to `u8` with one scale and zero point:
+/// `x -> (clamp(round_half_even(x / scale) + zero, 0, 255) - zero) * scale`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FakeQuant {
+    pub scale: f32,
+    pub zero: u8,
+}
+
+impl FakeQuant {
+    /// The `u8` code of `x` (ONNX `QuantizeLinear`; NaN goes to 0). Written so that
+    /// loops of it vectorise: the clamped value is a whole number in [0, 255], read off
+    /// the low mantissa bits of `v + 1.5 * 2^23` (exact for such values).
+    #[inline(always)]
+    #[allow(clippy::manual_clamp)] // max/min send NaN to 0, clamp would keep it
+    pub fn quantize(self, x: f32) -> u8 {
+        let v = ((x / self.scale).round_ties_even() + self.zero as f32)
+            .max(0.0)
+            .min(255.0);
+        (v + 12_582_912.0).to_bits() as u8
+    }
+
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        (self.quantize(x) as f32 - self.zero as f32) * self.scale
+    }
 }
 
 impl InputTransform {
     pub fn is_identity(&self) -> bool {
-        self.scale.is_none() && self.shift.is_none() && !self.relu
+        self.scale.is_none() && self.shift.is_none() && !self.relu && self.fake_quant.is_none()
     }
 
     #[inline(always)]
-    fn apply_row(&self, ic: usize, src: &[f32], dst: &mut [f32]) {
+    pub(crate) fn apply_row(&self, ic: usize, src: &[f32], dst: &mut [f32]) {
+        self.apply_row_float(ic, src, dst);
+        if let Some(q) = self.fake_quant {
+            for d in dst.iter_mut() {
+                *d = q.apply(*d);
+            }
+        }
+    }
+
+    /// Scale, shift and ReLU only.
+    #[inline(always)]
+    pub(crate) fn apply_row_float(&self, ic: usize, src: &[f32], dst: &mut [f32]) {
         let a = self.scale.as_ref().map_or(1.0, |s| s[ic]);
         let b = self.shift.as_ref().map_or(0.0, |s| s[ic]);
         match (self.scale.is_some() || self.shift.is_some(), self.relu) {
@@ -189,60 +229,8 @@ impl DirectConv {
         mut output: ArrayViewMut2<'_, f32>,
         pool: Option<&rayon::ThreadPool>,
     ) -> Result<(), ConvError> {
-        let plane = h * w;
-        let residual_dim = match residual {
-            Residual::Add(r) | Residual::AddUpsampled(r) => Some(r.dim()),
-            _ => None,
-        };
-        let want_residual = match residual {
-            Residual::AddUpsampled(_) if h.is_multiple_of(2) && w.is_multiple_of(2) => {
-                Some((self.cout, plane / 4))
-            }
-            Residual::AddUpsampled(_) => Some((usize::MAX, 0)),
-            _ => Some((self.cout, plane)),
-        };
-        if input.dim() != (self.cin, plane)
-            || output.dim() != (self.cout, plane)
-            || residual_dim.is_some_and(|d| Some(d) != want_residual)
-        {
-            return Err(ConvError::Shape(format!(
-                "input {:?}, output {:?}, residual {residual_dim:?} for {}->{} channels of {h}x{w}",
-                input.dim(),
-                output.dim(),
-                self.cin,
-                self.cout
-            )));
-        }
-        let layout = |what: &str| ConvError::Shape(format!("{what} is not in standard layout"));
-        let input = input.to_slice().ok_or_else(|| layout("input"))?;
-        let residual = match residual {
-            Residual::None => Source::None,
-            Residual::InOutput => Source::InOutput,
-            Residual::Add(r) => Source::Same(r.to_slice().ok_or_else(|| layout("residual"))?),
-            Residual::AddUpsampled(r) => {
-                Source::Upsampled(r.to_slice().ok_or_else(|| layout("residual"))?)
-            }
-        };
-        // Runs: whole rows for 3x3 (the panel holds 3 input rows per channel), pixel
-        // ranges for 1x1; small enough for the panel, and several per thread.
-        let threads = pool.map_or(1, |p| p.current_num_threads());
-        let unit = if self.kernel == 3 { w } else { 1 };
-        let panel_width = if self.kernel == 3 {
-            w + 2
-        } else {
-            (PANEL_FLOATS / self.cin).clamp(64, 4096)
-        };
-        let max_units = if self.kernel == 3 {
-            usize::MAX
-        } else {
-            panel_width
-        };
-        let units = plane / unit;
-        let per_run = units
-            .div_ceil(threads * 4)
-            .clamp(1, max_units)
-            .min(units.max(1));
-        let run_len = per_run * unit;
+        let (input, residual) =
+            check_shapes(self.cin, self.cout, h, w, input, residual, output.dim())?;
         let job = |start: usize, chunk: ArrayViewMut2<'_, f32>| {
             pulp::Arch::new().dispatch(Run {
                 conv: self,
@@ -254,23 +242,150 @@ impl DirectConv {
                 out: chunk,
             })
         };
-        if threads > 1 {
+        for_each_run(self.kernel, self.cin, h, w, output.view_mut(), pool, &job);
+        Ok(())
+    }
+}
+
+/// Check a convolution's arrays against its channels and image size; the input and the
+/// residual as slices.
+pub(crate) fn check_shapes<'a, 'r>(
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    input: ArrayView2<'a, f32>,
+    residual: Residual<'r>,
+    output: (usize, usize),
+) -> Result<(&'a [f32], Source<'r>), ConvError> {
+    let plane = h * w;
+    let residual_dim = match residual {
+        Residual::Add(r) | Residual::AddUpsampled(r) => Some(r.dim()),
+        _ => None,
+    };
+    let want_residual = match residual {
+        Residual::AddUpsampled(_) if h.is_multiple_of(2) && w.is_multiple_of(2) => {
+            Some((cout, plane / 4))
+        }
+        Residual::AddUpsampled(_) => Some((usize::MAX, 0)),
+        _ => Some((cout, plane)),
+    };
+    if input.dim() != (cin, plane)
+        || output != (cout, plane)
+        || residual_dim.is_some_and(|d| Some(d) != want_residual)
+    {
+        return Err(ConvError::Shape(format!(
+            "input {:?}, output {output:?}, residual {residual_dim:?} for {cin}->{cout} \
+             channels of {h}x{w}",
+            input.dim(),
+        )));
+    }
+    let layout = |what: &str| ConvError::Shape(format!("{what} is not in standard layout"));
+    let input = input.to_slice().ok_or_else(|| layout("input"))?;
+    let residual = match residual {
+        Residual::None => Source::None,
+        Residual::InOutput => Source::InOutput,
+        Residual::Add(r) => Source::Same(r.to_slice().ok_or_else(|| layout("residual"))?),
+        Residual::AddUpsampled(r) => {
+            Source::Upsampled(r.to_slice().ok_or_else(|| layout("residual"))?)
+        }
+    };
+    Ok((input, residual))
+}
+
+/// Cut the output `[cout, h*w]` into runs, whole rows for 3x3 (the panel holds 3 input
+/// rows per channel), pixel ranges for 1x1, small enough for a panel and several per
+/// thread, and call `job(first pixel, run)` for each, on `pool`'s threads if any.
+pub(crate) fn for_each_run(
+    kernel: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    mut output: ArrayViewMut2<'_, f32>,
+    pool: Option<&rayon::ThreadPool>,
+    job: &(dyn Fn(usize, ArrayViewMut2<'_, f32>) + Sync),
+) {
+    let plane = h * w;
+    let threads = pool.map_or(1, |p| p.current_num_threads());
+    let unit = if kernel == 3 { w } else { 1 };
+    let max_units = if kernel == 3 {
+        usize::MAX
+    } else {
+        (PANEL_FLOATS / cin).clamp(64, 4096)
+    };
+    let units = plane / unit;
+    let per_run = units
+        .div_ceil(threads * 4)
+        .clamp(1, max_units)
+        .min(units.max(1));
+    let run_len = per_run * unit;
+    match pool {
+        Some(pool) if threads > 1 => {
             let chunks: Vec<(usize, ArrayViewMut2<'_, f32>)> = output
                 .axis_chunks_iter_mut(Axis(1), run_len)
                 .enumerate()
                 .map(|(i, c)| (i * run_len, c))
                 .collect();
-            let pool = pool.expect("threads > 1 only with a pool");
             pool.install(|| {
                 use rayon::prelude::*;
                 chunks.into_par_iter().for_each(|(s, c)| job(s, c));
             });
-        } else {
+        }
+        _ => {
             for (i, c) in output.axis_chunks_iter_mut(Axis(1), run_len).enumerate() {
                 job(i * run_len, c);
             }
         }
-        Ok(())
+    }
+}
+
+/// Pixels `[p0, p0 + n)` of output channel `oc` of the residual, if any (`dst`: the
+/// output's pixels, which hold the residual when it is added in place; `scratch`: room
+/// for an up-sampled strip).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn residual_strip<'r>(
+    residual: Source<'r>,
+    oc: usize,
+    plane: usize,
+    w: usize,
+    p0: usize,
+    dst: &'r [f32],
+    scratch: &'r mut [f32],
+) -> Option<&'r [f32]> {
+    let n = dst.len();
+    match residual {
+        Source::None => None,
+        Source::Same(r) => Some(&r[oc * plane + p0..][..n]),
+        Source::InOutput => Some(dst),
+        Source::Upsampled(r) => {
+            let half = plane / 4;
+            upsampled_strip(&r[oc * half..][..half], w, p0, &mut scratch[..n]);
+            Some(&scratch[..n])
+        }
+    }
+}
+
+/// `dst = act(values + residual)`.
+#[inline(always)]
+pub(crate) fn store(values: &[f32], residual: Option<&[f32]>, relu: bool, dst: &mut [f32]) {
+    match (residual, relu) {
+        (Some(r), false) => {
+            for ((d, v), r) in dst.iter_mut().zip(values).zip(r) {
+                *d = v + r;
+            }
+        }
+        (Some(r), true) => {
+            for ((d, v), r) in dst.iter_mut().zip(values).zip(r) {
+                *d = (v + r).max(0.0);
+            }
+        }
+        (None, false) => dst.copy_from_slice(values),
+        (None, true) => {
+            for (d, v) in dst.iter_mut().zip(values) {
+                *d = v.max(0.0);
+            }
+        }
     }
 }
 
@@ -288,7 +403,7 @@ pub enum Residual<'a> {
 }
 
 #[derive(Clone, Copy)]
-enum Source<'a> {
+pub(crate) enum Source<'a> {
     None,
     Same(&'a [f32]),
     Upsampled(&'a [f32]),
@@ -325,7 +440,7 @@ impl WithSimd for Run<'_, '_> {
 /// Pixels `[p0, p0 + dst.len())` of a plane of width `w`, read from the plane `half` of
 /// size `h/2 x w/2` repeated x2 in both directions.
 #[inline(always)]
-fn upsampled_strip(half: &[f32], w: usize, p0: usize, dst: &mut [f32]) {
+pub(crate) fn upsampled_strip(half: &[f32], w: usize, p0: usize, dst: &mut [f32]) {
     let hw = w / 2;
     let mut p = p0;
     let mut rest = dst;
@@ -502,30 +617,24 @@ impl Run<'_, '_> {
                                     dst_row.as_slice_mut().expect("output rows are contiguous");
                                 let dst = &mut dst_row[local..local + n];
                                 let global = self.start + local;
-                                let res: Option<&[f32]> = match self.residual {
-                                    Source::None => None,
-                                    Source::Same(r) => Some(&r[oc * plane + global..][..n]),
-                                    Source::InOutput => Some(&*dst),
-                                    Source::Upsampled(r) => {
-                                        let half = plane / 4;
-                                        upsampled_strip(
-                                            &r[oc * half..][..half],
-                                            self.w,
-                                            global,
-                                            &mut rtile[..n],
-                                        );
-                                        Some(&rtile[..n])
-                                    }
-                                };
+                                let relu = conv.post == Activation::Relu;
                                 if n == strip {
                                     let mut v = *acc_o;
-                                    if let Some(res) = res {
+                                    if let Some(res) = residual_strip(
+                                        self.residual,
+                                        oc,
+                                        plane,
+                                        self.w,
+                                        global,
+                                        dst,
+                                        &mut rtile,
+                                    ) {
                                         let rv = load::<S, NV>(simd, res);
                                         for (v, r) in v.iter_mut().zip(rv) {
                                             *v = simd.add_f32s(*v, r);
                                         }
                                     }
-                                    if conv.post == Activation::Relu {
+                                    if relu {
                                         for v in v.iter_mut() {
                                             *v = simd.max_f32s(*v, zero);
                                         }
@@ -535,13 +644,21 @@ impl Run<'_, '_> {
                                 } else {
                                     let (tv, _) = S::as_mut_simd_f32s(&mut tile);
                                     tv[..NV].copy_from_slice(acc_o);
-                                    for (i, t) in tile[..n].iter_mut().enumerate() {
-                                        *t += res.map_or(0.0, |r| r[i]);
-                                        if conv.post == Activation::Relu {
-                                            *t = t.max(0.0);
+                                    let values = &mut tile[..n];
+                                    if let Some(res) = residual_strip(
+                                        self.residual,
+                                        oc,
+                                        plane,
+                                        self.w,
+                                        global,
+                                        dst,
+                                        &mut rtile,
+                                    ) {
+                                        for (v, r) in values.iter_mut().zip(res) {
+                                            *v += r;
                                         }
                                     }
-                                    dst.copy_from_slice(&tile[..n]);
+                                    store(values, None, relu, dst);
                                 }
                             }
                             x0 += strip;
@@ -584,7 +701,11 @@ mod tests {
             if let Some(s) = &pre.shift {
                 v += s[ic] as f64;
             }
-            if pre.relu { v.max(0.0) } else { v }
+            let v = if pre.relu { v.max(0.0) } else { v };
+            match pre.fake_quant {
+                Some(q) => q.apply(v as f32) as f64,
+                None => v,
+            }
         };
         let r = k as isize / 2;
         let mut out = vec![0.0f32; cout * h * w];
@@ -645,6 +766,7 @@ mod tests {
             hh in 1usize..5, ww in 1usize..35, seed in 0u64..1000,
             scale in any::<bool>(), shift in any::<bool>(), relu in any::<bool>(),
             mode in 0usize..4, post_relu in any::<bool>(), threads in 1usize..4, odd in any::<bool>(),
+            quant in prop::option::of(0u8..=255),
         ) {
             // modes: 0 no residual, 1 added, 2 added up-sampled, 3 already in the output
             let (h, w) = if mode == 2 || !odd { (2 * hh, 2 * ww) } else { (2 * hh - 1, 2 * ww - 1) };
@@ -655,6 +777,7 @@ mod tests {
                 scale: scale.then(|| values(cin, seed + 3)),
                 shift: shift.then(|| values(cin, seed + 4)),
                 relu,
+                fake_quant: quant.map(|zero| FakeQuant { scale: 3.0 / 255.0, zero }),
             };
             let half = values(cout * (h / 2) * (w / 2), seed + 5);
             let res: Option<Vec<f32>> = match mode {

@@ -3,3 +3,4 @@
 //! dispatch. tract still runs the graph; [`crate::engine`] plugs these in as operators.
 
 pub mod conv;
+pub mod qconv;

@@ -119,6 +119,54 @@ pub fn tensor_f32(t: &pb::TensorProto) -> Option<Vec<f32>> {
     }
 }
 
+/// Int8 data of an initializer (`raw_data` or `int32_data`).
+pub fn tensor_i8(t: &pb::TensorProto) -> Option<Vec<i8>> {
+    if t.data_type != pb::tensor_proto::DataType::Int8 as i32 {
+        return None;
+    }
+    if !t.raw_data.is_empty() {
+        Some(t.raw_data.iter().map(|&b| b as i8).collect())
+    } else {
+        t.int32_data.iter().map(|&v| i8::try_from(v).ok()).collect()
+    }
+}
+
+/// Uint8 data of an initializer (`raw_data` or `int32_data`).
+pub fn tensor_u8(t: &pb::TensorProto) -> Option<Vec<u8>> {
+    if t.data_type != pb::tensor_proto::DataType::Uint8 as i32 {
+        return None;
+    }
+    if !t.raw_data.is_empty() {
+        Some(t.raw_data.clone())
+    } else {
+        t.int32_data.iter().map(|&v| u8::try_from(v).ok()).collect()
+    }
+}
+
+/// An int8 initializer.
+pub fn i8_tensor(name: &str, dims: &[usize], data: &[i8]) -> pb::TensorProto {
+    debug_assert_eq!(dims.iter().product::<usize>(), data.len());
+    pb::TensorProto {
+        name: name.to_string(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: pb::tensor_proto::DataType::Int8 as i32,
+        raw_data: data.iter().map(|&v| v as u8).collect(),
+        ..Default::default()
+    }
+}
+
+/// A uint8 initializer.
+pub fn u8_tensor(name: &str, dims: &[usize], data: &[u8]) -> pb::TensorProto {
+    debug_assert_eq!(dims.iter().product::<usize>(), data.len());
+    pb::TensorProto {
+        name: name.to_string(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: pb::tensor_proto::DataType::Uint8 as i32,
+        raw_data: data.to_vec(),
+        ..Default::default()
+    }
+}
+
 /// A float initializer stored as little-endian `raw_data`.
 pub fn f32_tensor(name: &str, dims: &[usize], data: &[f32]) -> pb::TensorProto {
     debug_assert_eq!(dims.iter().product::<usize>(), data.len());

@@ -27,6 +27,8 @@ use crate::onnx::{self, pb, tensor_f32};
 
 /// The operator type of a fused convolution.
 pub const FUSED_CONV: &str = "SkipsegConv";
+/// The operator type of a fused quantized convolution (QDQ: u8 input, int8 weights).
+pub const FUSED_QCONV: &str = "SkipsegQConv";
 /// The domain of skipseg's operators.
 pub const DOMAIN: &str = "ai.skipseg";
 
@@ -35,6 +37,8 @@ pub const DOMAIN: &str = "ai.skipseg";
 pub struct FuseReport {
     /// Convolutions replaced by fused nodes.
     pub convs: usize,
+    /// Of those, quantized ones ([`FUSED_QCONV`]).
+    pub quantized: usize,
     /// Of those, with a pre-activation taken over (ReLU, with or without scale/shift).
     pub with_pre_activation: usize,
     /// Of those, with a residual sum taken over.
@@ -73,6 +77,64 @@ fn unsupported(node: &pb::NodeProto, dims: &[i64]) -> Option<String> {
         return Some("padding other than 'same'".into());
     }
     None
+}
+
+enum Weights {
+    Float(Vec<f32>),
+    Int8 { q: Vec<i8>, scales: Vec<f32> },
+}
+
+/// The int8 weights and per-output-channel scales of `DequantizeLinear(weight, scale,
+/// zero point 0, axis 0)` (a scalar scale is repeated).
+fn int8_weights(
+    dq: &pb::NodeProto,
+    weight: &pb::TensorProto,
+    cout: usize,
+    inits: &HashMap<String, pb::TensorProto>,
+) -> Option<(Vec<i8>, Vec<f32>)> {
+    let q = onnx::tensor_i8(weight)?;
+    let scales = tensor_f32(inits.get(dq.input.get(1)?)?)?;
+    let scales = match scales.len() {
+        1 => vec![scales[0]; cout],
+        n if n == cout => scales,
+        _ => return None,
+    };
+    if scales.len() > 1 && attr(dq, "axis").is_some_and(|a| a.i != 0) {
+        return None;
+    }
+    if let Some(zp) = dq.input.get(2).filter(|z| !z.is_empty()) {
+        let zp = onnx::tensor_i8(inits.get(zp)?)?;
+        if zp.iter().any(|&z| z != 0) {
+            return None;
+        }
+    }
+    Some((q, scales))
+}
+
+/// `value = DequantizeLinear(QuantizeLinear(t, s, z), s, z)` with one scale and one `u8`
+/// zero point, both constants: `(t, s, z)`.
+fn input_quantization(
+    nodes: &[Option<pb::NodeProto>],
+    value: &str,
+    inits: &HashMap<String, pb::TensorProto>,
+    producer: impl Fn(&[Option<pb::NodeProto>], &str) -> Option<usize>,
+) -> Option<(String, f32, u8)> {
+    let dq = nodes[producer(nodes, value)?]
+        .as_ref()
+        .filter(|n| n.op_type == "DequantizeLinear")?;
+    let q = nodes[producer(nodes, dq.input.first()?)?]
+        .as_ref()
+        .filter(|n| n.op_type == "QuantizeLinear")?;
+    let params = |n: &pb::NodeProto| -> Option<(f32, u8)> {
+        let s = tensor_f32(inits.get(n.input.get(1)?)?)?;
+        let z = onnx::tensor_u8(inits.get(n.input.get(2)?)?)?;
+        match (s.as_slice(), z.as_slice()) {
+            ([s], [z]) if s.is_finite() && *s > 0.0 => Some((*s, *z)),
+            _ => None,
+        }
+    };
+    let (a, b) = (params(q)?, params(dq)?);
+    (a == b).then(|| (q.input[0].clone(), a.0, a.1))
 }
 
 /// Whether `node` repeats rows and columns twice: `Resize`, nearest, asymmetric, floor,
@@ -156,7 +218,17 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
         } else {
             conv.name.clone()
         };
-        let weight = conv.input.get(1).and_then(|w| inits.get(w));
+        // float weights, or int8 ones behind a DequantizeLinear (per output channel)
+        let weight_dq = conv
+            .input
+            .get(1)
+            .and_then(|w| producer(&nodes, w))
+            .and_then(|p| nodes[p].as_ref())
+            .filter(|n| n.op_type == "DequantizeLinear");
+        let weight = match weight_dq {
+            Some(dq) => dq.input.first().and_then(|w| inits.get(w)),
+            None => conv.input.get(1).and_then(|w| inits.get(w)),
+        };
         let Some(weight) = weight else {
             report
                 .left
@@ -174,11 +246,22 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
             weight.dims[1] as usize,
             weight.dims[2],
         );
-        let Some(w) = tensor_f32(weight).filter(|w| w.len() == cout * cin * (k * k) as usize)
-        else {
-            report
-                .left
-                .push((name_or_output, "weights are not float".into()));
+        let count = cout * cin * (k * k) as usize;
+        let weights = match weight_dq {
+            None => tensor_f32(weight)
+                .filter(|w| w.len() == count)
+                .map(Weights::Float),
+            Some(dq) => int8_weights(dq, weight, cout, &inits)
+                .filter(|(q, _)| q.len() == count)
+                .map(|(q, scales)| Weights::Int8 { q, scales }),
+        };
+        let Some(weights) = weights else {
+            report.left.push((
+                name_or_output,
+                "weights are neither float nor int8 with one scale per output channel and zero \
+                 point 0"
+                    .into(),
+            ));
             i += 1;
             continue;
         };
@@ -200,8 +283,28 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
             continue;
         };
 
-        // backwards: Relu <- Add(shift) <- Mul(scale)
+        // backwards: DequantizeLinear <- QuantizeLinear (int8 weights only) ...
         let mut x = conv.input[0].clone();
+        let mut input_quant = None;
+        if matches!(weights, Weights::Int8 { .. }) {
+            match input_quantization(&nodes, &x, &inits, producer) {
+                Some((t, scale, zero)) => {
+                    x = t;
+                    input_quant = Some((scale, zero));
+                }
+                None => {
+                    report.left.push((
+                        name_or_output,
+                        "int8 weights but no u8 QuantizeLinear/DequantizeLinear pair (one scale, \
+                         one zero point) on the input"
+                            .into(),
+                    ));
+                    i += 1;
+                    continue;
+                }
+            }
+        }
+        // ... Relu <- Add(shift) <- Mul(scale)
         let (mut pre_relu, mut pre_scale, mut pre_shift) = (false, None, None);
         if let Some(p) = producer(&nodes, &x)
             && let Some(relu) = nodes[p].as_ref().filter(|n| n.op_type == "Relu")
@@ -268,10 +371,34 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
         let kdims = [cout, cin, k as usize, k as usize];
         let mut attributes = vec![
             onnx::int("kernel", k),
-            onnx::tensor_attr("weight", onnx::f32_tensor("weight", &kdims, &w)),
             onnx::tensor_attr("bias", onnx::f32_tensor("bias", &[cout], &bias)),
             onnx::int("pre_relu", pre_relu as i64),
         ];
+        let op_type = match (&weights, input_quant) {
+            (Weights::Float(w), _) => {
+                attributes.push(onnx::tensor_attr(
+                    "weight",
+                    onnx::f32_tensor("weight", &kdims, w),
+                ));
+                FUSED_CONV
+            }
+            (Weights::Int8 { q, scales }, Some((scale, zero))) => {
+                attributes.push(onnx::tensor_attr(
+                    "weight",
+                    onnx::i8_tensor("weight", &kdims, q),
+                ));
+                attributes.push(onnx::tensor_attr(
+                    "weight_scale",
+                    onnx::f32_tensor("weight_scale", &[cout], scales),
+                ));
+                attributes.push(onnx::float("x_scale", scale));
+                attributes.push(onnx::int("x_zero_point", zero as i64));
+                FUSED_QCONV
+            }
+            (Weights::Int8 { .. }, None) => {
+                unreachable!("int8 weights without input quantization were left above")
+            }
+        };
         if upsampled {
             attributes.push(onnx::int("residual_upsample", 2));
         }
@@ -290,7 +417,7 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
         let mut inputs = vec![x];
         inputs.extend(residual.iter().cloned());
         let fused = pb::NodeProto {
-            op_type: FUSED_CONV.into(),
+            op_type: op_type.into(),
             domain: DOMAIN.into(),
             name,
             input: inputs,
@@ -299,6 +426,7 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
             ..Default::default()
         };
         report.convs += 1;
+        report.quantized += input_quant.is_some() as usize;
         report.with_pre_activation += pre_relu as usize;
         report.with_residual += residual.is_some() as usize;
         report.with_upsampled_residual += upsampled as usize;

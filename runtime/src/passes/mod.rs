@@ -3,6 +3,8 @@
 
 pub mod fold_bn;
 pub mod fuse_conv;
+pub mod quantize;
 
 pub use fold_bn::{FoldReport, fold_batch_norms};
 pub use fuse_conv::{FuseReport, fuse_convolutions};
+pub use quantize::{ActivationRange, QuantizeReport, conv_inputs, quantize_convs};

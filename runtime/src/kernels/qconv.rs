@@ -1,0 +1,580 @@
+//! Quantized direct convolution: what a QDQ-quantized ONNX `Conv` means,
+//! `DequantizeLinear(QuantizeLinear(x)) * DequantizeLinear(w_int8)`, computed in
+//! integers.
+//!
+//! The input is float (the previous layer's output) and so is the output: the
+//! pre-activation (scale, shift, ReLU) and the quantization to `u8` happen as the input
+//! is copied into the panel, the requantization (`(acc - zero * sum(w)) * x_scale *
+//! w_scale[oc] + bias`), the residual sum and the ReLU as the output is written. In
+//! between, the multiply-accumulates are `u8 x i8 -> i32` dot products of four input
+//! channels (`vpdpbusd`, AVX512-VNNI: 64 per instruction, four times the f32 rate).
+//!
+//! Without VNNI the same convolution runs on the f32 kernels with dequantized weights
+//! and the input quantized and dequantized in the panel ([`crate::kernels::conv::FakeQuant`]):
+//! the same values, up to the order of float sums, at float speed.
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use super::conv::{
+    Activation, ConvError, DirectConv, FakeQuant, InputTransform, OC_BLOCK, Residual, check_shapes,
+    for_each_run,
+};
+#[cfg(target_arch = "x86_64")]
+use super::conv::{Source, residual_strip, store};
+
+/// Bytes of quantized input a segment of a run keeps. A 1x1 panel is read once per block
+/// of 8 output channels and should stay in L1 (32 KiB on Zen 3/4: on 256->1024 1x1 a
+/// 64 KiB panel ran at 0.7x the rate of a 24 KiB one); a 3x3 panel does better whole
+/// rows wide, in L2 (32->32 3x3 at 512 wide: 24 KiB segments ran at 0.75x).
+#[cfg(target_arch = "x86_64")]
+const PANEL_BYTES: [usize; 2] = [24 * 1024, 256 * 1024];
+
+/// Output pixels per register strip: two 16-lane vectors.
+#[cfg(target_arch = "x86_64")]
+const STRIP: usize = 32;
+
+/// A quantized convolution, weights packed for the integer kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantConv {
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    /// Groups of four input channels (the last one padded with zero weights).
+    groups: usize,
+    /// `[cout blocks][groups][kernel * kernel][OC_BLOCK]`: four `i8` weights of
+    /// consecutive input channels in one little-endian `i32`.
+    packed: Vec<i32>,
+    /// `zero * sum of the output channel's weights`, per (padded) output channel.
+    correction: Vec<i32>,
+    /// `x_scale * w_scale[oc]`, padded.
+    out_scale: Vec<f32>,
+    /// Padded.
+    bias: Vec<f32>,
+    input_quant: FakeQuant,
+    /// Scale, shift, ReLU (no quantization: the kernel quantizes).
+    pre: InputTransform,
+    post: Activation,
+    /// The same convolution in f32 (dequantized weights, fake-quantized input).
+    float: DirectConv,
+}
+
+/// Which code runs a [`QuantConv`] on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantKernel {
+    /// `u8 x i8` dot products in `i32` (AVX512-VNNI).
+    Avx512Vnni,
+    /// The f32 kernels on dequantized weights.
+    Float,
+}
+
+impl QuantKernel {
+    /// The best kernel this CPU has.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            return QuantKernel::Avx512Vnni;
+        }
+        QuantKernel::Float
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantKernel::Avx512Vnni => "int8 avx512-vnni",
+            QuantKernel::Float => "int8 emulated in f32",
+        }
+    }
+}
+
+impl QuantConv {
+    /// `weights` `i8` in ONNX order `[cout, cin, kernel, kernel]` with one scale per
+    /// output channel (zero point 0); `bias` float of `cout` (or empty); the input is
+    /// transformed by `pre`, then quantized by `input_quant`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        weights: &[i8],
+        weight_scales: &[f32],
+        bias: &[f32],
+        input_quant: FakeQuant,
+        pre: InputTransform,
+        post: Activation,
+    ) -> Result<Self, ConvError> {
+        let kk = kernel * kernel;
+        if weight_scales.len() != cout {
+            return Err(ConvError::Shape(format!(
+                "{} weight scales for {cout} channels",
+                weight_scales.len()
+            )));
+        }
+        if !(input_quant.scale.is_finite() && input_quant.scale > 0.0)
+            || weight_scales.iter().any(|s| !s.is_finite())
+        {
+            return Err(ConvError::Unsupported(
+                "quantization scales must be finite and the input scale positive".into(),
+            ));
+        }
+        if pre.fake_quant.is_some() {
+            return Err(ConvError::Unsupported(
+                "the input transform of a quantized conv quantizes already".into(),
+            ));
+        }
+        let dequantized: Vec<f32> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| q as f32 * weight_scales.get(i / (cin * kk).max(1)).unwrap_or(&0.0))
+            .collect();
+        let float = DirectConv::new(
+            cin,
+            cout,
+            kernel,
+            &dequantized,
+            bias,
+            InputTransform {
+                fake_quant: Some(input_quant),
+                ..pre.clone()
+            },
+            post,
+        )?;
+        let groups = cin.div_ceil(4);
+        let blocks = cout.div_ceil(OC_BLOCK);
+        let mut packed = vec![0i32; blocks * groups * kk * OC_BLOCK];
+        let mut correction = vec![0i32; blocks * OC_BLOCK];
+        let w = |oc: usize, ic: usize, k: usize| -> i8 {
+            if ic < cin {
+                weights[(oc * cin + ic) * kk + k]
+            } else {
+                0
+            }
+        };
+        for (oc, correction) in correction.iter_mut().enumerate().take(cout) {
+            let (b, o) = (oc / OC_BLOCK, oc % OC_BLOCK);
+            let mut sum = 0i32;
+            for g in 0..groups {
+                for k in 0..kk {
+                    let four = [0, 1, 2, 3].map(|j| w(oc, 4 * g + j, k));
+                    sum += four.iter().map(|&v| v as i32).sum::<i32>();
+                    packed[((b * groups + g) * kk + k) * OC_BLOCK + o] =
+                        i32::from_le_bytes(four.map(|v| v as u8));
+                }
+            }
+            *correction = sum * input_quant.zero as i32;
+        }
+        let mut out_scale = vec![0.0; blocks * OC_BLOCK];
+        for (o, s) in out_scale.iter_mut().zip(weight_scales) {
+            *o = input_quant.scale * s;
+        }
+        let mut padded_bias = vec![0.0; blocks * OC_BLOCK];
+        padded_bias[..bias.len()].copy_from_slice(bias);
+        Ok(Self {
+            cin,
+            cout,
+            kernel,
+            groups,
+            packed,
+            correction,
+            out_scale,
+            bias: padded_bias,
+            input_quant,
+            pre,
+            post,
+            float,
+        })
+    }
+
+    pub fn input_channels(&self) -> usize {
+        self.cin
+    }
+
+    pub fn output_channels(&self) -> usize {
+        self.cout
+    }
+
+    pub fn kernel(&self) -> usize {
+        self.kernel
+    }
+
+    /// Multiply-accumulates per output pixel.
+    pub fn macs_per_pixel(&self) -> usize {
+        self.cin * self.cout * self.kernel * self.kernel
+    }
+
+    /// Run on one image with the best kernel of this CPU (see [`DirectConv::run_image`]
+    /// for the arguments).
+    pub fn run_image(
+        &self,
+        input: ArrayView2<'_, f32>,
+        h: usize,
+        w: usize,
+        residual: Residual<'_>,
+        output: ArrayViewMut2<'_, f32>,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Result<(), ConvError> {
+        self.run_image_with(QuantKernel::detect(), input, h, w, residual, output, pool)
+    }
+
+    /// Run with a given kernel; [`QuantKernel::Float`] runs anywhere, an integer kernel
+    /// the CPU lacks is refused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_image_with(
+        &self,
+        kernel: QuantKernel,
+        input: ArrayView2<'_, f32>,
+        h: usize,
+        w: usize,
+        residual: Residual<'_>,
+        mut output: ArrayViewMut2<'_, f32>,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Result<(), ConvError> {
+        match kernel {
+            QuantKernel::Float => self.float.run_image(input, h, w, residual, output, pool),
+            QuantKernel::Avx512Vnni => {
+                if QuantKernel::detect() != QuantKernel::Avx512Vnni {
+                    return Err(ConvError::Unsupported("this CPU has no AVX512-VNNI".into()));
+                }
+                let (input, residual) =
+                    check_shapes(self.cin, self.cout, h, w, input, residual, output.dim())?;
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let job = |start: usize, chunk: ArrayViewMut2<'_, f32>| {
+                        let run = QRun {
+                            conv: self,
+                            input,
+                            residual,
+                            h,
+                            w,
+                            start,
+                            out: chunk,
+                        };
+                        call_vnni(run)
+                    };
+                    for_each_run(self.kernel, self.cin, h, w, output.view_mut(), pool, &job);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (input, residual, &mut output, pool);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One run of output pixels `[start, start + out.ncols())` of every output channel.
+#[cfg(target_arch = "x86_64")]
+struct QRun<'a, 'o> {
+    conv: &'a QuantConv,
+    input: &'a [f32],
+    residual: Source<'a>,
+    h: usize,
+    w: usize,
+    start: usize,
+    out: ArrayViewMut2<'o, f32>,
+}
+
+/// The one `unsafe` of skipseg: calling a function compiled for CPU features that are
+/// checked at run time right here.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn call_vnni(run: QRun<'_, '_>) {
+    if QuantKernel::detect() == QuantKernel::Avx512Vnni {
+        // SAFETY: `run_vnni` is sound on any CPU with the features it enables, and
+        // `detect` has just found avx512f, avx512bw and avx512vnni on this one.
+        unsafe { run_vnni(run) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn run_vnni(mut run: QRun<'_, '_>) {
+    use std::arch::x86_64::*;
+    let conv = run.conv;
+    let (kernel, groups) = (conv.kernel, conv.groups);
+    let kk = kernel * kernel;
+    let blocks = conv.cout.div_ceil(OC_BLOCK);
+    let plane = run.h * run.w;
+    let len = run.out.ncols();
+    let q = conv.input_quant;
+    let (rows, row_len) = if kernel == 3 {
+        (len / run.w, run.w)
+    } else {
+        (1, len)
+    };
+    let budget = PANEL_BYTES[(kernel == 3) as usize];
+    let seg_len = ((budget / (kernel * groups * 4)) / STRIP * STRIP).max(STRIP);
+    let padded_len = seg_len.min(row_len).div_ceil(STRIP) * STRIP;
+    // panel: [groups][kernel rows][pw pixels] of four u8 codes (4 input channels) in a
+    // u32; the zero point (dequantized 0.0) wherever the conv pads or a channel is
+    // padding
+    let pw = padded_len + kernel - 1;
+    let mut panel = vec![0u32; groups * kernel * pw];
+    let mut codes: [Vec<u8>; 4] = std::array::from_fn(|_| vec![q.zero; pw]);
+    let mut floats = vec![0.0f32; pw];
+    let mut values = [0.0f32; STRIP];
+    let mut rtile = [0.0f32; STRIP];
+    for r in 0..rows {
+        let mut seg0 = 0;
+        while seg0 < row_len {
+            let seg = seg_len.min(row_len - seg0);
+            let base = run.start + r * row_len + seg0;
+            // 1. transformed, quantized input, four channels interleaved per pixel
+            for g in 0..groups {
+                for ky in 0..kernel {
+                    for (lane, codes) in codes.iter_mut().enumerate() {
+                        let ic = 4 * g + lane;
+                        // columns of the panel row that hold image pixels
+                        let (first, count) = if ic >= conv.cin {
+                            (0, 0)
+                        } else if kernel == 3 {
+                            let (y, x_start) = (base / run.w, base % run.w);
+                            let sy = y as isize + ky as isize - 1;
+                            if sy < 0 || sy >= run.h as isize {
+                                (0, 0)
+                            } else {
+                                let row = &run.input[ic * plane + sy as usize * run.w..][..run.w];
+                                let lo = x_start.saturating_sub(1);
+                                let hi = (x_start + seg + 1).min(run.w);
+                                let first = lo + 1 - x_start;
+                                conv.pre.apply_row_float(
+                                    ic,
+                                    &row[lo..hi],
+                                    &mut floats[first..first + hi - lo],
+                                );
+                                (first, hi - lo)
+                            }
+                        } else {
+                            let src = &run.input[ic * plane + base..][..seg];
+                            conv.pre.apply_row_float(ic, src, &mut floats[..seg]);
+                            (0, seg)
+                        };
+                        codes[..first].fill(q.zero);
+                        for (c, &f) in codes[first..first + count]
+                            .iter_mut()
+                            .zip(&floats[first..first + count])
+                        {
+                            *c = q.quantize(f);
+                        }
+                        codes[first + count..].fill(q.zero);
+                    }
+                    let dst = &mut panel[(g * kernel + ky) * pw..][..pw];
+                    let [c0, c1, c2, c3] = &codes;
+                    for ((((d, &a), &b), &c), &e) in dst.iter_mut().zip(c0).zip(c1).zip(c2).zip(c3)
+                    {
+                        *d = u32::from_le_bytes([a, b, c, e]);
+                    }
+                }
+            }
+            // 2. blocks of 8 output channels, 32 pixels at a time, in i32
+            for b in 0..blocks {
+                let wb = &conv.packed[b * groups * kk * OC_BLOCK..][..groups * kk * OC_BLOCK];
+                let mut x0 = 0;
+                while x0 < seg {
+                    let mut acc = [[_mm512_setzero_si512(); 2]; OC_BLOCK];
+                    for (g, wg) in wb.chunks_exact(kk * OC_BLOCK).enumerate() {
+                        for ky in 0..kernel {
+                            let row = &panel[(g * kernel + ky) * pw + x0..][..STRIP + kernel - 1];
+                            for kx in 0..kernel {
+                                let a0: __m512i = bytemuck::pod_read_unaligned(
+                                    bytemuck::cast_slice(&row[kx..kx + 16]),
+                                );
+                                let a1: __m512i = bytemuck::pod_read_unaligned(
+                                    bytemuck::cast_slice(&row[kx + 16..kx + 32]),
+                                );
+                                let wk: &[i32; OC_BLOCK] = wg[(ky * kernel + kx) * OC_BLOCK..]
+                                    [..OC_BLOCK]
+                                    .try_into()
+                                    .expect("a block of weights");
+                                for o in 0..OC_BLOCK {
+                                    let wv = _mm512_set1_epi32(wk[o]);
+                                    acc[o][0] = _mm512_dpbusd_epi32(acc[o][0], a0, wv);
+                                    acc[o][1] = _mm512_dpbusd_epi32(acc[o][1], a1, wv);
+                                }
+                            }
+                        }
+                    }
+                    // 3. requantize, residual, activation, store the valid part
+                    let n = STRIP.min(seg - x0);
+                    let local = r * row_len + seg0 + x0;
+                    for (o, acc_o) in acc.iter().enumerate() {
+                        let oc = b * OC_BLOCK + o;
+                        if oc >= conv.cout {
+                            break;
+                        }
+                        let ints: [i32; STRIP] = bytemuck::cast(*acc_o);
+                        let (corr, scale, bias) =
+                            (conv.correction[oc], conv.out_scale[oc], conv.bias[oc]);
+                        for (v, &i) in values.iter_mut().zip(&ints) {
+                            *v = (i - corr) as f32 * scale + bias;
+                        }
+                        let mut dst_row = run.out.row_mut(oc);
+                        let dst_row = dst_row.as_slice_mut().expect("output rows are contiguous");
+                        let dst = &mut dst_row[local..local + n];
+                        let vals = &mut values[..n];
+                        if let Some(res) = residual_strip(
+                            run.residual,
+                            oc,
+                            plane,
+                            run.w,
+                            run.start + local,
+                            dst,
+                            &mut rtile,
+                        ) {
+                            for (v, r) in vals.iter_mut().zip(res) {
+                                *v += r;
+                            }
+                        }
+                        store(vals, None, conv.post == Activation::Relu, dst);
+                    }
+                    x0 += STRIP;
+                }
+            }
+            seg0 += seg;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use proptest::prelude::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The definition, in integers then f64: quantize the transformed input, pad with
+    /// the zero point, sum (x - zero) * w in i64, scale, add bias and residual.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        h: usize,
+        w: usize,
+        x: &[f32],
+        wq: &[i8],
+        ws: &[f32],
+        bias: &[f32],
+        q: FakeQuant,
+        pre: &InputTransform,
+        residual: Option<&[f32]>,
+        post: Activation,
+    ) -> Vec<f32> {
+        let r = k as isize / 2;
+        let mut out = vec![0.0f32; cout * h * w];
+        let mut t = vec![0.0f32; 1];
+        for oc in 0..cout {
+            for y in 0..h {
+                for xx in 0..w {
+                    let mut acc = 0i64;
+                    for ic in 0..cin {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (sy, sx) =
+                                    (y as isize + ky as isize - r, xx as isize + kx as isize - r);
+                                let code =
+                                    if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
+                                        q.zero
+                                    } else {
+                                        let v = x[(ic * h + sy as usize) * w + sx as usize];
+                                        pre.apply_row_float(ic, &[v], &mut t);
+                                        q.quantize(t[0])
+                                    };
+                                acc += (code as i64 - q.zero as i64)
+                                    * wq[((oc * cin + ic) * k + ky) * k + kx] as i64;
+                            }
+                        }
+                    }
+                    let mut v = acc as f64 * q.scale as f64 * ws[oc] as f64 + bias[oc] as f64;
+                    if let Some(res) = residual {
+                        v += res[(oc * h + y) * w + xx] as f64;
+                    }
+                    if post == Activation::Relu {
+                        v = v.max(0.0);
+                    }
+                    out[(oc * h + y) * w + xx] = v as f32;
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        /// Both kernels agree with the integer definition: the integer one up to the
+        /// float rounding of the requantization (relative 1e-6 of the output's size), the
+        /// f32 one up to f32 sums of exactly representable products (1e-5 relative to
+        /// the sum of |terms|). Channel counts cover partial groups of 4 and blocks of 8.
+        #[test]
+        fn kernels_match_the_integer_definition(
+            cin in 1usize..21, cout in 1usize..19, k in prop::sample::select(vec![1usize, 3]),
+            h in 1usize..7, w in 1usize..75, seed in 0u64..500, zero in 0u8..=255,
+            relu in any::<bool>(), shift in any::<bool>(), with_residual in any::<bool>(),
+            threads in 1usize..3,
+        ) {
+            let x = values(cin * h * w, seed);
+            let wq: Vec<i8> = values(cout * cin * k * k, seed + 1)
+                .iter().map(|v| (v * 127.0).round() as i8).collect();
+            let ws: Vec<f32> = values(cout, seed + 2).iter().map(|v| (v.abs() + 0.1) / 100.0).collect();
+            let bias = values(cout, seed + 3);
+            let q = FakeQuant { scale: 2.0 / 255.0, zero };
+            let pre = InputTransform {
+                scale: None,
+                shift: shift.then(|| values(cin, seed + 4)),
+                relu,
+                fake_quant: None,
+            };
+            let res = with_residual.then(|| values(cout * h * w, seed + 5));
+            let post = Activation::None;
+            let conv = QuantConv::new(cin, cout, k, &wq, &ws, &bias, q, pre.clone(), post)
+                .expect("test setup");
+            let want = reference(cin, cout, k, h, w, &x, &wq, &ws, &bias, q, &pre, res.as_deref(), post);
+            let xin = Array2::from_shape_vec((cin, h * w), x.clone()).expect("test setup");
+            let rin = res.as_ref().map(|r| Array2::from_shape_vec((cout, h * w), r.clone()).expect("test setup"));
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("test setup");
+            let pool = (threads > 1).then_some(&pool);
+            let mut kernels = vec![QuantKernel::Float];
+            if QuantKernel::detect() == QuantKernel::Avx512Vnni {
+                kernels.push(QuantKernel::Avx512Vnni);
+            }
+            let terms = (cin * k * k) as f32 * 127.0 * 255.0 * q.scale * 0.0127 + 2.0;
+            for kernel in kernels {
+                let mut out = Array2::<f32>::from_elem((cout, h * w), f32::NAN);
+                let residual = match &rin { Some(r) => Residual::Add(r.view()), None => Residual::None };
+                conv.run_image_with(kernel, xin.view(), h, w, residual, out.view_mut(), pool)
+                    .expect("test setup");
+                let bound = if kernel == QuantKernel::Float { 1e-5 * terms } else { 1e-6 * terms };
+                for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                    prop_assert!((a - b).abs() <= bound, "{kernel:?} pixel {i}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_integer_kernel_is_used_where_the_cpu_has_it() {
+        let kernel = QuantKernel::detect();
+        eprintln!("int8 kernel on this CPU: {}", kernel.name());
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            assert_eq!(kernel, QuantKernel::Avx512Vnni);
+        } else {
+            eprintln!("NOTE: no AVX512-VNNI here: the integer kernel's tests are SKIPPED");
+        }
+    }
+}
