@@ -148,7 +148,7 @@ pub fn calibrate(
     windows: &[Array4<f32>],
     source_name: &str,
 ) -> Result<Calibration> {
-    let engine = |e: anyhow::Error| Error::Engine {
+    let engine = |e: TractError| Error::Engine {
         source_name: source_name.to_string(),
         reason: format!("calibration: {e:#}"),
     };

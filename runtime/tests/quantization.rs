@@ -1,0 +1,202 @@
+//! The parity ladder of quantization: the float model run by tract alone, the model
+//! skipseg runs (batch norms folded, fused f32 kernels), and the int8 model skipseg's
+//! `quantize` writes (run on this CPU's int8 kernel), on the golden fixtures and on the
+//! shipped model with real ISBI slices. Each rung prints max and mean absolute
+//! difference of the probabilities and the share of pixels whose 0.5 decision agrees.
+//!
+//! Tolerances, and why:
+//! - folded vs float: max 1e-4 (the same sums in another order, see tests/fusion.rs);
+//! - int8 vs float: at least 99.5 % of 0.5 decisions agree (the bar for a
+//!   usable int8 model) and the mean absolute difference is at most 0.01: each conv's
+//!   input is rounded to 1/255 of its range (about 0.2 % of it), and these errors add
+//!   up over the ~20 convs of a path; a wrong scale, zero point or channel order moves
+//!   most pixels by far more (measured: see the printed table and docs/PERFORMANCE.md).
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array4;
+use skipseg_runtime::calibrate::{self, RangeMethod};
+use skipseg_runtime::kernels::qconv::QuantKernel;
+use skipseg_runtime::onnx::{self, pb};
+use skipseg_runtime::passes::fold_batch_norms;
+use skipseg_runtime::{Options, Segmenter, io, npy};
+
+const HEADER: &str = "| model | rung | max abs | mean abs | 0.5 decisions agree | among decisive pixels | undecided (within 0.02 of 0.5) |\n|---|---|---|---|---|---|---|";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Rung {
+    max_abs: f32,
+    mean_abs: f64,
+    /// Share of pixels whose 0.5 decision agrees.
+    agree: f64,
+    /// The same among pixels whose reference probability is at least 0.02 from 0.5.
+    agree_decisive: f64,
+    /// Share of pixels within 0.02 of 0.5 in the reference.
+    undecided: f64,
+}
+
+fn compare(a: &[Array4<f32>], b: &[Array4<f32>]) -> Rung {
+    let (mut max_abs, mut sum, mut agree, mut n) = (0.0f32, 0.0f64, 0usize, 0usize);
+    let (mut decisive, mut agree_decisive) = (0usize, 0usize);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.shape(), y.shape());
+        for (p, q) in x.iter().zip(y.iter()) {
+            let d = (p - q).abs();
+            max_abs = max_abs.max(d);
+            sum += d as f64;
+            let same = (*p >= 0.5) == (*q >= 0.5);
+            agree += same as usize;
+            if (p - 0.5).abs() >= 0.02 {
+                decisive += 1;
+                agree_decisive += same as usize;
+            }
+            n += 1;
+        }
+    }
+    Rung {
+        max_abs,
+        mean_abs: sum / n as f64,
+        agree: agree as f64 / n as f64,
+        agree_decisive: agree_decisive as f64 / decisive.max(1) as f64,
+        undecided: 1.0 - decisive as f64 / n as f64,
+    }
+}
+
+fn run(seg: &Segmenter, inputs: &[Array4<f32>]) -> Vec<Array4<f32>> {
+    inputs
+        .iter()
+        .map(|x| seg.run(x.view().into_dyn()).expect("runs"))
+        .collect()
+}
+
+/// float (tract alone), folded (skipseg's f32 path) and int8 outputs on `inputs`.
+fn ladder(
+    label: &str,
+    proto: &pb::ModelProto,
+    calibration: &[Array4<f32>],
+    inputs: &[Array4<f32>],
+) -> (Rung, Rung, Rung) {
+    let float = Segmenter::with_options(
+        proto.clone(),
+        label,
+        &Options {
+            fold_batch_norm: false,
+            fuse_convolutions: false,
+            threads: 1,
+        },
+    )
+    .expect("float");
+    let folded =
+        Segmenter::with_options(proto.clone(), label, &Options::default()).expect("folded");
+    let mut f = proto.clone();
+    fold_batch_norms(&mut f, label).expect("folds");
+    let cal = calibrate::calibrate(&f, calibration, label).expect("calibrates");
+    let (q, report) =
+        calibrate::quantize_with(&f, &cal, RangeMethod::MinMax, label).expect("quantizes");
+    assert!(report.left.is_empty(), "{label}: {:?}", report.left);
+    let int8 = Segmenter::from_proto(q, label).expect("int8 loads");
+    let (a, b, c) = (
+        run(&float, inputs),
+        run(&folded, inputs),
+        run(&int8, inputs),
+    );
+    let (fold, int8_vs_float, int8_vs_folded) = (compare(&a, &b), compare(&a, &c), compare(&b, &c));
+    for (name, r) in [
+        ("folded vs float", &fold),
+        ("int8 vs float", &int8_vs_float),
+        ("int8 vs folded", &int8_vs_folded),
+    ] {
+        eprintln!(
+            "| {label} | {name} | {:.2e} | {:.2e} | {:.3} % | {:.3} % | {:.2} % |",
+            r.max_abs,
+            r.mean_abs,
+            100.0 * r.agree,
+            100.0 * r.agree_decisive,
+            100.0 * r.undecided,
+        );
+    }
+    (fold, int8_vs_float, int8_vs_folded)
+}
+
+/// `all_pixels`: hold every pixel to the 99.5 % bar (a trained model on real images);
+/// otherwise only those the float model decides by at least 0.02 (random-weight fixtures
+/// put many pixels at the boundary, where a 1e-3 change flips the decision).
+fn check(label: &str, all_pixels: bool, (fold, int8, int8_folded): (Rung, Rung, Rung)) {
+    assert!(
+        fold.max_abs <= 1e-4,
+        "{label}: folding moved outputs by {}",
+        fold.max_abs
+    );
+    for (what, r) in [("float", &int8), ("folded", &int8_folded)] {
+        let agree = if all_pixels {
+            r.agree
+        } else {
+            r.agree_decisive
+        };
+        assert!(
+            agree >= 0.995,
+            "{label}: int8 agrees with {what} on {:.3} %",
+            100.0 * agree
+        );
+        assert!(
+            r.mean_abs <= 0.01,
+            "{label}: int8 vs {what} mean abs diff {}",
+            r.mean_abs
+        );
+    }
+}
+
+#[test]
+fn quantization_ladder_on_the_shipped_model_and_isbi_slices() {
+    eprintln!("int8 kernel: {}", QuantKernel::detect().name());
+    let proto = onnx::read_model(&root().join("models/isbi-small.onnx")).expect("model");
+    let meta = onnx::ModelMeta::from_model(&proto, "isbi-small").expect("meta");
+    let windows = |names: &[&str]| -> Vec<Array4<f32>> {
+        names
+            .iter()
+            .map(|n| {
+                let s =
+                    io::read_slices(&root().join(format!("data/isbi2012/train/images/{n}.png")))
+                        .expect("slice")
+                        .remove(0);
+                calibrate::window(s.pixels.view(), &meta, 512).expect("window")
+            })
+            .collect()
+    };
+    // calibrate on training slices, compare on validation slices
+    let cal = windows(&["00", "05", "10", "15", "20"]);
+    let val = windows(&["25", "27", "29"]);
+    eprintln!("{HEADER}");
+    check("isbi-small", true, ladder("isbi-small", &proto, &cal, &val));
+}
+
+#[test]
+fn quantization_ladder_on_the_fixtures() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures"))
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
+    dirs.sort();
+    eprintln!("{HEADER}");
+    for dir in dirs {
+        let proto = onnx::read_model(&dir.join("model.onnx")).expect("model");
+        let inputs: Vec<Array4<f32>> = (0..2)
+            .map(|k| {
+                npy::read(&dir.join(format!("input{k}.npy")))
+                    .expect("input")
+                    .into_dimensionality()
+                    .expect("4-D")
+            })
+            .collect();
+        let label = dir
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        check(&label, false, ladder(&label, &proto, &inputs, &inputs));
+    }
+}
