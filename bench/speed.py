@@ -92,6 +92,21 @@ def main() -> int:
         print(f"| {r['model']} | {r['size']}² | {r['threads']} | {a['median_ms']:.1f} | {b['median_ms']:.1f} | "
               f"{r['gflop'] / a['median_ms'] * 1e3:.1f} | {r['gflop'] / b['median_ms'] * 1e3:.1f} | "
               f"**{r['ratio']:.2f}** | {a['startup_ms']:.0f} | {b['startup_ms']:.0f} |")
+    # int8 rows next to the float peer: ours int8 / onnxruntime fp32 (the goal)
+    by_key = {(r["model"], r["size"], r["threads"]): r for r in rows}
+    int8 = [r for r in rows if r["model"].endswith("-int8") and
+            (r["model"][:-5], r["size"], r["threads"]) in by_key]
+    if int8:
+        print()
+        print("| model | window | threads | ours int8 ms | ORT int8 ms (its quantizer) | ORT fp32 ms | "
+              "ours int8 / ORT fp32 | ours int8 / ORT int8 | ORT int8 / ORT fp32 |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in int8:
+            f = by_key[(r["model"][:-5], r["size"], r["threads"])]
+            a, b, c = r["ours"]["median_ms"], r["onnxruntime"]["median_ms"], f["onnxruntime"]["median_ms"]
+            r["ratio_to_ort_fp32"] = a / c
+            print(f"| {r['model'][:-5]} | {r['size']}² | {r['threads']} | {a:.1f} | {b:.1f} | {c:.1f} | "
+                  f"**{a / c:.2f}** | {a / b:.2f} | {b / c:.2f} |")
     out = args.out or os.path.join(ROOT, "bench", "results",
                                    f"speed-{datetime.date.today().isoformat()}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)

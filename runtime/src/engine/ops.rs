@@ -11,7 +11,7 @@ use tract_onnx::pb::NodeProto;
 use crate::kernels::conv::{
     Activation, ConvError, DirectConv, FakeQuant, InputTransform, Residual,
 };
-use crate::kernels::qconv::{QuantConv, QuantKernel};
+use crate::kernels::qconv::QuantConv;
 use crate::passes::fuse_conv::{FUSED_CONV, FUSED_QCONV};
 
 /// tract's ONNX front end with skipseg's operators registered.
@@ -269,7 +269,7 @@ impl Op for FusedConv {
             "{}{}x{} {}->{}{}",
             match c {
                 ConvKernel::Float(_) => String::new(),
-                ConvKernel::Int8(_) => format!("{} ", QuantKernel::detect().name()),
+                ConvKernel::Int8(q) => format!("{} ", q.kernel_choice().name()),
             },
             c.kernel(),
             c.kernel(),
