@@ -3,11 +3,12 @@
 //! compute.
 //!
 //! - onnxruntime without graph optimisations runs each QuantizeLinear, DequantizeLinear
-//!   and float Conv literally: the definition. skipseg's integer kernels must match it up
-//!   to the order of float sums, which only matters where a value lands within rounding
-//!   of a quantization step and its code moves by one: mean abs <= 1e-5, 99.99 % of 0.5
-//!   decisions (measured 8e-7 and 100 %); a wrong zero point, scale or weight layout
-//!   moves the mean by 1e-2 or more.
+//!   and float Conv literally: the definition. skipseg's kernels (integer, or the f32
+//!   emulation for the thinnest convs) must match it up to the order of float sums, which
+//!   only matters where a value lands within rounding of a quantization step and its
+//!   code moves by one: mean abs <= 1e-4, 99.99 % of 0.5 decisions (measured 8e-7 with
+//!   every conv on the integer kernel, 1.3e-5 with the thin ones emulated, 99.999 %); a
+//!   wrong zero point, scale or weight layout moves the mean by 1e-2 or more.
 //! - onnxruntime with its default optimisations fuses the pattern into its own integer
 //!   kernels, which round differently (measured vs the literal run: mean abs 7e-4,
 //!   99.93 % of decisions): held to mean abs 1e-2 and 99.5 % of decisions, the ladder's
@@ -65,7 +66,7 @@ fn onnxruntime_runs_the_int8_model_as_skipseg_does() {
     );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
     assert_eq!(v["checker"], "ok");
-    for (label, mean_bound, agree_bound) in [("literal", 1e-5, 0.9999), ("optimised", 1e-2, 0.995)]
+    for (label, mean_bound, agree_bound) in [("literal", 1e-4, 0.9999), ("optimised", 1e-2, 0.995)]
     {
         let r = &v[label];
         let (max_abs, mean_abs, agree) = (
