@@ -178,6 +178,20 @@ impl Segmenter {
         Ok(out)
     }
 
+    /// Run several independent windows (e.g. the symmetries of one tile): concurrently
+    /// on the thread pool when there is one (each window is a task; its convolutions
+    /// still split into tasks that idle threads steal), in order otherwise. Outputs come
+    /// in the order of `inputs`.
+    pub fn run_many(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<Array4<f32>>> {
+        match &self.executor {
+            Some(tract_linalg::multithread::Executor::MultiThread(pool)) if inputs.len() > 1 => {
+                use rayon::prelude::*;
+                pool.install(|| inputs.par_iter().map(|x| self.run(x.view())).collect())
+            }
+            _ => inputs.iter().map(|x| self.run(x.view())).collect(),
+        }
+    }
+
     /// Input sizes (height, width) with a compiled plan, most recently used first.
     pub fn cached_plan_sizes(&self) -> Vec<(usize, usize)> {
         let plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
@@ -432,13 +446,18 @@ pub fn segment_tiled(
     let channels = seg.meta().arch.in_channels;
     let symmetries = how.averaging.symmetries();
     let mut run_window = |window: ArrayView2<'_, f32>| -> Result<Array2<f32>> {
+        let inputs: Vec<Array4<f32>> = symmetries
+            .iter()
+            .map(|t| {
+                let seen = t.apply(window);
+                let (h, w) = seen.dim();
+                Array4::from_shape_fn((1, channels, h, w), |(_, _, y, x)| norm.apply(seen[[y, x]]))
+            })
+            .collect();
+        let views: Vec<ArrayViewD<'_, f32>> = inputs.iter().map(|x| x.view().into_dyn()).collect();
+        let outputs = seg.run_many(&views)?;
         let mut sum: Option<Array2<f32>> = None;
-        for t in &symmetries {
-            let seen = t.apply(window);
-            let (h, w) = seen.dim();
-            let input =
-                Array4::from_shape_fn((1, channels, h, w), |(_, _, y, x)| norm.apply(seen[[y, x]]));
-            let out = seg.run(input.view().into_dyn())?;
+        for (t, out) in symmetries.iter().zip(outputs) {
             let out = t.undo(out.index_axis(Axis(0), 0).index_axis(Axis(0), 0));
             sum = Some(match sum {
                 Some(acc) => acc + out,
