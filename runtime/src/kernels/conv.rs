@@ -15,6 +15,8 @@
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use pulp::{Simd, WithSimd};
 
+use super::winograd::{WinogradRun, WinogradWeights};
+
 /// Output channels per packed weight block (the register tile covers 8 or 2 x 4).
 pub const OC_BLOCK: usize = 8;
 
@@ -122,7 +124,14 @@ pub struct DirectConv {
     bias: Vec<f32>,
     pre: InputTransform,
     post: Activation,
+    /// The Winograd form of a wide 3x3 convolution (see [`WINOGRAD_MIN_CHANNELS`]).
+    winograd: Option<WinogradWeights>,
 }
+
+/// 3x3 convolutions with at least this many input and output channels run as Winograd
+/// F(2x2, 3x3) ([`super::winograd`]); narrower ones spend more on the transforms than the
+/// 2.25x fewer multiplications save.
+pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// Why a convolution cannot run on these kernels.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,6 +197,9 @@ impl DirectConv {
         }
         let mut padded_bias = vec![0.0; blocks * block];
         padded_bias[..bias.len()].copy_from_slice(bias);
+        let winograd =
+            (kernel == 3 && cin >= WINOGRAD_MIN_CHANNELS && cout >= WINOGRAD_MIN_CHANNELS)
+                .then(|| WinogradWeights::new(weights, cin, cout));
         Ok(Self {
             cin,
             cout,
@@ -197,6 +209,7 @@ impl DirectConv {
             bias: padded_bias,
             pre,
             post,
+            winograd,
         })
     }
 
@@ -231,6 +244,33 @@ impl DirectConv {
     ) -> Result<(), ConvError> {
         let (input, residual) =
             check_shapes(self.cin, self.cout, h, w, input, residual, output.dim())?;
+        if let Some(weights) = &self.winograd {
+            let job = |start: usize, chunk: ArrayViewMut2<'_, f32>| {
+                pulp::Arch::new().dispatch(WinogradRun {
+                    weights,
+                    pre: &self.pre,
+                    bias: &self.bias,
+                    post: self.post,
+                    input,
+                    residual,
+                    h,
+                    w,
+                    start,
+                    out: chunk,
+                })
+            };
+            for_each_run(
+                self.kernel,
+                2,
+                self.cin,
+                h,
+                w,
+                output.view_mut(),
+                pool,
+                &job,
+            );
+            return Ok(());
+        }
         let job = |start: usize, chunk: ArrayViewMut2<'_, f32>| {
             pulp::Arch::new().dispatch(Run {
                 conv: self,
@@ -242,8 +282,22 @@ impl DirectConv {
                 out: chunk,
             })
         };
-        for_each_run(self.kernel, self.cin, h, w, output.view_mut(), pool, &job);
+        for_each_run(
+            self.kernel,
+            1,
+            self.cin,
+            h,
+            w,
+            output.view_mut(),
+            pool,
+            &job,
+        );
         Ok(())
+    }
+
+    /// Whether this convolution runs as Winograd F(2x2, 3x3).
+    pub fn is_winograd(&self) -> bool {
+        self.winograd.is_some()
     }
 }
 
@@ -294,10 +348,13 @@ pub(crate) fn check_shapes<'a, 'r>(
 }
 
 /// Cut the output `[cout, h*w]` into runs, whole rows for 3x3 (the panel holds 3 input
-/// rows per channel), pixel ranges for 1x1, small enough for a panel and several per
-/// thread, and call `job(first pixel, run)` for each, on `pool`'s threads if any.
+/// rows per channel; `row_multiple` rows at a time), pixel ranges for 1x1, small enough
+/// for a panel and several per thread, and call `job(first pixel, run)` for each, on
+/// `pool`'s threads if any.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn for_each_run(
     kernel: usize,
+    row_multiple: usize,
     cin: usize,
     h: usize,
     w: usize,
@@ -307,13 +364,13 @@ pub(crate) fn for_each_run(
 ) {
     let plane = h * w;
     let threads = pool.map_or(1, |p| p.current_num_threads());
-    let unit = if kernel == 3 { w } else { 1 };
+    let unit = if kernel == 3 { w * row_multiple } else { 1 };
     let max_units = if kernel == 3 {
         usize::MAX
     } else {
         (PANEL_FLOATS / cin).clamp(64, 4096)
     };
-    let units = plane / unit;
+    let units = plane.div_ceil(unit);
     let per_run = units
         .div_ceil(threads * 4)
         .clamp(1, max_units)
@@ -441,7 +498,7 @@ impl WithSimd for Run<'_, '_> {
 /// size `h/2 x w/2` repeated x2 in both directions.
 #[inline(always)]
 pub(crate) fn upsampled_strip(half: &[f32], w: usize, p0: usize, dst: &mut [f32]) {
-    let hw = w / 2;
+    let hw = w.div_ceil(2);
     let mut p = p0;
     let mut rest = dst;
     while !rest.is_empty() {
@@ -449,8 +506,21 @@ pub(crate) fn upsampled_strip(half: &[f32], w: usize, p0: usize, dst: &mut [f32]
         let n = (w - x).min(rest.len());
         let (now, later) = rest.split_at_mut(n);
         let src = &half[(y / 2) * hw..][..hw];
-        for (i, d) in now.iter_mut().enumerate() {
-            *d = src[(x + i) / 2];
+        // an odd first column, then pairs (vectorises), then an odd last column
+        let (head, body) = now.split_at_mut(x % 2);
+        if let Some(d) = head.first_mut() {
+            *d = src[x / 2];
+        }
+        let first = x.div_ceil(2);
+        let npairs = body.len() / 2;
+        let mut pairs = body.chunks_exact_mut(2);
+        for (pair, &v) in (&mut pairs).zip(&src[first..]) {
+            pair[0] = v;
+            pair[1] = v;
+        }
+        let tail = pairs.into_remainder();
+        if let Some(d) = tail.first_mut() {
+            *d = src[first + npairs];
         }
         rest = later;
         p += n;
@@ -459,67 +529,67 @@ pub(crate) fn upsampled_strip(half: &[f32], w: usize, p0: usize, dst: &mut [f32]
 
 /// `NV` vectors from `xs` (at least `NV * lanes` long).
 #[inline(always)]
-fn load<S: Simd, const NV: usize>(simd: S, xs: &[f32]) -> [S::f32s; NV] {
+pub(crate) fn load<S: Simd, const NV: usize>(simd: S, xs: &[f32]) -> [S::f32s; NV] {
     let (v, _) = S::as_simd_f32s(xs);
     let mut out = [simd.splat_f32s(0.0); NV];
     out.copy_from_slice(&v[..NV]);
     out
 }
 
-impl Run<'_, '_> {
-    /// Accumulators of one strip of `NV * lanes` pixels from `x0` for `OB` channels.
-    /// `panel`: `[cin][kernel rows][pw]`; `wb`: this block's weights
-    /// `[cin][kernel * kernel][block]`, of which channels `[off, off + OB)`.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn strip<S: Simd, const OB: usize, const NV: usize>(
-        simd: S,
-        kernel: usize,
-        panel: &[f32],
-        pw: usize,
-        x0: usize,
-        wb: &[f32],
-        block: usize,
-        off: usize,
-        bias: &[f32],
-    ) -> [[S::f32s; NV]; OB] {
-        let lanes = S::F32_LANES;
-        let strip = NV * lanes;
-        let mut acc = [[simd.splat_f32s(0.0); NV]; OB];
-        for (acc_o, &b) in acc.iter_mut().zip(bias) {
-            *acc_o = [simd.splat_f32s(b); NV];
-        }
-        if kernel == 1 {
-            for (row, wk) in panel.chunks_exact(pw).zip(wb.chunks_exact(block)) {
-                let iv = load::<S, NV>(simd, &row[x0..x0 + strip]);
-                let wk = &wk[off..off + OB];
-                for o in 0..OB {
-                    let wo = simd.splat_f32s(wk[o]);
-                    for v in 0..NV {
-                        acc[o][v] = simd.mul_add_e_f32s(iv[v], wo, acc[o][v]);
-                    }
+/// Accumulators of one strip of `NV * lanes` pixels from `x0` for `OB` channels.
+/// `panel`: `[cin][kernel rows][pw]`; `wb`: this block's weights
+/// `[cin][kernel * kernel][block]`, of which channels `[off, off + OB)`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn strip_acc<S: Simd, const OB: usize, const NV: usize>(
+    simd: S,
+    kernel: usize,
+    panel: &[f32],
+    pw: usize,
+    x0: usize,
+    wb: &[f32],
+    block: usize,
+    off: usize,
+    bias: &[f32],
+) -> [[S::f32s; NV]; OB] {
+    let lanes = S::F32_LANES;
+    let strip = NV * lanes;
+    let mut acc = [[simd.splat_f32s(0.0); NV]; OB];
+    for (acc_o, &b) in acc.iter_mut().zip(bias) {
+        *acc_o = [simd.splat_f32s(b); NV];
+    }
+    if kernel == 1 {
+        for (row, wk) in panel.chunks_exact(pw).zip(wb.chunks_exact(block)) {
+            let iv = load::<S, NV>(simd, &row[x0..x0 + strip]);
+            let wk = &wk[off..off + OB];
+            for o in 0..OB {
+                let wo = simd.splat_f32s(wk[o]);
+                for v in 0..NV {
+                    acc[o][v] = simd.mul_add_e_f32s(iv[v], wo, acc[o][v]);
                 }
             }
-        } else {
-            for (rows, wk) in panel.chunks_exact(3 * pw).zip(wb.chunks_exact(9 * block)) {
-                for (ky, row) in rows.chunks_exact(pw).enumerate() {
-                    let row = &row[x0..x0 + strip + 2];
-                    for kx in 0..3 {
-                        let iv = load::<S, NV>(simd, &row[kx..]);
-                        let wk = &wk[(ky * 3 + kx) * block + off..][..OB];
-                        for o in 0..OB {
-                            let wo = simd.splat_f32s(wk[o]);
-                            for v in 0..NV {
-                                acc[o][v] = simd.mul_add_e_f32s(iv[v], wo, acc[o][v]);
-                            }
+        }
+    } else {
+        for (rows, wk) in panel.chunks_exact(3 * pw).zip(wb.chunks_exact(9 * block)) {
+            for (ky, row) in rows.chunks_exact(pw).enumerate() {
+                let row = &row[x0..x0 + strip + 2];
+                for kx in 0..3 {
+                    let iv = load::<S, NV>(simd, &row[kx..]);
+                    let wk = &wk[(ky * 3 + kx) * block + off..][..OB];
+                    for o in 0..OB {
+                        let wo = simd.splat_f32s(wk[o]);
+                        for v in 0..NV {
+                            acc[o][v] = simd.mul_add_e_f32s(iv[v], wo, acc[o][v]);
                         }
                     }
                 }
             }
         }
-        acc
     }
+    acc
+}
 
+impl Run<'_, '_> {
     #[inline(always)]
     fn go<S: Simd, const OB: usize, const NV: usize>(mut self, simd: S) {
         let conv = self.conv;
@@ -593,7 +663,7 @@ impl Run<'_, '_> {
                         }
                         let mut x0 = 0;
                         while x0 < seg {
-                            let acc = Self::strip::<S, OB, NV>(
+                            let acc = strip_acc::<S, OB, NV>(
                                 simd,
                                 kernel,
                                 &panel,
@@ -754,12 +824,110 @@ mod tests {
             .collect()
     }
 
+    /// The kernel against the direct definition in f64 for one configuration; errors
+    /// are bounded by 4e-4 per term (values in [-1, 1]; f32 sums of at most 9 * 40 terms,
+    /// and Winograd's transforms, stay far below).
+    #[allow(clippy::too_many_arguments)]
+    fn check_against_definition(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        hh: usize,
+        ww: usize,
+        seed: u64,
+        scale: bool,
+        shift: bool,
+        relu: bool,
+        mode: usize,
+        post_relu: bool,
+        threads: usize,
+        odd: bool,
+        quant: Option<u8>,
+    ) -> Result<(), TestCaseError> {
+        // modes: 0 no residual, 1 added, 2 added up-sampled, 3 already in the output
+        let (h, w) = if mode == 2 || !odd {
+            (2 * hh, 2 * ww)
+        } else {
+            (2 * hh - 1, 2 * ww - 1)
+        };
+        let x = values(cin * h * w, seed);
+        let wt = values(cout * cin * k * k, seed + 1);
+        let bias = values(cout, seed + 2);
+        let pre = InputTransform {
+            scale: scale.then(|| values(cin, seed + 3)),
+            shift: shift.then(|| values(cin, seed + 4)),
+            relu,
+            fake_quant: quant.map(|zero| FakeQuant {
+                scale: 3.0 / 255.0,
+                zero,
+            }),
+        };
+        let half = values(cout * (h / 2) * (w / 2), seed + 5);
+        let res: Option<Vec<f32>> = match mode {
+            0 => None,
+            2 => Some(
+                (0..cout * h * w)
+                    .map(|i| {
+                        let (c, y, x) = (i / (h * w), i / w % h, i % w);
+                        half[(c * (h / 2) + y / 2) * (w / 2) + x / 2]
+                    })
+                    .collect(),
+            ),
+            _ => Some(values(cout * h * w, seed + 6)),
+        };
+        let post = if post_relu {
+            Activation::Relu
+        } else {
+            Activation::None
+        };
+        let conv =
+            DirectConv::new(cin, cout, k, &wt, &bias, pre.clone(), post).expect("test setup");
+        let xin = Array2::from_shape_vec((cin, h * w), x.clone()).expect("test setup");
+        let rin = res
+            .as_ref()
+            .map(|r| Array2::from_shape_vec((cout, h * w), r.clone()).expect("test setup"));
+        let hin = Array2::from_shape_vec((cout, (h / 2) * (w / 2)), half).expect("test setup");
+        let mut out = Array2::<f32>::from_elem((cout, h * w), f32::NAN);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("test setup");
+        let pool = (threads > 1).then_some(&pool);
+        let residual = match (mode, &rin) {
+            (1, Some(r)) => Residual::Add(r.view()),
+            (2, _) => Residual::AddUpsampled(hin.view()),
+            (3, Some(r)) => {
+                out.assign(r);
+                Residual::InOutput
+            }
+            _ => Residual::None,
+        };
+        conv.run_image(xin.view(), h, w, residual, out.view_mut(), pool)
+            .expect("test setup");
+        let want = reference(
+            cin,
+            cout,
+            k,
+            h,
+            w,
+            &x,
+            &wt,
+            &bias,
+            &pre,
+            res.as_deref(),
+            post,
+        );
+        let bound = (cin * k * k + 2) as f32 * 4.0 * 1e-4;
+        for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+            prop_assert!((a - b).abs() <= bound, "pixel {i}: {a} vs {b}");
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
-        /// Any channel counts (blocks and partial blocks), sizes (partial strips),
-        /// kernels, transforms, residuals and thread counts agree with the direct
-        /// definition in f64 within 1e-4 relative to the sum of |terms| (f32
-        /// accumulation over at most 9 * 40 terms: ~360 * 2^-24 * |terms|, far below).
+        /// Any channel counts (blocks and partial blocks), sizes (partial strips, odd),
+        /// kernels, transforms, residuals and thread counts.
         #[test]
         fn matches_direct_definition(
             cin in 1usize..40, cout in 1usize..20, k in prop::sample::select(vec![1usize, 3]),
@@ -768,49 +936,23 @@ mod tests {
             mode in 0usize..4, post_relu in any::<bool>(), threads in 1usize..4, odd in any::<bool>(),
             quant in prop::option::of(0u8..=255),
         ) {
-            // modes: 0 no residual, 1 added, 2 added up-sampled, 3 already in the output
-            let (h, w) = if mode == 2 || !odd { (2 * hh, 2 * ww) } else { (2 * hh - 1, 2 * ww - 1) };
-            let x = values(cin * h * w, seed);
-            let wt = values(cout * cin * k * k, seed + 1);
-            let bias = values(cout, seed + 2);
-            let pre = InputTransform {
-                scale: scale.then(|| values(cin, seed + 3)),
-                shift: shift.then(|| values(cin, seed + 4)),
-                relu,
-                fake_quant: quant.map(|zero| FakeQuant { scale: 3.0 / 255.0, zero }),
-            };
-            let half = values(cout * (h / 2) * (w / 2), seed + 5);
-            let res: Option<Vec<f32>> = match mode {
-                0 => None,
-                2 => Some((0..cout * h * w).map(|i| {
-                    let (c, y, x) = (i / (h * w), i / w % h, i % w);
-                    half[(c * (h / 2) + y / 2) * (w / 2) + x / 2]
-                }).collect()),
-                _ => Some(values(cout * h * w, seed + 6)),
-            };
-            let post = if post_relu { Activation::Relu } else { Activation::None };
-            let conv = DirectConv::new(cin, cout, k, &wt, &bias, pre.clone(), post).expect("test setup");
-            let xin = Array2::from_shape_vec((cin, h * w), x.clone()).expect("test setup");
-            let rin = res.as_ref().map(|r| Array2::from_shape_vec((cout, h * w), r.clone()).expect("test setup"));
-            let hin = Array2::from_shape_vec((cout, (h / 2) * (w / 2)), half).expect("test setup");
-            let mut out = Array2::<f32>::from_elem((cout, h * w), f32::NAN);
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("test setup");
-            let pool = (threads > 1).then_some(&pool);
-            let residual = match (mode, &rin) {
-                (1, Some(r)) => Residual::Add(r.view()),
-                (2, _) => Residual::AddUpsampled(hin.view()),
-                (3, Some(r)) => {
-                    out.assign(r);
-                    Residual::InOutput
-                }
-                _ => Residual::None,
-            };
-            conv.run_image(xin.view(), h, w, residual, out.view_mut(), pool).expect("test setup");
-            let want = reference(cin, cout, k, h, w, &x, &wt, &bias, &pre, res.as_deref(), post);
-            let bound = (cin * k * k + 2) as f32 * 4.0 * 1e-4;
-            for (i, (a, b)) in out.iter().zip(&want).enumerate() {
-                prop_assert!((a - b).abs() <= bound, "pixel {i}: {a} vs {b}");
-            }
+            check_against_definition(cin, cout, k, hh, ww, seed, scale, shift, relu, mode,
+                post_relu, threads, odd, quant)?;
+        }
+
+        /// The same for the wide 3x3 convolutions, which run as Winograd F(2x2, 3x3).
+        #[test]
+        fn winograd_matches_direct_definition(
+            cin in WINOGRAD_MIN_CHANNELS..40, cout in WINOGRAD_MIN_CHANNELS..30,
+            hh in 1usize..6, ww in 1usize..40, seed in 0u64..1000,
+            scale in any::<bool>(), shift in any::<bool>(), relu in any::<bool>(),
+            mode in 0usize..4, post_relu in any::<bool>(), threads in 1usize..4, odd in any::<bool>(),
+        ) {
+            let conv = DirectConv::new(cin, cout, 3, &vec![0.0; cout * cin * 9], &[],
+                Default::default(), Activation::None).expect("test setup");
+            prop_assert!(conv.is_winograd());
+            check_against_definition(cin, cout, 3, hh, ww, seed, scale, shift, relu, mode,
+                post_relu, threads, odd, None)?;
         }
     }
 

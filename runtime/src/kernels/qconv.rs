@@ -269,7 +269,16 @@ impl QuantConv {
                         };
                         call_vnni(run)
                     };
-                    for_each_run(self.kernel, self.cin, h, w, output.view_mut(), pool, &job);
+                    for_each_run(
+                        self.kernel,
+                        1,
+                        self.cin,
+                        h,
+                        w,
+                        output.view_mut(),
+                        pool,
+                        &job,
+                    );
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 let _ = (input, residual, &mut output, pool);
