@@ -183,7 +183,30 @@ enum Switch {
     Off,
 }
 
+/// mimalloc returns memory freed for more than its purge delay to the kernel; the
+/// activation maps of a large window (512 MB a map for Table 1 at 2048²) are freed and
+/// allocated again every window, and faulting them back in cost 25 % of the run
+/// (docs/PERFORMANCE.md). The option is read from the environment only, so segment-run
+/// starts itself again with it set (same process id, arguments and environment
+/// otherwise) unless the user chose a value.
+const ALLOCATOR_SETTING: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "-1");
+
+fn configure_allocator() {
+    #[cfg(unix)]
+    if std::env::var_os(ALLOCATOR_SETTING.0).is_none()
+        && let Ok(exe) = std::env::current_exe()
+    {
+        use std::os::unix::process::CommandExt;
+        // exec returns only if it failed: then run as is
+        let _ = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(ALLOCATOR_SETTING.0, ALLOCATOR_SETTING.1)
+            .exec();
+    }
+}
+
 fn main() {
+    configure_allocator();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(2);
