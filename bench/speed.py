@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
@@ -49,6 +50,17 @@ def ort(python, model, size, threads, repeats):
     return json.loads(sh(cmd))
 
 
+def merge(results):
+    """One result from several rounds: every timed run, their median, the median
+    start-up."""
+    out = dict(results[0])
+    out["runs_ms"] = [r for res in results for r in res["runs_ms"]]
+    out["median_ms"] = statistics.median(out["runs_ms"])
+    out["startup_ms"] = statistics.median(res["startup_ms"] for res in results)
+    out["rounds"] = len(results)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default="target/release/segment-run")
@@ -58,6 +70,9 @@ def main() -> int:
     ap.add_argument("--sizes", default="512,2048")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternate the two engines this many times per row (windows up to 1024^2; "
+                         "larger ones run once: each run is long enough to average the noise)")
     ap.add_argument("--skip", action="append", default=[], help="LABEL@SIZE to leave out")
     ap.add_argument("--out", default=None, help="results file (default bench/results/speed-DATE.json)")
     args = ap.parse_args()
@@ -75,10 +90,17 @@ def main() -> int:
             if f"{label}@{size}" in args.skip:
                 continue
             for t in threads:
-                a = ours(args.binary, path, size, t, args.repeats)
-                b = ort(args.python, ort_path, size, t, args.repeats)
+                # alternate the engines so that a slow minute of this (virtual) machine
+                # hits both; the median is taken over every timed run of every round
+                rounds = args.rounds if size <= 1024 else 1
+                ra, rb = [], []
+                for _ in range(rounds):
+                    ra.append(ours(args.binary, path, size, t, args.repeats))
+                    rb.append(ort(args.python, ort_path, size, t, args.repeats))
+                a, b = merge(ra), merge(rb)
                 row = {"model": label, "file": path, "ort_file": ort_path, "size": size, "threads": t,
-                       "gflop": a["gflops"], "ours": a, "onnxruntime": b,
+                       "gflop": a["gflops"] if "gflops" in a else ra[0]["gflops"], "ours": a,
+                       "onnxruntime": b, "rounds": rounds,
                        "ratio": a["median_ms"] / b["median_ms"]}
                 rows.append(row)
                 print(f"  {label} {size}^2 {t} thread(s): ours {a['median_ms']:.1f} ms, "
@@ -114,8 +136,9 @@ def main() -> int:
         json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu,
                    "repeats": args.repeats, "rows": rows}, f, indent=1)
     os.replace(out + ".tmp", out)
-    print(f"\n(median of {args.repeats} runs after 2 warm-up runs, one process per measurement; "
-          f"ratio < 1: skipseg faster) -> {os.path.relpath(out, ROOT)}")
+    print(f"\n(median of {args.repeats} runs after 2 warm-up runs per process, {args.rounds} rounds "
+          f"alternating the engines up to 1024², one above; start-up: median over rounds; ratio < 1: "
+          f"skipseg faster) -> {os.path.relpath(out, ROOT)}")
     return 0
 
 
