@@ -268,6 +268,7 @@ impl Op for FusedConv {
         Ok(vec![format!(
             "{}{}x{} {}->{}{}",
             match c {
+                ConvKernel::Float(f) if f.is_winograd() => "winograd F(2x2,3x3) ".into(),
                 ConvKernel::Float(_) => String::new(),
                 ConvKernel::Int8(q) => format!("{} ", q.kernel_choice().name()),
             },
