@@ -8,16 +8,8 @@ use skipseg_runtime::{Segmenter, npy};
 
 const TOLERANCE: f32 = 1e-4;
 
-fn fixture_dirs() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .expect("fixtures folder exists")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("model.onnx").exists())
-        .collect();
-    dirs.sort();
-    dirs
-}
+mod common;
+use common::fixture_dirs;
 
 fn sorted(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)

@@ -2,15 +2,14 @@
 //! fused model against the same model run by tract alone (batch norms folded in both),
 //! on the golden fixture models and on the shipped model.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use skipseg_runtime::onnx::{self, op_histogram};
 use skipseg_runtime::passes::fuse_conv::FUSED_CONV;
 use skipseg_runtime::{Options, Segmenter, npy};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{fixture_dirs, max_abs, root};
 
 fn pair(path: &Path, threads: usize) -> (Segmenter, Segmenter) {
     let proto = onnx::read_model(path).expect("model");
@@ -45,12 +44,7 @@ const TOLERANCE: f32 = 1e-4;
 
 #[test]
 fn fused_equals_tract_on_fixtures_and_takes_every_conv() {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures"))
-        .expect("fixtures")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("model.onnx").exists())
-        .collect();
-    dirs.sort();
+    let dirs = fixture_dirs();
     assert!(dirs.len() >= 3);
     for dir in dirs {
         for threads in [1, 3] {
@@ -61,11 +55,7 @@ fn fused_equals_tract_on_fixtures_and_takes_every_conv() {
                 let x = npy::read(&dir.join(format!("input{k}.npy"))).expect("input");
                 let a = plain.run(x.view()).expect("tract");
                 let b = fused.run(x.view()).expect("fused");
-                let d = a
-                    .iter()
-                    .zip(b.iter())
-                    .map(|(p, q)| (p - q).abs())
-                    .fold(0.0f32, f32::max);
+                let d = max_abs(&a, &b);
                 eprintln!(
                     "{} input{k} threads {threads}: max abs diff {d:e}",
                     dir.display()
@@ -93,11 +83,7 @@ fn fused_equals_tract_on_the_shipped_model() {
     .into_dyn();
     let a = plain.run(x.view()).expect("tract");
     let b = fused.run(x.view()).expect("fused");
-    let d = a
-        .iter()
-        .zip(b.iter())
-        .map(|(p, q)| (p - q).abs())
-        .fold(0.0f32, f32::max);
+    let d = max_abs(&a, &b);
     eprintln!("isbi-small: max abs diff {d:e}");
     assert!(d <= TOLERANCE, "fused differs by {d}");
 }

@@ -12,8 +12,6 @@
 //!   up over the ~20 convs of a path; a wrong scale, zero point or channel order moves
 //!   most pixels by far more (measured: see the printed table and docs/PERFORMANCE.md).
 
-use std::path::{Path, PathBuf};
-
 use ndarray::Array4;
 use skipseg_runtime::calibrate::{self, RangeMethod};
 use skipseg_runtime::kernels::qconv::QuantKernel;
@@ -23,9 +21,8 @@ use skipseg_runtime::{Options, Segmenter, io, npy};
 
 const HEADER: &str = "| model | rung | max abs | mean abs | 0.5 decisions agree | among decisive pixels | undecided (within 0.02 of 0.5) |\n|---|---|---|---|---|---|---|";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{fixture_dirs, root};
 
 struct Rung {
     max_abs: f32,
@@ -175,14 +172,8 @@ fn quantization_ladder_on_the_shipped_model_and_isbi_slices() {
 
 #[test]
 fn quantization_ladder_on_the_fixtures() {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures"))
-        .expect("fixtures")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("model.onnx").exists())
-        .collect();
-    dirs.sort();
     eprintln!("{HEADER}");
-    for dir in dirs {
+    for dir in fixture_dirs() {
         let proto = onnx::read_model(&dir.join("model.onnx")).expect("model");
         let inputs: Vec<Array4<f32>> = (0..2)
             .map(|k| {

@@ -2,29 +2,16 @@
 //! receptive radius equals whole-image inference. Runs on the golden fixture models
 //! (three architectures with random weights and random batch-norm statistics).
 
-use std::path::{Path, PathBuf};
-
 use ndarray::Array2;
 use skipseg_runtime::onnx::{self, op_histogram};
 use skipseg_runtime::tiling::{Blend, TilePlan};
 use skipseg_runtime::{Options, Segmenter, npy, segment_image};
 
-fn fixtures() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
-    let mut v: Vec<_> = std::fs::read_dir(root)
-        .expect("fixtures")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("model.onnx").exists())
-        .collect();
-    v.sort();
-    v
-}
+mod common;
+use common::fixture_dirs as fixtures;
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    common::max_abs(a, b)
 }
 
 /// Tolerance 1e-5: folding changes the order of a few float operations per pixel

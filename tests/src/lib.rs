@@ -88,6 +88,27 @@ pub fn workspace_root() -> std::path::PathBuf {
 ///
 /// Returns `None` (after a loud message) when the venv cannot be created, e.g. without
 /// network; under CI (`CI` set) that is a failure instead, because CI installs it.
+/// Run an oracle script of `tests/oracle/` with the venv's `python` and `args`; its
+/// standard output (the test fails, showing both streams, if the script does).
+pub fn run_oracle(
+    python: &std::path::Path,
+    script: &str,
+    args: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>,
+) -> String {
+    let out = std::process::Command::new(python)
+        .arg(workspace_root().join("tests/oracle").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "oracle {script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 pub fn oracle_python(test: &str) -> Option<std::path::PathBuf> {
     let root = workspace_root();
     let python = root.join("target/oracle-venv/bin/python");

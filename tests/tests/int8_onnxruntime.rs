@@ -14,10 +14,8 @@
 //!   99.93 % of decisions): held to mean abs 1e-2 and 99.5 % of decisions, the ladder's
 //!   bar for int8 against float.
 
-use std::process::Command;
-
 use ndarray::Array4;
-use skipseg_parity::{oracle_python, workspace_root};
+use skipseg_parity::{oracle_python, run_oracle, workspace_root};
 use skipseg_runtime::calibrate::{self, RangeMethod};
 use skipseg_runtime::passes::fold_batch_norms;
 use skipseg_runtime::{Segmenter, io, npy, onnx};
@@ -53,17 +51,7 @@ fn onnxruntime_runs_the_int8_model_as_skipseg_does() {
         npy::write(&dir.join(format!("input{k}.npy")), x.view().into_dyn()).expect("npy");
         npy::write(&dir.join(format!("output{k}.npy")), y.view().into_dyn()).expect("npy");
     }
-    let out = Command::new(&python)
-        .arg(root.join("tests/oracle/ort_compare.py"))
-        .arg(&dir)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "oracle failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_oracle(&python, "ort_compare.py", [&dir]);
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
     assert_eq!(v["checker"], "ok");
     for (label, mean_bound, agree_bound) in [("literal", 1e-4, 0.9999), ("optimised", 1e-2, 0.995)]

@@ -5,12 +5,10 @@
 //! Tolerance 1e-3: with n >= 4096 foreground pixels the normalisation difference is
 //! below 5e-4, while a wrong contingency table or log base moves scores by > 1e-2.
 
-use std::process::Command;
-
 use ndarray::ArrayD;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use skipseg_parity::{oracle_python, workspace_root};
+use skipseg_parity::{oracle_python, run_oracle, workspace_root};
 use skipseg_runtime::metrics::{components4, scores};
 use skipseg_runtime::{io, npy};
 
@@ -72,17 +70,7 @@ fn metrics_agree_with_scikit_image() {
         npy::write(&dir.join(format!("gt{i:02}.npy")), to_array(gt).view()).expect("npy");
         npy::write(&dir.join(format!("prop{i:02}.npy")), to_array(prop).view()).expect("npy");
     }
-    let out = Command::new(python)
-        .arg(workspace_root().join("tests/oracle/skimage_metrics.py"))
-        .arg(&dir)
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "oracle failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_oracle(&python, "skimage_metrics.py", [&dir]);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), cases.len());
     let mut worst = (0.0f64, 0.0f64);

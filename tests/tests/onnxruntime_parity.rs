@@ -4,9 +4,8 @@
 //! on the committed golden fixtures.
 
 use std::path::Path;
-use std::process::Command;
 
-use skipseg_parity::{describe, export_case, level, oracle_python, workspace_root};
+use skipseg_parity::{describe, export_case, level, oracle_python, run_oracle, workspace_root};
 use skipseg_runtime::arch::{ArchSpec, BlockKind};
 use skipseg_runtime::{npy, onnx};
 
@@ -84,18 +83,7 @@ fn onnxruntime_matches_burn_and_checker_accepts() {
             .map(|d| (d.clone(), d.display().to_string())),
     );
 
-    let script = workspace_root().join("tests/oracle/ort_parity.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .args(dirs.iter().map(|(d, _)| d))
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "oracle failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_oracle(&python, "ort_parity.py", dirs.iter().map(|(d, _)| d));
     let mut worst = 0.0f64;
     let lines: Vec<_> = stdout.lines().collect();
     assert_eq!(lines.len(), dirs.len(), "one result per case:\n{stdout}");

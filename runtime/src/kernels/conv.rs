@@ -809,20 +809,7 @@ mod tests {
         out
     }
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        // a small deterministic generator (no RNG needed for coverage of signs/scales)
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_values as values;
 
     /// The kernel against the direct definition in f64 for one configuration; errors
     /// are bounded by 4e-4 per term (values in [-1, 1]; f32 sums of at most 9 * 40 terms,

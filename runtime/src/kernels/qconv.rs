@@ -467,19 +467,7 @@ mod tests {
     use ndarray::Array2;
     use proptest::prelude::*;
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_values as values;
 
     /// The definition, in integers then f64: quantize the transformed input, pad with
     /// the zero point, sum (x - zero) * w in i64, scale, add bias and residual.

@@ -190,6 +190,37 @@ pub fn i64_tensor(name: &str, data: &[i64]) -> pb::TensorProto {
     }
 }
 
+/// The names a graph uses (nodes, values, initializers, inputs, outputs), to draw new
+/// ones that collide with none, whatever names (or empty names) the graph has.
+#[derive(Debug, Clone, Default)]
+pub struct Names(std::collections::HashSet<String>);
+
+impl Names {
+    pub fn of(graph: &pb::GraphProto) -> Self {
+        Self(
+            graph
+                .node
+                .iter()
+                .flat_map(|n| std::iter::once(n.name.clone()).chain(n.output.iter().cloned()))
+                .chain(graph.initializer.iter().map(|t| t.name.clone()))
+                .chain(graph.input.iter().map(|i| i.name.clone()))
+                .chain(graph.output.iter().map(|o| o.name.clone()))
+                .collect(),
+        )
+    }
+
+    /// `base`, or else `base.2`, `base.3`, ...: the first one not taken, now taken.
+    pub fn unique(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut k = 1;
+        while !self.0.insert(name.clone()) {
+            k += 1;
+            name = format!("{base}.{k}");
+        }
+        name
+    }
+}
+
 /// Count nodes by operator type, sorted by name.
 pub fn op_histogram(model: &pb::ModelProto) -> Vec<(String, usize)> {
     let mut map = std::collections::BTreeMap::<String, usize>::new();
@@ -197,4 +228,33 @@ pub fn op_histogram(model: &pb::ModelProto) -> Vec<(String, usize)> {
         *map.entry(n.op_type.clone()).or_default() += 1;
     }
     map.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_names_are_unique_whatever_the_graph_holds() {
+        let graph = pb::GraphProto {
+            node: vec![
+                pb::NodeProto {
+                    name: "x.fused".into(),
+                    output: vec!["x".into()],
+                    ..Default::default()
+                },
+                // an unnamed node: its empty name counts as taken
+                pb::NodeProto {
+                    output: vec!["x.fused.2".into()],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let mut names = Names::of(&graph);
+        assert_eq!(names.unique("x.fused"), "x.fused.3");
+        assert_eq!(names.unique("x.fused"), "x.fused.4");
+        assert_eq!(names.unique("y"), "y");
+        assert_eq!(names.unique(""), ".2");
+    }
 }

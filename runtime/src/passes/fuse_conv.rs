@@ -167,14 +167,8 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
         .map(|t| (t.name.clone(), t.clone()))
         .collect();
     let graph_outputs: HashSet<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    let mut names = onnx::Names::of(graph);
     let mut nodes: Vec<Option<pb::NodeProto>> = graph.node.drain(..).map(Some).collect();
-    let mut taken_names: HashSet<String> = nodes
-        .iter()
-        .flatten()
-        .flat_map(|n| std::iter::once(n.name.clone()).chain(n.output.iter().cloned()))
-        .chain(inits.keys().cloned())
-        .chain(graph.input.iter().map(|i| i.name.clone()))
-        .collect();
     let producer = |nodes: &[Option<pb::NodeProto>], value: &str| {
         nodes.iter().position(|n| {
             n.as_ref()
@@ -361,13 +355,7 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
             }
         }
 
-        let mut name = format!("{name_or_output}.fused");
-        let mut n = 1;
-        while taken_names.contains(&name) {
-            n += 1;
-            name = format!("{name_or_output}.fused{n}");
-        }
-        taken_names.insert(name.clone());
+        let name = names.unique(&format!("{name_or_output}.fused"));
         let kdims = [cout, cin, k as usize, k as usize];
         let mut attributes = vec![
             onnx::int("kernel", k),

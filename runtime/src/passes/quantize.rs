@@ -129,23 +129,8 @@ pub fn quantize_convs(
         .iter()
         .map(|t| (t.name.clone(), t.clone()))
         .collect();
-    let mut taken: HashSet<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| std::iter::once(n.name.clone()).chain(n.output.iter().cloned()))
-        .chain(inits.keys().cloned())
-        .chain(graph.input.iter().map(|i| i.name.clone()))
-        .chain(graph.output.iter().map(|o| o.name.clone()))
-        .collect();
-    let mut unique = |base: String| {
-        let mut name = base.clone();
-        let mut k = 1;
-        while !taken.insert(name.clone()) {
-            k += 1;
-            name = format!("{base}.{k}");
-        }
-        name
-    };
+    let mut names = onnx::Names::of(graph);
+    let mut unique = |base: String| names.unique(&base);
     let mut new_inits: Vec<pb::TensorProto> = Vec::new();
     let mut dequantized: HashMap<String, String> = HashMap::new();
     let mut nodes = Vec::with_capacity(graph.node.len() * 2);
