@@ -747,8 +747,7 @@ mod tests {
     use ndarray::Array2;
     use proptest::prelude::*;
 
-    /// Direct definition in f64: pad with zeros after the transform, sum, bias,
-    /// residual, activation.
+    /// The definition in f64: transform, pad with zeros, sum, bias, residual, ReLU.
     #[allow(clippy::too_many_arguments)]
     fn reference(
         cin: usize,
@@ -763,8 +762,8 @@ mod tests {
         residual: Option<&[f32]>,
         post: Activation,
     ) -> Vec<f32> {
-        let t = |ic: usize, v: f32| {
-            let mut v = v as f64;
+        let t = |ic: usize, y: usize, xx: usize| {
+            let mut v = x[(ic * h + y) * w + xx] as f64;
             if let Some(s) = &pre.scale {
                 v *= s[ic] as f64;
             }
@@ -777,36 +776,14 @@ mod tests {
                 None => v,
             }
         };
-        let r = k as isize / 2;
-        let mut out = vec![0.0f32; cout * h * w];
-        for oc in 0..cout {
-            for y in 0..h {
-                for xx in 0..w {
-                    let mut s = bias.get(oc).copied().unwrap_or(0.0) as f64;
-                    for ic in 0..cin {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let (sy, sx) =
-                                    (y as isize + ky as isize - r, xx as isize + kx as isize - r);
-                                if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
-                                    continue;
-                                }
-                                let v = t(ic, x[(ic * h + sy as usize) * w + sx as usize]);
-                                s += v * wt[((oc * cin + ic) * k + ky) * k + kx] as f64;
-                            }
-                        }
-                    }
-                    if let Some(res) = residual {
-                        s += res[(oc * h + y) * w + xx] as f64;
-                    }
-                    if post == Activation::Relu {
-                        s = s.max(0.0);
-                    }
-                    out[(oc * h + y) * w + xx] = s as f32;
-                }
-            }
-        }
-        out
+        crate::kernels::reference_conv(
+            (cin, cout, k, h, w),
+            t,
+            |oc, ic, ky, kx| wt[((oc * cin + ic) * k + ky) * k + kx] as f64,
+            |oc, sum| sum + bias.get(oc).copied().unwrap_or(0.0) as f64,
+            residual,
+            post == Activation::Relu,
+        )
     }
 
     use crate::kernels::test_values as values;

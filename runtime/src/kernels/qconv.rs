@@ -469,8 +469,9 @@ mod tests {
 
     use crate::kernels::test_values as values;
 
-    /// The definition, in integers then f64: quantize the transformed input, pad with
-    /// the zero point, sum (x - zero) * w in i64, scale, add bias and residual.
+    /// The definition: quantize the transformed input (padding is the zero point, i.e.
+    /// 0 after subtracting it), sum (x - zero) * w (whole numbers: exact in f64), scale,
+    /// add bias and residual.
     #[allow(clippy::too_many_arguments)]
     fn reference(
         cin: usize,
@@ -487,43 +488,19 @@ mod tests {
         residual: Option<&[f32]>,
         post: Activation,
     ) -> Vec<f32> {
-        let r = k as isize / 2;
-        let mut out = vec![0.0f32; cout * h * w];
-        let mut t = vec![0.0f32; 1];
-        for oc in 0..cout {
-            for y in 0..h {
-                for xx in 0..w {
-                    let mut acc = 0i64;
-                    for ic in 0..cin {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let (sy, sx) =
-                                    (y as isize + ky as isize - r, xx as isize + kx as isize - r);
-                                let code =
-                                    if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
-                                        q.zero
-                                    } else {
-                                        let v = x[(ic * h + sy as usize) * w + sx as usize];
-                                        pre.apply_row_float(ic, &[v], &mut t);
-                                        q.quantize(t[0])
-                                    };
-                                acc += (code as i64 - q.zero as i64)
-                                    * wq[((oc * cin + ic) * k + ky) * k + kx] as i64;
-                            }
-                        }
-                    }
-                    let mut v = acc as f64 * q.scale as f64 * ws[oc] as f64 + bias[oc] as f64;
-                    if let Some(res) = residual {
-                        v += res[(oc * h + y) * w + xx] as f64;
-                    }
-                    if post == Activation::Relu {
-                        v = v.max(0.0);
-                    }
-                    out[(oc * h + y) * w + xx] = v as f32;
-                }
-            }
-        }
-        out
+        let code = |ic: usize, y: usize, xx: usize| {
+            let mut t = [0.0f32];
+            pre.apply_row_float(ic, &[x[(ic * h + y) * w + xx]], &mut t);
+            q.quantize(t[0]) as f64 - q.zero as f64
+        };
+        crate::kernels::reference_conv(
+            (cin, cout, k, h, w),
+            code,
+            |oc, ic, ky, kx| wq[((oc * cin + ic) * k + ky) * k + kx] as f64,
+            |oc, sum| sum * q.scale as f64 * ws[oc] as f64 + bias[oc] as f64,
+            residual,
+            post == Activation::Relu,
+        )
     }
 
     proptest! {
