@@ -202,12 +202,7 @@ pub fn calibrate(
             let plan = match plans.get(&(c, h, w)) {
                 Some(p) => p.clone(),
                 None => {
-                    let p = tract_onnx::onnx()
-                        .model_for_proto_model(&probe)
-                        .and_then(|m| m.with_input_fact(0, f32::fact([1, c, h, w]).into()))
-                        .and_then(|m| m.into_optimized())
-                        .and_then(|m| m.into_runnable())
-                        .map_err(engine)?;
+                    let p = crate::engine::compile(&probe, c, h, w).map_err(engine)?;
                     plans.insert((c, h, w), p.clone());
                     p
                 }
@@ -290,6 +285,79 @@ pub fn quantize_with(
         .to_string(),
     });
     Ok((model, report))
+}
+
+/// Labelled images to choose a range rule on.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    /// Intensities in [0, 1].
+    pub images: Vec<ndarray::Array2<f32>>,
+    /// 1 = cell, 0 = membrane, one per image.
+    pub cell_labels: Vec<ndarray::Array2<f32>>,
+    /// Threads of the segmenter that scores.
+    pub threads: usize,
+}
+
+/// `model` as skipseg runs it, scored on `validation` ([`validation_scores`]): (V_rand,
+/// V_info).
+pub fn score(
+    model: &pb::ModelProto,
+    validation: &Validation,
+    source_name: &str,
+) -> Result<(f64, f64)> {
+    let seg = Segmenter::with_options(
+        model.clone(),
+        source_name,
+        &crate::Options {
+            threads: validation.threads,
+            ..Default::default()
+        },
+    )?;
+    let e = validation_scores(&seg, &validation.images, &validation.cell_labels)?;
+    Ok((e.v_rand, e.v_info))
+}
+
+/// A model quantized with one range rule, with its scores when there was a validation.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub method: RangeMethod,
+    pub model: pb::ModelProto,
+    pub report: QuantizeReport,
+    pub scores: Option<(f64, f64)>,
+}
+
+/// `folded` quantized with each of `methods`, each scored on `validation` if given; and
+/// the index of the one to keep: the highest V_rand (the first on ties, or without
+/// validation).
+pub fn candidates(
+    folded: &pb::ModelProto,
+    calibration: &Calibration,
+    methods: &[RangeMethod],
+    validation: Option<&Validation>,
+    source_name: &str,
+) -> Result<(Vec<Candidate>, usize)> {
+    let mut out: Vec<Candidate> = Vec::with_capacity(methods.len());
+    for &method in methods {
+        let (model, report) = quantize_with(folded, calibration, method, source_name)?;
+        let scores = validation
+            .map(|v| score(&model, v, source_name))
+            .transpose()?;
+        out.push(Candidate {
+            method,
+            model,
+            report,
+            scores,
+        });
+    }
+    let v_rand = |c: &Candidate| c.scores.map_or(0.0, |s| s.0);
+    let best = (0..out.len()).fold(0, |b, i| {
+        if v_rand(&out[i]) > v_rand(&out[b]) {
+            i
+        } else {
+            b
+        }
+    });
+    Ok((out, best))
 }
 
 /// The official ISBI scores (V_rand, V_info, thinning on) of `seg` on labelled images

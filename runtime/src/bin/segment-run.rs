@@ -256,13 +256,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Info { model } => {
-            let (proto, name) = match &model {
-                Some(p) => (onnx::read_model(p)?, p.display().to_string()),
-                None => (
-                    onnx::decode_model(EMBEDDED_MODEL, EMBEDDED_NAME)?,
-                    EMBEDDED_NAME.to_string(),
-                ),
-            };
+            let (proto, name) = read_model(model.as_deref())?;
             let seg = Segmenter::from_proto(proto.clone(), &name)?;
             let meta = seg.meta();
             let cost = meta.arch.plan().cost(512, 512);
@@ -421,13 +415,7 @@ fn eval(
 
 fn quantize(args: QuantizeArgs) -> Result<()> {
     use skipseg_runtime::calibrate::{self, RangeMethod};
-    let (proto, name) = match &args.model {
-        Some(p) => (onnx::read_model(p)?, p.display().to_string()),
-        None => (
-            onnx::decode_model(EMBEDDED_MODEL, EMBEDDED_NAME)?,
-            EMBEDDED_NAME.to_string(),
-        ),
-    };
+    let (proto, name) = read_model(args.model.as_deref())?;
     let meta = onnx::ModelMeta::from_model(&proto, &name)?;
     anyhow::ensure!(
         args.percentile > 50.0 && args.percentile <= 100.0,
@@ -446,10 +434,11 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
                 l.display(),
                 labels.len()
             );
-            Some((
-                images.into_iter().map(|s| s.pixels).collect::<Vec<_>>(),
-                labels.into_iter().map(|s| s.pixels).collect::<Vec<_>>(),
-            ))
+            Some(calibrate::Validation {
+                images: images.into_iter().map(|s| s.pixels).collect(),
+                cell_labels: labels.into_iter().map(|s| s.pixels).collect(),
+                threads: all_cores(),
+            })
         }
         (None, None) => None,
         _ => anyhow::bail!("--validation-images and --validation-labels go together"),
@@ -492,46 +481,27 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
         windows.len(),
         started.elapsed().as_secs_f64()
     );
-    let score = |model: &onnx::pb::ModelProto| -> Result<Option<(f64, f64)>> {
-        let Some((images, labels)) = &validation else {
-            return Ok(None);
-        };
-        let seg = Segmenter::with_options(
-            model.clone(),
-            &name,
-            &skipseg_runtime::Options {
-                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-                ..Default::default()
-            },
-        )?;
-        let e = calibrate::validation_scores(&seg, images, labels)?;
-        Ok(Some((e.v_rand, e.v_info)))
-    };
-    if let Some((r, i)) = score(&proto)? {
+    if let Some(v) = &validation {
+        let (r, i) = calibrate::score(&proto, v, &name)?;
         println!("float model:      V_rand {r:.4}  V_info {i:.4}");
     }
-    let mut best: Option<(f64, onnx::pb::ModelProto, RangeMethod)> = None;
-    for method in methods {
-        let (model, report) = calibrate::quantize_with(&folded, &calibration, method, &name)?;
-        for (conv, why) in &report.left {
+    let (candidates, best) =
+        calibrate::candidates(&folded, &calibration, &methods, validation.as_ref(), &name)?;
+    for c in &candidates {
+        for (conv, why) in &c.report.left {
             eprintln!("warning: {conv} stays float: {why}");
         }
-        let scored = score(&model)?;
-        match scored {
+        match c.scores {
             Some((r, i)) => println!(
-                "int8, {method}: V_rand {r:.4}  V_info {i:.4}  ({} convs)",
-                report.convs
+                "int8, {}: V_rand {r:.4}  V_info {i:.4}  ({} convs)",
+                c.method, c.report.convs
             ),
-            None => println!("int8, {method}: {} convs", report.convs),
-        }
-        let key = scored.map_or(0.0, |s| s.0);
-        if best.as_ref().is_none_or(|b| key > b.0) {
-            best = Some((key, model, method));
+            None => println!("int8, {}: {} convs", c.method, c.report.convs),
         }
     }
-    let (_, model, method) = best.expect("at least one method");
-    onnx::write_model(&model, &args.output)?;
-    println!("wrote {} ({method})", args.output.display());
+    let best = &candidates[best];
+    onnx::write_model(&best.model, &args.output)?;
+    println!("wrote {} ({})", args.output.display(), best.method);
     Ok(())
 }
 
@@ -640,31 +610,35 @@ fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The model at `path`, or the shipped one compiled into this binary; with its name.
+fn read_model(path: Option<&std::path::Path>) -> Result<(onnx::pb::ModelProto, String)> {
+    Ok(match path {
+        Some(p) => (onnx::read_model(p)?, p.display().to_string()),
+        None => (
+            onnx::decode_model(EMBEDDED_MODEL, EMBEDDED_NAME)?,
+            EMBEDDED_NAME.to_string(),
+        ),
+    })
+}
+
 fn load_model(path: Option<&std::path::Path>, threads: usize) -> Result<Segmenter> {
+    let (proto, name) = read_model(path)?;
     let options = skipseg_runtime::Options {
         threads,
         ..Default::default()
     };
-    Ok(match path {
-        Some(p) => {
-            Segmenter::with_options(onnx::read_model(p)?, &p.display().to_string(), &options)?
-        }
-        None => Segmenter::with_options(
-            onnx::decode_model(EMBEDDED_MODEL, EMBEDDED_NAME)?,
-            EMBEDDED_NAME,
-            &options,
-        )?,
-    })
+    Ok(Segmenter::with_options(proto, &name, &options)?)
+}
+
+/// Every core of this machine.
+fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn predict(args: PredictArgs) -> Result<()> {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     use std::io::IsTerminal;
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = args.threads.unwrap_or_else(all_cores);
     anyhow::ensure!(threads >= 1, "--threads must be at least 1");
     let seg = load_model(args.model.as_deref(), threads)?;
     std::fs::create_dir_all(&args.output)

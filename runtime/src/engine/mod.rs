@@ -163,12 +163,9 @@ impl Segmenter {
     fn run4(&self, input: ArrayView4<'_, f32>, h: usize, w: usize) -> Result<Array4<f32>> {
         let plan = self.plan(h, w)?;
         let tensor: Tensor = input.to_owned().into_tensor();
-        let run = || plan.run(tvec!(tensor.into_tvalue()));
-        let outputs = match &self.executor {
-            Some(ex) => tract_linalg::multithread::multithread_tract_scope(ex.clone(), run),
-            None => run(),
-        }
-        .map_err(|e| self.engine_err(e))?;
+        let outputs = self
+            .in_pool(|| plan.run(tvec!(tensor.into_tvalue())))
+            .map_err(|e| self.engine_err(e))?;
         let out = outputs[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| self.engine_err(e))?
@@ -237,12 +234,9 @@ impl Segmenter {
                     out
                 };
             let started = std::time::Instant::now();
-            let mut go =
-                || state.run_plan_with_eval(tvec!(tensor.clone().into_tvalue()), &mut timed);
-            match &self.executor {
-                Some(ex) => tract_linalg::multithread::multithread_tract_scope(ex.clone(), go),
-                None => go(),
-            }
+            self.in_pool(|| {
+                state.run_plan_with_eval(tvec!(tensor.clone().into_tvalue()), &mut timed)
+            })
             .map_err(|e| self.engine_err(e))?;
             if run > 0 {
                 wall += started.elapsed().as_secs_f64();
@@ -266,6 +260,15 @@ impl Segmenter {
         })
     }
 
+    /// Run `f` with this segmenter's thread pool as tract's executor (which skipseg's
+    /// kernels use too), or on this thread alone.
+    fn in_pool<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.executor {
+            Some(ex) => tract_linalg::multithread::multithread_tract_scope(ex.clone(), f),
+            None => f(),
+        }
+    }
+
     fn engine_err(&self, e: impl std::fmt::Display) -> Error {
         Error::Engine {
             source_name: self.source_name.clone(),
@@ -281,12 +284,7 @@ impl Segmenter {
             plans.insert(0, hit);
             return Ok(plan);
         }
-        let channels = self.meta.arch.in_channels;
-        let plan = ops::onnx_with_skipseg_ops()
-            .model_for_proto_model(&self.proto)
-            .and_then(|m| m.with_input_fact(0, f32::fact([1, channels, h, w]).into()))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
+        let plan = compile(&self.proto, self.meta.arch.in_channels, h, w)
             .map_err(|e| self.engine_err(e))?;
         plans.insert(0, ((h, w), plan.clone()));
         plans.truncate(MAX_CACHED_PLANS);
@@ -330,6 +328,21 @@ impl Profile {
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
         v
     }
+}
+
+/// tract's optimised plan of `proto` (with skipseg's operators) for a `[1, channels, h,
+/// w]` input.
+pub(crate) fn compile(
+    proto: &pb::ModelProto,
+    channels: usize,
+    h: usize,
+    w: usize,
+) -> TractResult<Plan> {
+    ops::onnx_with_skipseg_ops()
+        .model_for_proto_model(proto)?
+        .with_input_fact(0, f32::fact([1, channels, h, w]).into())?
+        .into_optimized()?
+        .into_runnable()
 }
 
 /// One rayon pool of `threads` threads, shared by tract's executor (its matrix products)

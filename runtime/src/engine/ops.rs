@@ -320,7 +320,7 @@ impl EvalOp for FusedConv {
         };
         if let Some(want) = want {
             ensure!(
-                shape4(&inputs[1], "residual")? == want && (want[2] * (h / want[2].max(1)) == h),
+                shape4(&inputs[1], "residual")? == want,
                 "{FUSED_CONV}: residual shape {:?} does not fit an output of {:?}",
                 inputs[1].shape(),
                 [n, cout, h, w]
@@ -328,28 +328,17 @@ impl EvalOp for FusedConv {
         }
         // The residual sum is written over the residual itself when nothing else holds
         // it (tract has released it): no output buffer to allocate and fault in.
-        if self.residual == ResidualInput::Same && inputs[1].is_exclusive() {
-            let mut out = inputs.pop().expect("two inputs").into_tensor();
-            let x = inputs[0].try_as_plain_ram()?;
-            let x = x.as_slice::<f32>()?;
-            {
-                let mut o = out.try_as_plain_ram_mut()?;
-                let o = o.as_slice_mut::<f32>()?;
-                for (i, out_i) in o.chunks_mut(cout * plane).enumerate() {
-                    let xi = ndarray::ArrayView2::from_shape(
-                        (c, plane),
-                        &x[i * c * plane..][..c * plane],
-                    )?;
-                    let oi = ndarray::ArrayViewMut2::from_shape((cout, plane), out_i)?;
-                    conv.run_image(xi, h, w, Residual::InOutput, oi, pool)?;
-                }
-            }
-            return Ok(tvec!(out.into_tvalue()));
-        }
+        let in_place = self.residual == ResidualInput::Same && inputs[1].is_exclusive();
+        let mut out = if in_place {
+            inputs.pop().expect("two inputs").into_tensor()
+        } else {
+            Tensor::zero::<f32>(&[n, cout, h, w])?
+        };
         let x = inputs[0].try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
         let residual = match self.residual {
             ResidualInput::None => None,
+            _ if in_place => None,
             _ => Some(inputs[1].try_as_plain_ram()?),
         };
         let residual = match &residual {
@@ -360,27 +349,31 @@ impl EvalOp for FusedConv {
             ResidualInput::Upsampled => plane / 4,
             _ => plane,
         };
-        let mut out = vec![0.0f32; n * cout * plane];
-        for (i, out_i) in out.chunks_mut(cout * plane).enumerate() {
-            let xi = ndarray::ArrayView2::from_shape((c, plane), &x[i * c * plane..][..c * plane])?;
-            let ri = residual
-                .map(|r| {
-                    ndarray::ArrayView2::from_shape(
-                        (cout, rplane),
-                        &r[i * cout * rplane..][..cout * rplane],
-                    )
-                })
-                .transpose()?;
-            let residual = match (self.residual, ri) {
-                (ResidualInput::Same, Some(r)) => Residual::Add(r),
-                (ResidualInput::Upsampled, Some(r)) => Residual::AddUpsampled(r),
-                _ => Residual::None,
-            };
-            let oi = ndarray::ArrayViewMut2::from_shape((cout, plane), out_i)?;
-            conv.run_image(xi, h, w, residual, oi, pool)?;
+        {
+            let mut o = out.try_as_plain_ram_mut()?;
+            let o = o.as_slice_mut::<f32>()?;
+            for (i, out_i) in o.chunks_mut(cout * plane).enumerate() {
+                let xi =
+                    ndarray::ArrayView2::from_shape((c, plane), &x[i * c * plane..][..c * plane])?;
+                let ri = residual
+                    .map(|r| {
+                        ndarray::ArrayView2::from_shape(
+                            (cout, rplane),
+                            &r[i * cout * rplane..][..cout * rplane],
+                        )
+                    })
+                    .transpose()?;
+                let residual = match (self.residual, ri) {
+                    _ if in_place => Residual::InOutput,
+                    (ResidualInput::Same, Some(r)) => Residual::Add(r),
+                    (ResidualInput::Upsampled, Some(r)) => Residual::AddUpsampled(r),
+                    _ => Residual::None,
+                };
+                let oi = ndarray::ArrayViewMut2::from_shape((cout, plane), out_i)?;
+                conv.run_image(xi, h, w, residual, oi, pool)?;
+            }
         }
-        let out = ndarray::Array4::from_shape_vec((n, cout, h, w), out)?;
-        Ok(tvec!(out.into_tensor().into_tvalue()))
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 

@@ -62,10 +62,6 @@ impl FakeQuant {
 }
 
 impl InputTransform {
-    pub fn is_identity(&self) -> bool {
-        self.scale.is_none() && self.shift.is_none() && !self.relu && self.fake_quant.is_none()
-    }
-
     #[inline(always)]
     pub(crate) fn apply_row(&self, ic: usize, src: &[f32], dst: &mut [f32]) {
         self.apply_row_float(ic, src, dst);

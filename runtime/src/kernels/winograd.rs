@@ -199,12 +199,6 @@ impl WinogradRun<'_, '_> {
                         }
                     }
                 }
-                // tiles of the block past the last one: zeros (their outputs are cut)
-                if nb < tb {
-                    for pos in 0..16 {
-                        v[(pos * cin + ic) * tb + nb..(pos * cin + ic + 1) * tb].fill(0.0);
-                    }
-                }
             }
             // 2. M = U V, position by position, on the register tile
             for pos in 0..16 {
@@ -309,6 +303,5 @@ impl WinogradRun<'_, '_> {
             }
             t0 += nb;
         }
-        let _ = simd;
     }
 }

@@ -190,6 +190,18 @@ pub fn i64_tensor(name: &str, data: &[i64]) -> pb::TensorProto {
     }
 }
 
+/// A graph's initializers by name, borrowed.
+pub type Initializers<'a> = std::collections::HashMap<&'a str, &'a pb::TensorProto>;
+
+/// The initializers of `graph` by name.
+pub fn initializers(graph: &pb::GraphProto) -> Initializers<'_> {
+    graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect()
+}
+
 /// The names a graph uses (nodes, values, initializers, inputs, outputs), to draw new
 /// ones that collide with none, whatever names (or empty names) the graph has.
 #[derive(Debug, Clone, Default)]

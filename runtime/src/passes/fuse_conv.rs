@@ -20,7 +20,7 @@
 //! `pre_shift` (tensors, optional), `pre_relu` (int), `residual_upsample` (int,
 //! optional).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::error::{Error, Result};
 use crate::onnx::{self, pb, tensor_f32};
@@ -90,10 +90,10 @@ fn int8_weights(
     dq: &pb::NodeProto,
     weight: &pb::TensorProto,
     cout: usize,
-    inits: &HashMap<String, pb::TensorProto>,
+    inits: &onnx::Initializers<'_>,
 ) -> Option<(Vec<i8>, Vec<f32>)> {
     let q = onnx::tensor_i8(weight)?;
-    let scales = tensor_f32(inits.get(dq.input.get(1)?)?)?;
+    let scales = tensor_f32(inits.get(dq.input.get(1)?.as_str())?)?;
     let scales = match scales.len() {
         1 => vec![scales[0]; cout],
         n if n == cout => scales,
@@ -103,7 +103,7 @@ fn int8_weights(
         return None;
     }
     if let Some(zp) = dq.input.get(2).filter(|z| !z.is_empty()) {
-        let zp = onnx::tensor_i8(inits.get(zp)?)?;
+        let zp = onnx::tensor_i8(inits.get(zp.as_str())?)?;
         if zp.iter().any(|&z| z != 0) {
             return None;
         }
@@ -116,7 +116,7 @@ fn int8_weights(
 fn input_quantization(
     nodes: &[Option<pb::NodeProto>],
     value: &str,
-    inits: &HashMap<String, pb::TensorProto>,
+    inits: &onnx::Initializers<'_>,
     producer: impl Fn(&[Option<pb::NodeProto>], &str) -> Option<usize>,
 ) -> Option<(String, f32, u8)> {
     let dq = nodes[producer(nodes, value)?]
@@ -126,8 +126,8 @@ fn input_quantization(
         .as_ref()
         .filter(|n| n.op_type == "QuantizeLinear")?;
     let params = |n: &pb::NodeProto| -> Option<(f32, u8)> {
-        let s = tensor_f32(inits.get(n.input.get(1)?)?)?;
-        let z = onnx::tensor_u8(inits.get(n.input.get(2)?)?)?;
+        let s = tensor_f32(inits.get(n.input.get(1)?.as_str())?)?;
+        let z = onnx::tensor_u8(inits.get(n.input.get(2)?.as_str())?)?;
         match (s.as_slice(), z.as_slice()) {
             ([s], [z]) if s.is_finite() && *s > 0.0 => Some((*s, *z)),
             _ => None,
@@ -139,7 +139,7 @@ fn input_quantization(
 
 /// Whether `node` repeats rows and columns twice: `Resize`, nearest, asymmetric, floor,
 /// constant scales `[1, 1, 2, 2]` (what the exporter writes).
-fn is_upsample_x2(node: &pb::NodeProto, inits: &HashMap<String, pb::TensorProto>) -> bool {
+fn is_upsample_x2(node: &pb::NodeProto, inits: &onnx::Initializers<'_>) -> bool {
     let s = |name: &str| attr(node, name).map(|a| String::from_utf8_lossy(&a.s).into_owned());
     node.op_type == "Resize"
         && s("mode").as_deref() == Some("nearest")
@@ -148,9 +148,8 @@ fn is_upsample_x2(node: &pb::NodeProto, inits: &HashMap<String, pb::TensorProto>
         && node.input.len() == 3
         && node.input[1].is_empty()
         && inits
-            .get(&node.input[2])
-            .and_then(tensor_f32)
-            .is_some_and(|v| v == [1.0, 1.0, 2.0, 2.0])
+            .get(node.input[2].as_str())
+            .is_some_and(|t| tensor_f32(t).is_some_and(|v| v == [1.0, 1.0, 2.0, 2.0]))
 }
 
 /// Fuse every supported convolution of `model` (see the module docs).
@@ -161,14 +160,10 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
     };
     let graph = model.graph.as_mut().ok_or_else(|| err("no graph".into()))?;
     let mut report = FuseReport::default();
-    let inits: HashMap<String, pb::TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.clone(), t.clone()))
-        .collect();
     let graph_outputs: HashSet<String> = graph.output.iter().map(|o| o.name.clone()).collect();
     let mut names = onnx::Names::of(graph);
     let mut nodes: Vec<Option<pb::NodeProto>> = graph.node.drain(..).map(Some).collect();
+    let inits = onnx::initializers(graph);
     let producer = |nodes: &[Option<pb::NodeProto>], value: &str| {
         nodes.iter().position(|n| {
             n.as_ref()
@@ -220,8 +215,8 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
             .and_then(|p| nodes[p].as_ref())
             .filter(|n| n.op_type == "DequantizeLinear");
         let weight = match weight_dq {
-            Some(dq) => dq.input.first().and_then(|w| inits.get(w)),
-            None => conv.input.get(1).and_then(|w| inits.get(w)),
+            Some(dq) => dq.input.first().and_then(|w| inits.get(w.as_str())),
+            None => conv.input.get(1).and_then(|w| inits.get(w.as_str())),
         };
         let Some(weight) = weight else {
             report
@@ -260,7 +255,7 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
             continue;
         };
         let bias = match conv.input.get(2).filter(|b| !b.is_empty()) {
-            Some(b) => match inits.get(b).and_then(tensor_f32) {
+            Some(b) => match inits.get(b.as_str()).copied().and_then(tensor_f32) {
                 Some(v) if v.len() == cout => v,
                 _ => {
                     report
@@ -337,7 +332,7 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
                 } else {
                     &add.input[0]
                 };
-                if !inits.contains_key(other) && a > i {
+                if !inits.contains_key(other.as_str()) && a > i {
                     residual = Some(other.clone());
                     fused_output = add.output[0].clone();
                     last = a;

@@ -75,7 +75,7 @@ pub struct QuantizeReport {
 
 /// The convolutions the pass can quantize: 2-D `Conv` with float constant weights. Their
 /// inputs are the tensors calibration must measure.
-fn quantizable(node: &pb::NodeProto, inits: &HashMap<&str, &pb::TensorProto>) -> bool {
+fn quantizable(node: &pb::NodeProto, inits: &onnx::Initializers<'_>) -> bool {
     node.op_type == "Conv"
         && node.input.len() >= 2
         && inits
@@ -88,11 +88,7 @@ pub fn conv_inputs(model: &pb::ModelProto) -> Vec<String> {
     let Some(graph) = model.graph.as_ref() else {
         return Vec::new();
     };
-    let inits: HashMap<&str, &pb::TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.as_str(), t))
-        .collect();
+    let inits = onnx::initializers(graph);
     let mut seen = HashSet::new();
     graph
         .node
@@ -124,20 +120,15 @@ pub fn quantize_convs(
     }
     let graph = model.graph.as_mut().ok_or_else(|| err("no graph".into()))?;
     let mut report = QuantizeReport::default();
-    let inits: HashMap<String, pb::TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.clone(), t.clone()))
-        .collect();
     let mut names = onnx::Names::of(graph);
     let mut unique = |base: String| names.unique(&base);
     let mut new_inits: Vec<pb::TensorProto> = Vec::new();
     let mut dequantized: HashMap<String, String> = HashMap::new();
-    let mut nodes = Vec::with_capacity(graph.node.len() * 2);
-    for node in std::mem::take(&mut graph.node) {
-        let refs: HashMap<&str, &pb::TensorProto> =
-            inits.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        if !quantizable(&node, &refs) {
+    let old_nodes = std::mem::take(&mut graph.node);
+    let mut nodes = Vec::with_capacity(old_nodes.len() * 2);
+    let inits = onnx::initializers(graph);
+    for node in old_nodes {
+        if !quantizable(&node, &inits) {
             nodes.push(node);
             continue;
         }
@@ -154,7 +145,7 @@ pub fn quantize_convs(
             nodes.push(node);
             continue;
         };
-        let weight = &inits[&node.input[1]];
+        let weight = inits[node.input[1].as_str()];
         let w = tensor_f32(weight).ok_or_else(|| err(format!("`{label}`: weights")))?;
         let dims: Vec<usize> = weight.dims.iter().map(|&d| d as usize).collect();
         let cout = dims[0];
