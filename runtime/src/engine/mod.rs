@@ -92,11 +92,19 @@ impl Segmenter {
         options: &Options,
     ) -> Result<Self> {
         let meta = ModelMeta::from_model(&proto, source_name)?;
+        let graph = proto.graph.as_ref().ok_or_else(|| Error::NotOnnx {
+            source_name: source_name.to_string(),
+            reason: "the model has no graph".into(),
+        })?;
+        onnx::check_single_assignment(graph, source_name)?;
         if options.fold_batch_norm {
             crate::passes::fold_batch_norms(&mut proto, source_name)?;
         }
         if options.fuse_convolutions {
             crate::passes::fuse_convolutions(&mut proto, source_name)?;
+        }
+        if let Some(graph) = proto.graph.as_mut() {
+            onnx::name_nodes_uniquely(graph);
         }
         Ok(Self {
             source_name: source_name.to_string(),

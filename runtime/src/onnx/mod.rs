@@ -202,6 +202,55 @@ pub fn initializers(graph: &pb::GraphProto) -> Initializers<'_> {
         .collect()
 }
 
+/// Refuse a graph that defines one tensor twice (two initializers of one name, or two
+/// producers of one value): ONNX graphs are single-assignment, and a loader that kept
+/// either definition would run weights nobody chose.
+pub fn check_single_assignment(graph: &pb::GraphProto, source_name: &str) -> Result<()> {
+    let mut defined = std::collections::HashSet::new();
+    let defs = graph
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .chain(graph.initializer.iter().map(|t| t.name.as_str()))
+        .chain(
+            graph
+                .node
+                .iter()
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        );
+    // an initializer may also be listed as a graph input (its default value)
+    let inputs: std::collections::HashSet<&str> =
+        graph.input.iter().map(|i| i.name.as_str()).collect();
+    for name in defs.filter(|n| !n.is_empty()) {
+        if !defined.insert(name) && !inputs.contains(name) {
+            return Err(Error::NotOnnx {
+                source_name: source_name.to_string(),
+                reason: format!("tensor `{name}` is defined more than once"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Give every node a name no other node has (tract keys nodes by name; ONNX names are
+/// optional and may repeat): an empty or taken name becomes one derived from the node's
+/// first output.
+pub fn name_nodes_uniquely(graph: &mut pb::GraphProto) {
+    // every name in use, explicit node names included, so a drawn name never takes the
+    // name a later node already has
+    let mut names = Names::of(graph);
+    let mut kept = std::collections::HashSet::new();
+    for node in &mut graph.node {
+        if node.name.is_empty() || !kept.insert(node.name.clone()) {
+            let base = match node.output.first() {
+                Some(o) if !o.is_empty() => format!("{o}.node"),
+                _ => format!("{}.node", node.op_type),
+            };
+            node.name = names.unique(&base);
+        }
+    }
+}
+
 /// The names a graph uses (nodes, values, initializers, inputs, outputs), to draw new
 /// ones that collide with none, whatever names (or empty names) the graph has.
 #[derive(Debug, Clone, Default)]

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::onnx::{f32_tensor, pb, tensor_f32};
+use crate::onnx::{Names, f32_tensor, pb, tensor_f32};
 
 /// What the pass changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,6 +42,16 @@ pub fn fold_batch_norms(model: &mut pb::ModelProto, source_name: &str) -> Result
     if !graph.node.iter().any(|n| n.op_type == "BatchNormalization") {
         return Ok(report);
     }
+    // names are optional in ONNX and need not be unique: new tensors and nodes draw
+    // names no value, initializer or node of the graph has
+    let mut names = Names::of(graph);
+    let base = |node: &pb::NodeProto| {
+        if node.name.is_empty() {
+            node.output.first().cloned().unwrap_or_default()
+        } else {
+            node.name.clone()
+        }
+    };
     let mut inits: HashMap<String, pb::TensorProto> = graph
         .initializer
         .drain(..)
@@ -136,8 +146,8 @@ pub fn fold_batch_norms(model: &mut pb::ModelProto, source_name: &str) -> Result
                 .collect();
             let dims: Vec<usize> = w_t.dims.iter().map(|&d| d as usize).collect();
             let (wn, bname) = (
-                format!("{}.weight.bn_folded", conv.name),
-                format!("{}.bias.bn_folded", conv.name),
+                names.unique(&format!("{}.weight.bn_folded", base(&conv))),
+                names.unique(&format!("{}.bias.bn_folded", base(&conv))),
             );
             inits.insert(wn.clone(), f32_tensor(&wn, &dims, &w2));
             inits.insert(bname.clone(), f32_tensor(&bname, &[c], &b2));
@@ -149,10 +159,14 @@ pub fn fold_batch_norms(model: &mut pb::ModelProto, source_name: &str) -> Result
             report.folded.push((bn.name.clone(), conv.name.clone()));
             nodes.remove(i);
         } else {
-            let (sn, tn) = (format!("{}.scale", bn.name), format!("{}.shift", bn.name));
+            let b = base(&bn);
+            let (sn, tn) = (
+                names.unique(&format!("{b}.scale")),
+                names.unique(&format!("{b}.shift")),
+            );
             inits.insert(sn.clone(), f32_tensor(&sn, &[1, c, 1, 1], &scale));
             inits.insert(tn.clone(), f32_tensor(&tn, &[1, c, 1, 1], &shift));
-            let mul_out = format!("{}.mul", bn.name);
+            let mul_out = names.unique(&format!("{b}.mul"));
             let mul = pb::NodeProto {
                 op_type: "Mul".into(),
                 name: mul_out.clone(),
@@ -162,7 +176,7 @@ pub fn fold_batch_norms(model: &mut pb::ModelProto, source_name: &str) -> Result
             };
             let add = pb::NodeProto {
                 op_type: "Add".into(),
-                name: format!("{}.add", bn.name),
+                name: names.unique(&format!("{b}.add")),
                 input: vec![mul_out, tn],
                 output: vec![bn.output[0].clone()],
                 ..Default::default()
