@@ -9,6 +9,8 @@ pub mod arch;
 pub mod calibrate;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "ffi")]
+pub mod ffi;
 #[cfg(feature = "image")]
 pub mod io;
 pub mod kernels;
@@ -20,7 +22,7 @@ pub mod tiling;
 
 pub use arch::ArchSpec;
 pub use engine::{
-    Averaging, Inference, Options, Segmenter, Symmetry, intensity_stats, segment_image,
+    Averaging, Inference, Options, Segmenter, Symmetry, ThreadPool, intensity_stats, segment_image,
     segment_image_with, segment_tiled,
 };
 pub use error::{Error, Result};

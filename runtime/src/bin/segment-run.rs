@@ -709,16 +709,27 @@ fn predict(args: PredictArgs) -> Result<()> {
             blend,
             averaging,
         };
+        let mut missing = 0usize;
         skipseg_runtime::segment_tiled(
             &seg,
             &mut reader,
             prep.for_image(&stats),
             &how,
             &mut || bar.inc(1),
-            &mut |_, input, row| sink.write_row(input, row),
+            &mut |_, input, row| {
+                missing += input.iter().filter(|v| !v.is_finite()).count();
+                sink.write_row(input, row)
+            },
         )?;
         let written = sink.finish()?;
         bar.finish_and_clear();
+        if missing > 0 {
+            eprintln!(
+                "warning: {}: {missing} NaN/infinite pixels treated as missing (left out of \
+                 the image statistics, seen by the network as the mean intensity)",
+                page.name
+            );
+        }
         let secs = started.elapsed().as_secs_f64();
         println!(
             "{}: {w}x{h}, {tiles} tiles of {}x{}{}, {secs:.2} s, {:.2} MP/s -> {}",

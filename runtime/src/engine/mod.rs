@@ -92,11 +92,13 @@ impl Segmenter {
         options: &Options,
     ) -> Result<Self> {
         let meta = ModelMeta::from_model(&proto, source_name)?;
-        let graph = proto.graph.as_ref().ok_or_else(|| Error::NotOnnx {
-            source_name: source_name.to_string(),
-            reason: "the model has no graph".into(),
-        })?;
-        onnx::check_single_assignment(graph, source_name)?;
+        onnx::validate(
+            &proto,
+            &onnx::Expected {
+                in_channels: meta.arch.in_channels,
+            },
+            source_name,
+        )?;
         if options.fold_batch_norm {
             crate::passes::fold_batch_norms(&mut proto, source_name)?;
         }
@@ -367,6 +369,30 @@ fn thread_pool(threads: usize) -> Result<tract_linalg::multithread::Executor> {
     Ok(tract_linalg::multithread::Executor::MultiThread(Arc::new(
         pool,
     )))
+}
+
+/// A thread pool to run calls of a single-threaded [`Segmenter`] on (tract's matrix
+/// products and skipseg's kernels use it): lets a caller pick the thread count per call
+/// rather than per loaded model.
+#[derive(Clone)]
+pub struct ThreadPool(tract_linalg::multithread::Executor);
+
+impl ThreadPool {
+    /// A pool of `threads` threads (at least 1).
+    pub fn new(threads: usize) -> Result<Self> {
+        thread_pool(threads.max(1)).map(Self)
+    }
+
+    /// Run `f` with this pool as the executor.
+    pub fn install<R>(&self, f: impl FnOnce() -> R) -> R {
+        tract_linalg::multithread::multithread_tract_scope(self.0.clone(), f)
+    }
+}
+
+impl std::fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThreadPool")
+    }
 }
 
 /// One symmetry of the square: transpose first, then flips.

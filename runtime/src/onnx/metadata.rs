@@ -92,9 +92,15 @@ pub struct Normalisation {
 }
 
 impl Normalisation {
-    /// Normalise one intensity already scaled to [0, 1].
+    /// Normalise one intensity already scaled to [0, 1]. A non-finite intensity (a
+    /// missing pixel) becomes 0, the mean of the network's input, so it cannot spread
+    /// NaN through the convolutions to the rest of the image.
     pub fn apply(&self, unit: f32) -> f32 {
-        (unit - self.offset) / self.scale
+        if unit.is_finite() {
+            (unit - self.offset) / self.scale
+        } else {
+            0.0
+        }
     }
 }
 
@@ -105,6 +111,8 @@ pub struct IntensityStats {
     count: u64,
     sum: f64,
     sum_sq: f64,
+    /// Non-finite pixels (NaN, +-inf) seen and left out.
+    missing: u64,
 }
 
 impl IntensityStats {
@@ -115,9 +123,14 @@ impl IntensityStats {
         s
     }
 
-    /// Add pixels.
+    /// Add pixels. Non-finite values (NaN, +-inf: a float image's missing or saturated
+    /// pixels) are counted as missing and kept out of the statistics.
     pub fn add<'a>(&mut self, values: impl IntoIterator<Item = &'a f32>) {
         for &v in values {
+            if !v.is_finite() {
+                self.missing += 1;
+                continue;
+            }
             let v = v as f64;
             self.count += 1;
             self.sum += v;
@@ -125,8 +138,14 @@ impl IntensityStats {
         }
     }
 
+    /// Pixels in the statistics (finite ones).
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// Non-finite pixels left out of the statistics.
+    pub fn missing(&self) -> u64 {
+        self.missing
     }
 
     pub fn mean(&self) -> f64 {

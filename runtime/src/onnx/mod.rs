@@ -6,6 +6,7 @@
 
 mod builder;
 mod metadata;
+mod validate;
 
 pub use builder::{GraphBuilder, OPSET, float, int, ints, string, tensor_attr};
 pub use metadata::{
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 pub use tract_onnx::pb;
+pub use validate::{Expected, check_single_assignment, validate};
 
 use crate::error::{Error, Result};
 
@@ -200,36 +202,6 @@ pub fn initializers(graph: &pb::GraphProto) -> Initializers<'_> {
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect()
-}
-
-/// Refuse a graph that defines one tensor twice (two initializers of one name, or two
-/// producers of one value): ONNX graphs are single-assignment, and a loader that kept
-/// either definition would run weights nobody chose.
-pub fn check_single_assignment(graph: &pb::GraphProto, source_name: &str) -> Result<()> {
-    let mut defined = std::collections::HashSet::new();
-    let defs = graph
-        .input
-        .iter()
-        .map(|i| i.name.as_str())
-        .chain(graph.initializer.iter().map(|t| t.name.as_str()))
-        .chain(
-            graph
-                .node
-                .iter()
-                .flat_map(|n| n.output.iter().map(String::as_str)),
-        );
-    // an initializer may also be listed as a graph input (its default value)
-    let inputs: std::collections::HashSet<&str> =
-        graph.input.iter().map(|i| i.name.as_str()).collect();
-    for name in defs.filter(|n| !n.is_empty()) {
-        if !defined.insert(name) && !inputs.contains(name) {
-            return Err(Error::NotOnnx {
-                source_name: source_name.to_string(),
-                reason: format!("tensor `{name}` is defined more than once"),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Give every node a name no other node has (tract keys nodes by name; ONNX names are
