@@ -19,6 +19,10 @@ pub enum Error {
     /// The bytes are not a decodable ONNX `ModelProto`.
     #[error("{source_name}: not an ONNX model: {reason}")]
     NotOnnx { source_name: String, reason: String },
+    /// The file is ONNX, but its graph cannot be run as it stands (a missing or damaged
+    /// initializer, NaN weights, a tensor defined twice, another network's input).
+    #[error("{source_name}: invalid model: {reason}")]
+    BadModel { source_name: String, reason: String },
     /// The ONNX model lacks skipseg metadata, or it is malformed.
     #[error("{source_name}: model metadata: {reason}")]
     Metadata { source_name: String, reason: String },

@@ -132,9 +132,10 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let status = match &e {
             Error::Io { .. } => SkipsegStatus::ErrIo,
-            Error::NotOnnx { .. } | Error::Metadata { .. } | Error::Arch(_) => {
-                SkipsegStatus::ErrModel
-            }
+            Error::NotOnnx { .. }
+            | Error::BadModel { .. }
+            | Error::Metadata { .. }
+            | Error::Arch(_) => SkipsegStatus::ErrModel,
             Error::InputShape { .. } | Error::NotMultiple { .. } | Error::Image { .. } => {
                 SkipsegStatus::ErrInvalidArgument
             }

@@ -377,6 +377,10 @@ fn tiff_decoder(path: &Path) -> Result<tiff::decoder::Decoder<BufReader<File>>> 
         .with_limits(tiff::decoder::Limits::unlimited()))
 }
 
+/// Largest strip (or row of tiles) the TIFF reader decodes at once, in pixels (64 Mi:
+/// 256 MB as floats; the tiff crate's own decoding limit is 256 MB too).
+const MAX_BAND_PIXELS: usize = 64 << 20;
+
 /// Rows of one TIFF page, decoded a strip (or a row of tiles) at a time.
 struct TiffRows {
     path: PathBuf,
@@ -484,8 +488,21 @@ impl TiffRows {
             ));
         }
         let rows = self.chunk_h.min(self.height - y0);
-        let mut out = vec![vec![0.0f32; self.width]; rows];
+        // a band is held decoded: refuse strips no streaming reader should hold (a tiny
+        // file may declare 100000 x 100000 pixels in one strip)
+        if rows.saturating_mul(self.width) > MAX_BAND_PIXELS {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "TIFF strips of {rows} rows x {} pixels are larger than the {} Mpixels a \
+                     band may hold (re-save with smaller strips or tiles)",
+                    self.width,
+                    MAX_BAND_PIXELS >> 20
+                ),
+            ));
+        }
         if self.tiled {
+            let mut out = vec![vec![0.0f32; self.width]; rows];
             let across = self.width.div_ceil(self.chunk_w);
             for i in 0..across {
                 let x0 = i * self.chunk_w;
@@ -500,17 +517,19 @@ impl TiffRows {
                     out_row[x0..x0 + cw].copy_from_slice(&data[r * cw..(r + 1) * cw]);
                 }
             }
+            self.pending.extend(out);
         } else {
             let (data, depth) = self.chunk(band)?;
             self.depth = depth;
             if data.len() < self.width * rows {
                 return Err(bad(&self.path, "corrupt TIFF: short strip"));
             }
-            for (r, out_row) in out.iter_mut().enumerate() {
-                out_row.copy_from_slice(&data[r * self.width..(r + 1) * self.width]);
-            }
+            self.pending.extend(
+                data.chunks_exact(self.width)
+                    .take(rows)
+                    .map(<[f32]>::to_vec),
+            );
         }
-        self.pending.extend(out);
         self.next_band += 1;
         Ok(())
     }
@@ -586,6 +605,8 @@ struct PngStream {
     tmp: PathBuf,
     path: PathBuf,
     writer: Option<png::StreamWriter<'static, BufWriter<File>>>,
+    /// Renamed into place: the temporary file is gone.
+    committed: bool,
 }
 
 impl PngStream {
@@ -607,6 +628,7 @@ impl PngStream {
                 tmp,
                 path,
                 writer: Some(w),
+                committed: false,
             }),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -628,13 +650,17 @@ impl PngStream {
         let w = self.writer.take().expect("open stream");
         w.finish()
             .map_err(|e| bad(&self.path, format!("PNG encoding: {e}")))?;
-        crate::onnx::rename_into_place(&self.tmp, &self.path)
+        let done = crate::onnx::rename_into_place(&self.tmp, &self.path)?;
+        self.committed = true;
+        Ok(done)
     }
 }
 
 impl Drop for PngStream {
+    /// Whatever failed (a write, the encoder's finish, the rename), no temporary file
+    /// stays behind.
     fn drop(&mut self) {
-        if self.writer.is_some() {
+        if !self.committed {
             self.writer = None;
             let _ = std::fs::remove_file(&self.tmp);
         }
@@ -648,6 +674,8 @@ struct FloatTiffStream {
     path: PathBuf,
     rows: Option<std::sync::mpsc::SyncSender<Vec<f32>>>,
     writer: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Renamed into place: the temporary file is gone.
+    committed: bool,
 }
 
 /// Rows per TIFF strip (a strip is the unit a reader decodes).
@@ -688,6 +716,7 @@ impl FloatTiffStream {
             path,
             rows: Some(tx),
             writer: Some(writer),
+            committed: false,
         })
     }
 
@@ -716,13 +745,16 @@ impl FloatTiffStream {
     fn finish(mut self) -> Result<PathBuf> {
         self.rows = None; // closes the channel: the writer finishes the file
         self.join()?;
-        crate::onnx::rename_into_place(&self.tmp, &self.path)
+        let done = crate::onnx::rename_into_place(&self.tmp, &self.path)?;
+        self.committed = true;
+        Ok(done)
     }
 }
 
 impl Drop for FloatTiffStream {
+    /// Whatever failed (the writer thread, the rename), no temporary file stays behind.
     fn drop(&mut self) {
-        if self.writer.is_some() {
+        if !self.committed {
             self.rows = None;
             let _ = self.join();
             let _ = std::fs::remove_file(&self.tmp);

@@ -641,6 +641,11 @@ fn predict(args: PredictArgs) -> Result<()> {
     let threads = args.threads.unwrap_or_else(all_cores);
     anyhow::ensure!(threads >= 1, "--threads must be at least 1");
     let seg = load_model(args.model.as_deref(), threads)?;
+    anyhow::ensure!(
+        !args.output.exists() || args.output.is_dir(),
+        "{}: the output (-o) must be a folder, and this is a file",
+        args.output.display()
+    );
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create output folder", args.output.display()))?;
     let factor = seg.meta().arch.down_factor();

@@ -21,7 +21,7 @@ pub struct Expected {
 /// - initializers hold as many elements as their dimensions say, and float ones are
 ///   all finite.
 pub fn validate(model: &pb::ModelProto, expected: &Expected, source_name: &str) -> Result<()> {
-    let bad = |reason: String| Error::NotOnnx {
+    let bad = |reason: String| Error::BadModel {
         source_name: source_name.to_string(),
         reason,
     };
@@ -108,7 +108,7 @@ pub fn check_single_assignment(graph: &pb::GraphProto, source_name: &str) -> Res
     );
     for name in definitions.filter(|n| !n.is_empty()) {
         if !defined.insert(name) || (inputs.contains(name) && !is_initializer(graph, name)) {
-            return Err(Error::NotOnnx {
+            return Err(Error::BadModel {
                 source_name: source_name.to_string(),
                 reason: format!("tensor `{name}` is defined more than once"),
             });

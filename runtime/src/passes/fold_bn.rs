@@ -33,7 +33,7 @@ fn attr_f(node: &pb::NodeProto, name: &str, default: f32) -> f32 {
 
 /// Fold every batch norm of `model` (see the module docs).
 pub fn fold_batch_norms(model: &mut pb::ModelProto, source_name: &str) -> Result<FoldReport> {
-    let err = |reason: String| Error::NotOnnx {
+    let err = |reason: String| Error::BadModel {
         source_name: source_name.to_string(),
         reason,
     };

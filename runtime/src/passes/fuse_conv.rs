@@ -154,7 +154,7 @@ fn is_upsample_x2(node: &pb::NodeProto, inits: &onnx::Initializers<'_>) -> bool 
 
 /// Fuse every supported convolution of `model` (see the module docs).
 pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Result<FuseReport> {
-    let err = |reason: String| Error::NotOnnx {
+    let err = |reason: String| Error::BadModel {
         source_name: source_name.to_string(),
         reason,
     };

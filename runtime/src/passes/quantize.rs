@@ -105,7 +105,7 @@ pub fn quantize_convs(
     ranges: &HashMap<String, ActivationRange>,
     source_name: &str,
 ) -> Result<QuantizeReport> {
-    let err = |reason: String| Error::NotOnnx {
+    let err = |reason: String| Error::BadModel {
         source_name: source_name.to_string(),
         reason,
     };
