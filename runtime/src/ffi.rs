@@ -161,11 +161,7 @@ fn guarded(body: impl FnOnce() -> std::result::Result<(), Failure>) -> SkipsegSt
             status
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let what = crate::engine::panic_message(panic.as_ref());
             set_last_error(&format!("internal error (please report): {what}"));
             SkipsegStatus::ErrInternal
         }

@@ -120,6 +120,14 @@ enum Kind {
     Tiff,
 }
 
+/// Widest image the readers accept: tiled inference holds a band of about `window +
+/// tile` full rows as floats (at 256 Ki pixels: 640 rows x 1 MB). Heights are not
+/// limited: rows stream.
+pub const MAX_IMAGE_WIDTH: usize = 1 << 18;
+
+/// Largest interlaced PNG (decoded whole, unlike every other input) in bytes.
+const MAX_INTERLACED_PNG_BYTES: usize = 1 << 30;
+
 fn file_pages(path: &Path) -> Result<Vec<Page>> {
     let dims: Vec<(usize, usize)> = match file_kind(path)? {
         Kind::Png => {
@@ -146,6 +154,15 @@ fn file_pages(path: &Path) -> Result<Vec<Page>> {
         .map(|(index, (width, height))| {
             if width == 0 || height == 0 {
                 return Err(bad(path, "image has zero width or height"));
+            }
+            if width > MAX_IMAGE_WIDTH {
+                return Err(bad(
+                    path,
+                    format!(
+                        "image width {width} exceeds the {MAX_IMAGE_WIDTH} pixels a row may \
+                         have (tiling holds a band of full rows)"
+                    ),
+                ));
             }
             Ok(Page {
                 path: path.to_path_buf(),
@@ -320,7 +337,18 @@ impl PngRows {
             let size = rows
                 .reader
                 .output_buffer_size()
-                .ok_or_else(|| bad(path, "PNG too large"))?;
+                .filter(|&s| s <= MAX_INTERLACED_PNG_BYTES)
+                .ok_or_else(|| {
+                    bad(
+                        path,
+                        format!(
+                            "interlaced PNG of {width}x{height} pixels: interlaced images are \
+                             decoded whole, and this one would take more than {} MB \
+                             (re-save it without interlacing to stream it)",
+                            MAX_INTERLACED_PNG_BYTES >> 20
+                        ),
+                    )
+                })?;
             let mut buf = vec![0; size];
             rows.reader
                 .next_frame(&mut buf)

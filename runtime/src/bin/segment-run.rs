@@ -207,9 +207,30 @@ fn configure_allocator() {
 
 fn main() {
     configure_allocator();
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(2);
+    let cli = Cli::parse();
+    quiet_panics();
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+        Err(panic) => {
+            eprintln!(
+                "error: internal error, please report it: {} (RUST_BACKTRACE=1 shows where)",
+                skipseg_runtime::engine::panic_message(panic.as_ref())
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+/// A panic is reported once, as the error line of `main` (the library turns the
+/// engine's panics into errors naming the model): the default hook's multi-line report
+/// appears only with RUST_BACKTRACE set.
+fn quiet_panics() {
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        std::panic::set_hook(Box::new(|_| {}));
     }
 }
 

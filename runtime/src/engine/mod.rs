@@ -173,9 +173,7 @@ impl Segmenter {
     fn run4(&self, input: ArrayView4<'_, f32>, h: usize, w: usize) -> Result<Array4<f32>> {
         let plan = self.plan(h, w)?;
         let tensor: Tensor = input.to_owned().into_tensor();
-        let outputs = self
-            .in_pool(|| plan.run(tvec!(tensor.into_tvalue())))
-            .map_err(|e| self.engine_err(e))?;
+        let outputs = self.guarded(|| self.in_pool(|| plan.run(tvec!(tensor.into_tvalue()))))?;
         let out = outputs[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| self.engine_err(e))?
@@ -279,6 +277,19 @@ impl Segmenter {
         }
     }
 
+    /// Run a tract call, turning its errors and its panics into [`Error::Engine`]: tract
+    /// asserts rather than errs on some malformed graphs (found by fuzzing, see
+    /// docs/RELIABILITY.md), and an embedding process must not go down with it.
+    fn guarded<R>(&self, f: impl FnOnce() -> TractResult<R>) -> Result<R> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(result) => result.map_err(|e| self.engine_err(e)),
+            Err(panic) => Err(self.engine_err(format!(
+                "the engine failed on this graph ({})",
+                panic_message(panic.as_ref())
+            ))),
+        }
+    }
+
     fn engine_err(&self, e: impl std::fmt::Display) -> Error {
         Error::Engine {
             source_name: self.source_name.clone(),
@@ -294,8 +305,7 @@ impl Segmenter {
             plans.insert(0, hit);
             return Ok(plan);
         }
-        let plan = compile(&self.proto, self.meta.arch.in_channels, h, w)
-            .map_err(|e| self.engine_err(e))?;
+        let plan = self.guarded(|| compile(&self.proto, self.meta.arch.in_channels, h, w))?;
         plans.insert(0, ((h, w), plan.clone()));
         plans.truncate(MAX_CACHED_PLANS);
         Ok(plan)
@@ -369,6 +379,15 @@ fn thread_pool(threads: usize) -> Result<tract_linalg::multithread::Executor> {
     Ok(tract_linalg::multithread::Executor::MultiThread(Arc::new(
         pool,
     )))
+}
+
+/// The message of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// A thread pool to run calls of a single-threaded [`Segmenter`] on (tract's matrix

@@ -90,6 +90,60 @@ pub fn validate(model: &pb::ModelProto, expected: &Expected, source_name: &str) 
     for t in &graph.initializer {
         check_initializer(t).map_err(|why| bad(format!("initializer `{}`: {why}", t.name)))?;
     }
+    for node in graph.node.iter().filter(|n| n.op_type == "Conv") {
+        check_conv(node, graph).map_err(|why| {
+            let name = if node.name.is_empty() {
+                "a Conv node"
+            } else {
+                &node.name
+            };
+            bad(format!("`{name}`: {why}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// A Conv's geometry attributes agree with its weight's rank (tract indexes them
+/// without checking).
+fn check_conv(node: &pb::NodeProto, graph: &pb::GraphProto) -> std::result::Result<(), String> {
+    let Some(weight) = node
+        .input
+        .get(1)
+        .and_then(|w| graph.initializer.iter().find(|t| &t.name == w))
+    else {
+        return Ok(()); // a computed weight: tract checks shapes as it infers them
+    };
+    let spatial = weight
+        .dims
+        .len()
+        .checked_sub(2)
+        .filter(|&s| s >= 1)
+        .ok_or_else(|| format!("weight of rank {} (expected 3 or more)", weight.dims.len()))?;
+    for a in &node.attribute {
+        let expected = match a.name.as_str() {
+            "kernel_shape" | "strides" | "dilations" => spatial,
+            "pads" => 2 * spatial,
+            "group" if a.i < 1 => return Err(format!("group {} (expected >= 1)", a.i)),
+            _ => continue,
+        };
+        if a.ints.len() != expected {
+            return Err(format!(
+                "attribute `{}` has {} values; a weight of rank {} needs {expected}",
+                a.name,
+                a.ints.len(),
+                weight.dims.len()
+            ));
+        }
+        if a.ints
+            .iter()
+            .any(|&v| v < 0 || (a.name != "pads" && v == 0))
+        {
+            return Err(format!(
+                "attribute `{}` = {:?} is out of range",
+                a.name, a.ints
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -262,6 +316,17 @@ mod tests {
             .expect_err("channels differ")
             .to_string();
         assert!(r.contains("another network"), "{r}");
+
+        let mut m = small();
+        let conv = &mut m.graph.as_mut().expect("g").node[0];
+        let pads = conv
+            .attribute
+            .iter_mut()
+            .find(|a| a.name == "pads")
+            .expect("pads");
+        pads.ints.truncate(1); // what the fuzzer found: tract indexed past the end
+        let r = reason(&m);
+        assert!(r.contains("`conv`: attribute `pads` has 1 values"), "{r}");
 
         let mut m = small();
         let extra = m.graph.as_ref().expect("g").input[0].clone();
