@@ -27,7 +27,10 @@ fn model() -> &'static Model {
     })
 }
 
-fuzz_target!(|data: &[u8]| {
+#[path = "panic_policy.rs"]
+mod panic_policy;
+
+fuzz_target!(init: panic_policy::install(), |data: &[u8]| {
     if data.len() < 10 {
         return;
     }

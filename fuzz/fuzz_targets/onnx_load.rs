@@ -6,7 +6,10 @@
 use libfuzzer_sys::fuzz_target;
 use skipseg_runtime::Segmenter;
 
-fuzz_target!(|data: &[u8]| {
+#[path = "panic_policy.rs"]
+mod panic_policy;
+
+fuzz_target!(init: panic_policy::install(), |data: &[u8]| {
     let Ok(seg) = Segmenter::from_bytes(data, "fuzz.onnx") else {
         return;
     };

@@ -334,6 +334,11 @@ impl EvalOp for FusedConv {
         } else {
             Tensor::zero::<f32>(&[n, cout, h, w])?
         };
+        if out.len() == 0 {
+            // an empty plane or no output channels (a malformed graph; found by fuzzing):
+            // nothing to compute
+            return Ok(tvec!(out.into_tvalue()));
+        }
         let x = inputs[0].try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
         let residual = match self.residual {
