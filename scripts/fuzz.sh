@@ -42,8 +42,8 @@ c = pathlib.Path("fuzz/corpus/c_api")
 PY
 
 echo "## fuzzing, $seconds s per target ($(date -u +%F), $(lscpu | sed -n 's/^Model name: *//p'))"
-echo "| target | executions | seconds | exec/s | crashes |"
-echo "|---|---|---|---|---|"
+echo "| target | executions | seconds | exec/s | crashes, OOMs, timeouts | slow inputs (> 10 s) | tract panics caught by the library |"
+echo "|---|---|---|---|---|---|---|"
 for t in "${targets[@]}"; do
   log=fuzz/artifacts/$t.log; mkdir -p "fuzz/artifacts/$t"
   status=0
@@ -51,6 +51,8 @@ for t in "${targets[@]}"; do
     -max_len=262144 -timeout=30 -print_final_stats=1 > "$log" 2>&1 || status=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   secs=$(sed -n 's/.*Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
-  crashes=$(find "fuzz/artifacts/$t" -type f | wc -l)
-  echo "| $t | ${runs:-?} | ${secs:-$seconds} | $(( ${runs:-0} / ${secs:-$seconds} )) | $crashes (exit $status) |"
+  crashes=$(find "fuzz/artifacts/$t" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' \) | wc -l)
+  slow=$(find "fuzz/artifacts/$t" -type f -name 'slow-unit-*' | wc -l)
+  caught=$(grep -c "caught by the library" "$log" || true)
+  echo "| $t | ${runs:-?} | ${secs:-$seconds} | $(( ${runs:-0} / ${secs:-$seconds} )) | $crashes (exit $status) | $slow | $caught |"
 done

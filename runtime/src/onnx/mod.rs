@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 pub use tract_onnx::pb;
-pub use validate::{Expected, check_single_assignment, validate};
+pub use validate::{Expected, check_arity, check_single_assignment, validate};
 
 use crate::error::{Error, Result};
 

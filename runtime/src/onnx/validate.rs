@@ -30,6 +30,7 @@ pub fn validate(model: &pb::ModelProto, expected: &Expected, source_name: &str) 
         .as_ref()
         .ok_or_else(|| bad("the model has no graph".into()))?;
     check_single_assignment(graph, source_name)?;
+    check_arity(graph, source_name)?;
 
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let runtime_inputs: Vec<&pb::ValueInfoProto> = graph
@@ -142,6 +143,42 @@ fn check_conv(node: &pb::NodeProto, graph: &pb::GraphProto) -> std::result::Resu
                 "attribute `{}` = {:?} is out of range",
                 a.name, a.ints
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Inputs (at least, at most) and outputs (at least) of the operators skipseg's passes
+/// read; any other operator needs one output.
+fn arity(op: &str) -> (usize, usize, usize) {
+    match op {
+        "Conv" => (2, 3, 1),
+        "BatchNormalization" => (5, 5, 1),
+        "Relu" | "Sigmoid" => (1, 1, 1),
+        "Add" | "Mul" => (2, 2, 1),
+        "QuantizeLinear" | "DequantizeLinear" => (2, 3, 1),
+        "Slice" => (3, 5, 1),
+        "Resize" => (1, 4, 1),
+        _ => (0, usize::MAX, 1),
+    }
+}
+
+/// Every node has as many inputs and outputs as its operator takes (the passes index
+/// them; a fuzzed `Relu` without inputs used to panic in one).
+pub fn check_arity(graph: &pb::GraphProto, source_name: &str) -> Result<()> {
+    for node in &graph.node {
+        let (min_in, max_in, min_out) = arity(&node.op_type);
+        let (n_in, n_out) = (node.input.len(), node.output.len());
+        if n_in < min_in || n_in > max_in || n_out < min_out {
+            let name = if node.name.is_empty() {
+                format!("a {} node", node.op_type)
+            } else {
+                format!("{} node `{}`", node.op_type, node.name)
+            };
+            return Err(Error::BadModel {
+                source_name: source_name.to_string(),
+                reason: format!("{name} has {n_in} inputs and {n_out} outputs"),
+            });
         }
     }
     Ok(())
@@ -329,6 +366,16 @@ mod tests {
         assert!(r.contains("`conv`: attribute `pads` has 1 values"), "{r}");
 
         let mut m = small();
+        let mut b = GraphBuilder::new("g", "input", 1);
+        let y = b.relu("relu", "input");
+        let mut relu = b.finish(&y, "output", "test");
+        relu.graph.as_mut().expect("g").node[0].input.clear(); // found by fuzzing
+        let r = reason(&relu);
+        assert!(
+            r.contains("Relu node `relu` has 0 inputs and 1 outputs"),
+            "{r}"
+        );
+
         let extra = m.graph.as_ref().expect("g").input[0].clone();
         let g = m.graph.as_mut().expect("g");
         g.input.push(pb::ValueInfoProto {

@@ -38,6 +38,8 @@ pub fn fold_batch_norms(model: &mut pb::ModelProto, source_name: &str) -> Result
         reason,
     };
     let graph = model.graph.as_mut().ok_or_else(|| err("no graph".into()))?;
+    // the pass indexes node inputs and outputs: their counts must be what the operators take
+    crate::onnx::check_arity(graph, source_name)?;
     let mut report = FoldReport::default();
     if !graph.node.iter().any(|n| n.op_type == "BatchNormalization") {
         return Ok(report);

@@ -159,6 +159,8 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
         reason,
     };
     let graph = model.graph.as_mut().ok_or_else(|| err("no graph".into()))?;
+    // the pass indexes node inputs and outputs: their counts must be what the operators take
+    crate::onnx::check_arity(graph, source_name)?;
     let mut report = FuseReport::default();
     let graph_outputs: HashSet<String> = graph.output.iter().map(|o| o.name.clone()).collect();
     let mut names = onnx::Names::of(graph);

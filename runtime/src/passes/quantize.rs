@@ -119,6 +119,8 @@ pub fn quantize_convs(
         ));
     }
     let graph = model.graph.as_mut().ok_or_else(|| err("no graph".into()))?;
+    // the pass indexes node inputs and outputs: their counts must be what the operators take
+    crate::onnx::check_arity(graph, source_name)?;
     let mut report = QuantizeReport::default();
     let mut names = onnx::Names::of(graph);
     let mut unique = |base: String| names.unique(&base);
