@@ -465,3 +465,29 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// A model that makes tract panic when it runs (found by fuzzing): one error line, exit
+/// 2, no panic report.
+#[test]
+fn a_model_that_makes_the_engine_panic() {
+    let dir = tmp("engine-panic");
+    let model = dir.join("panics.onnx");
+    std::fs::copy(
+        root().join("runtime/tests/fuzz-regressions/onnx_load/empty-conv-output.onnx"),
+        &model,
+    )
+    .expect("copy");
+    let out = dir.join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_segment-run"))
+        .arg("predict")
+        .arg(slice())
+        .arg("-o")
+        .arg(&out)
+        .arg("--model")
+        .arg(&model)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("runs");
+    assert_refused(&o, &["panics.onnx", "engine failed"]);
+    assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));
+}

@@ -526,3 +526,41 @@ fn model_from_bytes_and_its_info() {
     }
     assert_eq!(skipseg_abi_version(), SKIPSEG_ABI_VERSION);
 }
+
+/// A panic inside the engine does not cross the C boundary: a model found by fuzzing
+/// makes tract panic when it runs (a Resize of an empty tensor); the library catches it
+/// and the call returns an error code with the reason.
+#[test]
+fn a_panic_inside_the_engine_becomes_an_error_code() {
+    let bytes = std::fs::read(
+        root().join("runtime/tests/fuzz-regressions/onnx_load/empty-conv-output.onnx"),
+    )
+    .expect("regression model");
+    let mut m = std::ptr::null_mut();
+    // SAFETY: valid buffer and slot
+    let status =
+        unsafe { skipseg_model_load_bytes(bytes.as_ptr(), bytes.len(), std::ptr::null(), &mut m) };
+    assert_eq!(status, SkipsegStatus::Ok, "{}", last_error());
+    let (w, h) = (16usize, 16usize);
+    let pixels = test_image(w, h, 3);
+    let mut out = vec![0.0f32; w * h];
+    // SAFETY: live model, buffers of the stated sizes, default options
+    let status = unsafe {
+        skipseg_segment(
+            m,
+            pixels.as_ptr(),
+            pixels.len(),
+            SkipsegPixelType::U8 as i32,
+            w,
+            h,
+            w,
+            std::ptr::null(),
+            out.as_mut_ptr(),
+            out.len(),
+        )
+    };
+    assert_eq!(status, SkipsegStatus::ErrInference, "{}", last_error());
+    assert!(last_error().contains("engine failed"), "{}", last_error());
+    // SAFETY: loaded above
+    unsafe { skipseg_model_free(m) };
+}
