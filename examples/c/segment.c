@@ -8,8 +8,8 @@
  * Float Map, bottom row first). Build (see docs/EMBEDDING.md):
  *
  *   bash scripts/build-clib.sh
- *   cc -O2 -I runtime/include examples/c/segment.c -L target/release \
- *      -lskipseg_runtime -lm -Wl,-rpath,$PWD/target/release -o segment
+ *   cc -O2 -I runtime/include examples/c/segment.c -L target/clib \
+ *      -lskipseg_runtime -lm -Wl,-rpath,$PWD/target/clib -o segment
  */
 #include <math.h>
 #include <stdint.h>
