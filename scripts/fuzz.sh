@@ -14,6 +14,7 @@ cargo +nightly fuzz build -O >&2
 # seed corpora: the fixture models; small PNG and TIFF images (first byte: 0 PNG, 1 TIFF)
 mkdir -p fuzz/corpus/onnx_load fuzz/corpus/image_read fuzz/corpus/c_api
 for d in fixtures/*/; do cp "$d/model.onnx" "fuzz/corpus/onnx_load/$(basename "$d").onnx"; done
+cp models/isbi-small-int8.onnx fuzz/corpus/onnx_load/   # int8 (QDQ): the SkipsegQConv fusion
 python3 - <<'PY'
 import pathlib, struct, zlib
 out = pathlib.Path("fuzz/corpus/image_read")
@@ -48,7 +49,7 @@ for t in "${targets[@]}"; do
   log=fuzz/artifacts/$t.log; mkdir -p "fuzz/artifacts/$t"
   status=0
   cargo +nightly fuzz run -O "$t" "fuzz/corpus/$t" -- -max_total_time="$seconds" -rss_limit_mb=4096 \
-    -max_len=262144 -timeout=30 -print_final_stats=1 > "$log" 2>&1 || status=$?
+    -max_len=524288 -timeout=30 -print_final_stats=1 > "$log" 2>&1 || status=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   secs=$(sed -n 's/.*Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
   crashes=$(find "fuzz/artifacts/$t" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' \) | wc -l)
