@@ -9,15 +9,10 @@ use std::process::{Command, Output};
 use skipseg_runtime::onnx::{self, GraphBuilder};
 
 mod common;
-use common::root;
+use common::{crc32, file_names as files_in, root};
 
 fn tmp(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("bad-input")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).expect("tmp dir");
-    p
+    common::tmp(&format!("bad-input/{name}"))
 }
 
 fn slice() -> PathBuf {
@@ -36,6 +31,21 @@ fn predict(image: &Path, out: &Path, extra: &[&str]) -> Output {
         .expect("segment-run runs")
 }
 
+/// `predict` run by bash after `limits` (e.g. `ulimit -v 3000000`).
+fn predict_limited(limits: &str, image: &Path, out: &Path, extra: &[&str]) -> Output {
+    let script = format!(
+        "{limits}; exec '{}' predict '{}' -o '{}' --tta none {}",
+        env!("CARGO_BIN_EXE_segment-run"),
+        image.display(),
+        out.display(),
+        extra.join(" ")
+    );
+    Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .expect("bash")
+}
+
 /// Exit code 2, one line on stderr containing every one of `needles`, no panic.
 fn assert_refused(o: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&o.stderr);
@@ -46,17 +56,6 @@ fn assert_refused(o: &Output, needles: &[&str]) {
         assert!(err.contains(n), "`{n}` missing from: {err}");
     }
     eprintln!("refused (exit 2): {}", err.trim());
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|r| {
-            r.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// Run predict with a damaged model: refused, nothing written.
@@ -380,16 +379,7 @@ fn disk_full_while_writing() {
     std::fs::create_dir_all(&out).expect("dir");
     std::fs::write(out.join("07.tif"), b"earlier result").expect("write");
     // the float map of a 512x512 slice is 1 MiB; allow 64 KiB
-    let script = format!(
-        "trap '' XFSZ; ulimit -f 64; exec '{}' predict '{}' -o '{}' --tta none --float",
-        env!("CARGO_BIN_EXE_segment-run"),
-        slice().display(),
-        out.display()
-    );
-    let o = Command::new("bash")
-        .args(["-c", &script])
-        .output()
-        .expect("bash");
+    let o = predict_limited("trap '' XFSZ; ulimit -f 64", &slice(), &out, &["--float"]);
     assert_refused(&o, &["07.tif"]);
     assert_eq!(files_in(&out), ["07.tif"]);
     assert_eq!(
@@ -410,16 +400,7 @@ fn interlaced_png_declaring_4_gb() {
     let image = dir.join("tall.png");
     std::fs::write(&image, &bytes[1..]).expect("write"); // byte 0: the fuzz target's kind
     let out = dir.join("out");
-    let script = format!(
-        "ulimit -v 3000000; exec '{}' predict '{}' -o '{}' --tta none",
-        env!("CARGO_BIN_EXE_segment-run"),
-        image.display(),
-        out.display()
-    );
-    let o = Command::new("bash")
-        .args(["-c", &script])
-        .output()
-        .expect("bash");
+    let o = predict_limited("ulimit -v 3000000", &image, &out, &[]);
     assert_refused(&o, &["tall.png", "interlaced PNG of 8x268435462 pixels"]);
     assert!(files_in(&out).is_empty());
 }
@@ -449,21 +430,6 @@ fn png_wider_than_a_band_can_hold() {
         &predict(&image, &out, &[]),
         &["wide.png", "width 300000 exceeds"],
     );
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// A model that makes tract panic when it runs (found by fuzzing): one error line, exit

@@ -13,14 +13,7 @@ use std::process::Command;
 use skipseg_runtime::ffi::*;
 
 mod common;
-use common::root;
-
-fn tmp(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).expect("tmp dir");
-    p
-}
+use common::{root, tmp};
 
 fn last_error() -> String {
     // SAFETY: never null, NUL-terminated, valid until this thread's next call
@@ -55,7 +48,8 @@ fn header_is_current() {
 
 /// The library the test command built (`scripts/build-clib.sh --dev`).
 fn library_dir() -> PathBuf {
-    let dir = root().join("target/debug");
+    // cargo's target folder (CARGO_TARGET_DIR or target/), as build-clib.sh uses it
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../debug");
     assert!(
         dir.join("libskipseg_runtime.so").exists(),
         "{}/libskipseg_runtime.so missing: run `bash scripts/build-clib.sh --dev` first \

@@ -242,10 +242,11 @@ impl Segmenter {
                     out
                 };
             let started = std::time::Instant::now();
-            self.in_pool(|| {
-                state.run_plan_with_eval(tvec!(tensor.clone().into_tvalue()), &mut timed)
-            })
-            .map_err(|e| self.engine_err(e))?;
+            self.guarded(|| {
+                self.in_pool(|| {
+                    state.run_plan_with_eval(tvec!(tensor.clone().into_tvalue()), &mut timed)
+                })
+            })?;
             if run > 0 {
                 wall += started.elapsed().as_secs_f64();
             }

@@ -189,27 +189,24 @@ pub fn check_arity(graph: &pb::GraphProto, source_name: &str) -> Result<()> {
 /// either definition would run weights nobody chose. (A graph input may also be an
 /// initializer: its default value.)
 pub fn check_single_assignment(graph: &pb::GraphProto, source_name: &str) -> Result<()> {
+    let twice = |name: &str| Error::BadModel {
+        source_name: source_name.to_string(),
+        reason: format!("tensor `{name}` is defined more than once"),
+    };
     let inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
     let mut defined: HashSet<&str> = HashSet::new();
-    let definitions = graph.initializer.iter().map(|t| t.name.as_str()).chain(
-        graph
-            .node
-            .iter()
-            .flat_map(|n| n.output.iter().map(String::as_str)),
-    );
-    for name in definitions.filter(|n| !n.is_empty()) {
-        if !defined.insert(name) || (inputs.contains(name) && !is_initializer(graph, name)) {
-            return Err(Error::BadModel {
-                source_name: source_name.to_string(),
-                reason: format!("tensor `{name}` is defined more than once"),
-            });
+    for name in graph.initializer.iter().map(|t| t.name.as_str()) {
+        if !name.is_empty() && !defined.insert(name) {
+            return Err(twice(name));
+        }
+    }
+    // a node output may be neither an initializer nor a graph input
+    for name in graph.node.iter().flat_map(|n| n.output.iter()) {
+        if !name.is_empty() && (!defined.insert(name) || inputs.contains(name.as_str())) {
+            return Err(twice(name));
         }
     }
     Ok(())
-}
-
-fn is_initializer(graph: &pb::GraphProto, name: &str) -> bool {
-    graph.initializer.iter().any(|t| t.name == name)
 }
 
 /// Dimensions of a tensor value (None: unknown dimension), or None if no shape is given.

@@ -1,5 +1,5 @@
-//! What the runtime's integration tests share: where the workspace's files are, the
-//! golden fixtures, and differences of outputs.
+//! What the runtime's integration tests share: where the workspace's files are, scratch
+//! folders, the golden fixtures, differences of outputs, and PNG chunk checksums.
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::path::{Path, PathBuf};
@@ -30,4 +30,40 @@ pub fn max_abs<'a>(
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// A fresh, empty scratch folder `name` (a relative path) under cargo's test tmp dir.
+pub fn tmp(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).expect("tmp dir");
+    p
+}
+
+/// The names in a folder, sorted (none if it does not exist).
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// CRC-32 of a PNG chunk's type and data (to write PNG headers by hand).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
