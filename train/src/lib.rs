@@ -4,6 +4,7 @@
 //! The architecture itself is data: [`skipseg_runtime::arch::ArchSpec`], shared with the
 //! runtime, which reads it back from the exported model.
 
+pub mod ablation;
 pub mod augment;
 pub mod backend;
 pub mod data;

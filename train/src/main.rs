@@ -53,6 +53,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "none")]
         averaging: skipseg_runtime::Averaging,
     },
+    /// The paper's skip ablation (Table 3, Fig. 3): train one architecture four times
+    /// with the same recipe and seed (long+short skips, short only, long only, neither)
+    /// into OUT/<variant>/, then write OUT/ablation.{md,csv,json} and OUT/curves.png.
+    /// Resumable: run it again to continue unfinished variants.
+    Ablation(AblationArgs),
     /// Redraw the charts and CSV files of a run folder from its state (after a crash,
     /// or to get the current chart style for an old run).
     Report {
@@ -97,8 +102,31 @@ struct TrainArgs {
     out: Option<PathBuf>,
     /// Continue the run in this folder after a crash, with its optimizer state (and
     /// its config.json; --epochs sets the new total).
-    #[arg(long, conflicts_with_all = ["arch", "out", "loss", "images", "labels", "val", "seed", "dropout", "no_augment", "normalise"])]
+    #[arg(long, conflicts_with_all = ["arch", "out", "loss", "images", "labels", "val", "seed", "dropout", "no_augment", "normalise", "lr", "crops", "crop_size"])]
     resume: Option<PathBuf>,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Freeze batch norms after this epoch (default: after three quarters of the epochs;
+    /// `--freeze-bn-after EPOCHS` never freezes): every later epoch re-estimates their
+    /// statistics over the training slices (precise BN) and trains with them fixed, as
+    /// inference uses them. Batch size 1 makes per-image batch statistics a poor guide to
+    /// fixed ones; see models/isbi-small.md. With --resume: changes the schedule of the
+    /// epochs not yet run.
+    #[arg(long)]
+    freeze_bn_after: Option<usize>,
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+    /// Which best checkpoint becomes `model.onnx` at the end: lowest validation loss
+    /// (the paper's rule) or highest validation V_rand. Both are kept in the run folder
+    /// (`segment-train export --select` exports the other).
+    #[arg(long, value_enum, default_value = "val-loss")]
+    select: Selection,
+}
+
+/// The recipe options `train` and `ablation` share.
+#[derive(clap::Args)]
+struct RecipeArgs {
     /// Training images: a folder of PNG/TIFF slices or a multi-page TIFF.
     #[arg(long, default_value = "data/isbi2012/train/images")]
     images: PathBuf,
@@ -121,22 +149,49 @@ struct TrainArgs {
     /// (each image to zero mean, unit variance) or the fixed (x - 0.5) / 0.25.
     #[arg(long, value_enum, default_value = "per-image")]
     normalise: Normalise,
-    /// Freeze batch norms after this epoch (default: after three quarters of the epochs;
-    /// `--freeze-bn-after EPOCHS` never freezes): every later epoch re-estimates their
-    /// statistics over the training slices (precise BN) and trains with them fixed, as
-    /// inference uses them. Batch size 1 makes per-image batch statistics a poor guide to
-    /// fixed ones; see models/isbi-small.md. With --resume: changes the schedule of the
-    /// epochs not yet run.
+    /// Learning rate of RMSprop (the paper: 1e-3; its Fig. 4(d), without batch norm,
+    /// needed a lower one).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Images per step (batch size): each step stacks this many augmented slices, so
+    /// batch norm sees more than one image. 1 is the paper's batch size.
+    #[arg(long, default_value_t = 1)]
+    crops: usize,
+    /// Train on random square crops of this side (a multiple of the down-sampling
+    /// factor) instead of whole slices; with --crops 4 --crop-size 256 a step costs what
+    /// one whole 512x512 slice does.
+    #[arg(long)]
+    crop_size: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct AblationArgs {
+    /// Architecture JSON; its skip switches are overridden per variant.
+    #[arg(long)]
+    arch: PathBuf,
+    /// Loss function (the paper's ablation used binary cross-entropy).
+    #[arg(long, value_enum, default_value = "bce")]
+    loss: LossKind,
+    /// Epochs per variant.
+    #[arg(long, default_value_t = 50)]
+    epochs: usize,
+    /// Output folder: one run folder per variant plus the table and chart.
+    #[arg(long)]
+    out: PathBuf,
+    /// Which variants to train (default: all four); e.g. to spread them over machines.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    variants: Vec<skipseg_train::ablation::Variant>,
+    /// Only redraw the table and chart from the variant runs found in OUT.
+    #[arg(long)]
+    report_only: bool,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Freeze batch norms after this epoch (default: three quarters of the epochs).
     #[arg(long)]
     freeze_bn_after: Option<usize>,
     /// Where to train.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceKind,
-    /// Which best checkpoint becomes `model.onnx` at the end: lowest validation loss
-    /// (the paper's rule) or highest validation V_rand. Both are kept in the run folder
-    /// (`segment-train export --select` exports the other).
-    #[arg(long, value_enum, default_value = "val-loss")]
-    select: Selection,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -167,6 +222,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Train(args) => train(args),
+        Command::Ablation(args) => ablation(args),
         Command::Export {
             run,
             output,
@@ -352,30 +408,13 @@ fn train(args: TrainArgs) -> Result<()> {
         }
         None => {
             let arch_path = args.arch.as_deref().context("--arch is required")?;
-            let mut arch = presets::load(arch_path)?;
-            if let Some(p) = args.dropout {
-                arch.dropout = p;
-                arch.validate()?;
-            }
-            let mut cfg = TrainConfig::paper(
-                arch,
+            let cfg = recipe_config(
+                arch_path,
                 args.loss,
                 args.epochs,
-                args.images.clone(),
-                args.labels.clone(),
-            );
-            cfg.seed = args.seed;
-            cfg.augment = !args.no_augment;
-            cfg.freeze_bn_after = Some(
-                args.freeze_bn_after
-                    .unwrap_or(args.epochs - args.epochs / 4)
-                    .min(args.epochs),
-            );
-            cfg.preprocessing = match args.normalise {
-                Normalise::PerImage => skipseg_runtime::Preprocessing::per_image(),
-                Normalise::Fixed => skipseg_runtime::Preprocessing::default(),
-            };
-            cfg.val = data::parse_indices(&args.val).map_err(|e| anyhow::anyhow!("--val: {e}"))?;
+                args.freeze_bn_after,
+                &args.recipe,
+            )?;
             let out = args.out.clone().context("--out is required")?;
             anyhow::ensure!(
                 !out.join("state.json").exists(),
@@ -386,8 +425,76 @@ fn train(args: TrainArgs) -> Result<()> {
             (cfg, out, false)
         }
     };
+    let data = load_data(&cfg)?;
+    println!(
+        "training {} ({} loss) on {} slices, validating on {}, {} epochs -> {}",
+        cfg.arch.name,
+        loss_name(cfg.loss),
+        data.train.len(),
+        data.val.len(),
+        cfg.epochs,
+        out.display()
+    );
+    train_on(args.device, &cfg, &data, &out, resume, args.select)
+}
+
+fn loss_name(loss: LossKind) -> &'static str {
+    match loss {
+        LossKind::Bce => "bce",
+        LossKind::Dice => "dice",
+    }
+}
+
+/// A run's configuration from an architecture file and the recipe options.
+fn recipe_config(
+    arch_path: &Path,
+    loss: LossKind,
+    epochs: usize,
+    freeze_bn_after: Option<usize>,
+    recipe: &RecipeArgs,
+) -> Result<TrainConfig> {
+    let mut arch = presets::load(arch_path)?;
+    if let Some(p) = recipe.dropout {
+        arch.dropout = p;
+        arch.validate()?;
+    }
+    let mut cfg = TrainConfig::paper(
+        arch,
+        loss,
+        epochs,
+        recipe.images.clone(),
+        recipe.labels.clone(),
+    );
+    cfg.seed = recipe.seed;
+    cfg.augment = !recipe.no_augment;
+    anyhow::ensure!(
+        recipe.lr > 0.0 && recipe.lr.is_finite(),
+        "--lr {}: must be a positive number",
+        recipe.lr
+    );
+    cfg.learning_rate = recipe.lr;
+    anyhow::ensure!(recipe.crops >= 1, "--crops must be at least 1");
+    cfg.crops = recipe.crops;
+    cfg.crop_size = recipe.crop_size;
+    cfg.freeze_bn_after = Some(freeze_bn_after.unwrap_or(epochs - epochs / 4).min(epochs));
+    cfg.preprocessing = match recipe.normalise {
+        Normalise::PerImage => skipseg_runtime::Preprocessing::per_image(),
+        Normalise::Fixed => skipseg_runtime::Preprocessing::default(),
+    };
+    cfg.val = data::parse_indices(&recipe.val).map_err(|e| anyhow::anyhow!("--val: {e}"))?;
+    Ok(cfg)
+}
+
+/// The run's data, checked against the architecture's down-sampling factor.
+fn load_data(cfg: &TrainConfig) -> Result<data::Dataset> {
     let data = data::load(&cfg.images, &cfg.labels, &cfg.val)?;
     let factor = cfg.arch.down_factor();
+    if let Some(c) = cfg.crop_size {
+        anyhow::ensure!(
+            c > 0 && c % factor == 0,
+            "--crop-size {c}: not a positive multiple of the architecture's down-sampling factor {factor}"
+        );
+    }
     for s in data.train.iter().chain(&data.val) {
         let (h, w) = s.image.dim();
         anyhow::ensure!(
@@ -396,29 +503,105 @@ fn train(args: TrainArgs) -> Result<()> {
             s.name
         );
     }
-    println!(
-        "training {} ({} loss) on {} slices, validating on {}, {} epochs -> {}",
-        cfg.arch.name,
-        match cfg.loss {
-            LossKind::Bce => "bce",
-            LossKind::Dice => "dice",
-        },
-        data.train.len(),
-        data.val.len(),
-        cfg.epochs,
-        out.display()
-    );
-    match args.device {
+    Ok(data)
+}
+
+fn train_on(
+    device: DeviceKind,
+    cfg: &TrainConfig,
+    data: &data::Dataset,
+    out: &Path,
+    resume: bool,
+    select: Selection,
+) -> Result<()> {
+    match device {
         DeviceKind::Cpu => run_training::<skipseg_train::backend::CpuTrain>(
-            &cfg,
-            &data,
-            &out,
+            cfg,
+            data,
+            out,
             resume,
-            args.select,
+            select,
             &Default::default(),
         ),
-        DeviceKind::Cuda => cuda_training(&cfg, &data, &out, resume, args.select),
+        DeviceKind::Cuda => cuda_training(cfg, data, out, resume, select),
     }
+}
+
+fn ablation(args: AblationArgs) -> Result<()> {
+    use skipseg_train::ablation::{self, Variant};
+    if !args.report_only {
+        let base = recipe_config(
+            &args.arch,
+            args.loss,
+            args.epochs,
+            args.freeze_bn_after,
+            &args.recipe,
+        )?;
+        let data = load_data(&base)?;
+        let variants = if args.variants.is_empty() {
+            Variant::ALL.to_vec()
+        } else {
+            args.variants.clone()
+        };
+        for v in variants {
+            let cfg = v.config(&base);
+            let dir = ablation::run_dir(&args.out, v);
+            let resume = dir.join("state.json").exists();
+            if resume {
+                let done = training::epochs_done(&dir)?;
+                let before = read_run_config(&dir)?;
+                let mut same = before.clone();
+                same.epochs = cfg.epochs;
+                same.freeze_bn_after = cfg.freeze_bn_after;
+                anyhow::ensure!(
+                    same == cfg,
+                    "{}: holds a run with another recipe; choose another --out",
+                    dir.display()
+                );
+                if done >= cfg.epochs {
+                    println!("{}: {done} epochs done already", dir.display());
+                    continue;
+                }
+                println!("{}: resuming after epoch {done}", dir.display());
+            }
+            println!(
+                "ablation variant {} ({}): {} loss, {} epochs -> {}",
+                v.dir(),
+                v.label(),
+                loss_name(cfg.loss),
+                cfg.epochs,
+                dir.display()
+            );
+            train_on(args.device, &cfg, &data, &dir, resume, Selection::ValLoss)?;
+        }
+    }
+    let rows = ablation::write_report(&args.out)?;
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "{}: no variant runs found",
+        args.out.display()
+    );
+    println!(
+        "{:<22} {:>10} {:>10} {:>6} {:>10}",
+        "model", "train loss", "val loss", "epoch", "val V_rand"
+    );
+    for r in &rows {
+        println!(
+            "{:<22} {:>10.4} {:>10.4} {:>6} {:>10}",
+            r.label,
+            r.train_loss_at_best,
+            r.best_val_loss,
+            r.best_epoch,
+            r.val_v_rand_at_best
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!(
+        "wrote {}/ablation.md, ablation.csv, ablation.json, curves.png",
+        args.out.display()
+    );
+    Ok(())
 }
 
 #[cfg(feature = "cuda")]

@@ -8,11 +8,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use skipseg_runtime::io::write_png_rgb;
 use skipseg_runtime::onnx::write_atomic;
 
 use crate::loss::LossKind;
-use crate::plot::{Canvas, Colour, GREY, Heatmap, LineChart, Marker, Series};
+use crate::plot::{BLUE, Chart, GREEN, GREY, Heatmap, LineChart, Marker, ORANGE, RED, Series};
 use crate::training::{TrainConfig, TrainError, TrainState};
 
 /// Write every report file of `state` into `out`.
@@ -47,15 +46,27 @@ pub fn write_all(out: &Path, state: &TrainState, cfg: &TrainConfig) -> Result<()
     }
     write_atomic(&out.join("weight_updates.csv"), wu.as_bytes())?;
 
-    for (name, canvas) in charts(state, cfg) {
-        write_png_rgb(&out.join(name), canvas.width, canvas.height, &canvas.rgb)?;
+    for (name, chart) in charts(state, cfg) {
+        let path = out.join(name);
+        match chart {
+            Ok(chart) => chart.write_png(&path)?,
+            Err(e) => {
+                return Err(TrainError::Checkpoint {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        }
     }
     Ok(())
 }
 
 /// The run's charts, by file name: `loss.png`, `val_scores.png` (when the run scored
 /// V_rand / V_info) and `weight_updates.png`.
-pub fn charts(state: &TrainState, cfg: &TrainConfig) -> Vec<(&'static str, Canvas)> {
+pub fn charts(
+    state: &TrainState,
+    cfg: &TrainConfig,
+) -> Vec<(&'static str, Result<Chart, crate::plot::PlotError>)> {
     let mut out = Vec::new();
     let epoch_of_min = |values: &[f64]| {
         values
@@ -79,7 +90,7 @@ pub fn charts(state: &TrainState, cfg: &TrainConfig) -> Vec<(&'static str, Canva
         LossKind::Bce => "binary cross-entropy",
         LossKind::Dice => "Dice loss",
     };
-    let mut markers: Vec<Marker> = freeze.into_iter().collect();
+    let mut markers: Vec<Marker> = freeze.clone().into_iter().collect();
     if let Some(best) = epoch_of_min(&val) {
         markers.push(Marker {
             epoch: best,
@@ -97,11 +108,13 @@ pub fn charts(state: &TrainState, cfg: &TrainConfig) -> Vec<(&'static str, Canva
                 name: "training",
                 values: &train,
                 colour: BLUE,
+                dashed: false,
             },
             Series {
                 name: "validation",
                 values: &val,
                 colour: ORANGE,
+                dashed: false,
             },
         ],
         markers,
@@ -114,7 +127,7 @@ pub fn charts(state: &TrainState, cfg: &TrainConfig) -> Vec<(&'static str, Canva
     let v_info: Vec<f64> = state.history.iter().filter_map(|r| r.val_v_info).collect();
     if !v_rand.is_empty() {
         let negated: Vec<f64> = v_rand.iter().map(|v| -v).collect();
-        let mut markers: Vec<Marker> = freeze.into_iter().collect();
+        let mut markers: Vec<Marker> = freeze.clone().into_iter().collect();
         if let Some(best) = epoch_of_min(&negated) {
             markers.push(Marker {
                 epoch: best,
@@ -131,11 +144,13 @@ pub fn charts(state: &TrainState, cfg: &TrainConfig) -> Vec<(&'static str, Canva
                     name: "V_rand",
                     values: &v_rand,
                     colour: GREEN,
+                    dashed: false,
                 },
                 Series {
                     name: "V_info",
                     values: &v_info,
                     colour: RED,
+                    dashed: false,
                 },
             ],
             markers,
@@ -154,14 +169,16 @@ pub fn charts(state: &TrainState, cfg: &TrainConfig) -> Vec<(&'static str, Canva
         x_title: "layers, input -> output",
         y_title: "epoch",
         rows: &state.weight_updates,
+        cell: heatmap_cell(state.layer_names.len(), state.weight_updates.len()),
         column_groups: stages,
-        cell: 8,
     };
     out.push(("weight_updates.png", updates.render()));
     out
 }
 
-const BLUE: Colour = [31, 119, 180];
-const ORANGE: Colour = [255, 127, 14];
-const GREEN: Colour = [44, 160, 44];
-const RED: Colour = [214, 39, 40];
+/// Cell size of the weight-update map: about 900 x 600 pixels of cells, 2 to 12 pixels
+/// wide and 2 to 24 high.
+pub fn heatmap_cell(columns: usize, rows: usize) -> (usize, usize) {
+    let fit = |px: usize, n: usize, most: usize| (px / n.max(1)).clamp(2, most);
+    (fit(900, columns, 12), fit(600, rows, 24))
+}

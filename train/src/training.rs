@@ -52,6 +52,20 @@ pub struct TrainConfig {
     /// statistics, as inference uses them (`None`: batch statistics throughout).
     #[serde(default)]
     pub freeze_bn_after: Option<usize>,
+    /// Images per step: each step stacks this many augmented slices (the step's own and
+    /// the next ones in the epoch's order), so batch norm sees a batch of more than one
+    /// image (1: the paper's batch size 1, one slice per step).
+    #[serde(default = "one")]
+    pub crops: usize,
+    /// Side of the random square crop taken from each augmented slice (a multiple of the
+    /// down-sampling factor; `None`: whole slices). Normalisation uses the whole slice's
+    /// statistics, as inference does.
+    #[serde(default)]
+    pub crop_size: Option<usize>,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainConfig {
@@ -78,6 +92,8 @@ impl TrainConfig {
             labels,
             val: (25..30).collect(),
             freeze_bn_after: None,
+            crops: 1,
+            crop_size: None,
         }
     }
 
@@ -186,6 +202,55 @@ fn to_tensors<B: Backend>(
         tensor::from_array(&x, device),
         tensor::from_array(&t, device),
     )
+}
+
+/// One training step's batch: `cfg.crops` slices starting at position `i` of the
+/// epoch's `order`, each augmented (when on), normalised with its own statistics and
+/// cropped at a random position to `cfg.crop_size`, stacked into `[crops, 1, S, S]`.
+/// With one crop and no crop size this is exactly the paper's step (one whole slice).
+pub fn training_batch<B: Backend, R: rand::Rng>(
+    rng: &mut R,
+    train: &[Sample],
+    order: &[usize],
+    i: usize,
+    cfg: &TrainConfig,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let crops = cfg.crops.max(1);
+    let mut xs = Vec::with_capacity(crops);
+    let mut ts = Vec::with_capacity(crops);
+    for k in 0..crops {
+        let s = &train[order[(i + k) % order.len()]];
+        let (img, lab) = if cfg.augment {
+            augment_pair(rng, &AugmentConfig::default(), &s.image, &s.membrane)
+        } else {
+            (s.image.clone(), s.membrane.clone())
+        };
+        let norm = cfg.preprocessing.for_image(&IntensityStats::of(img.iter()));
+        let (h, w) = img.dim();
+        let (ch, cw) = match cfg.crop_size {
+            Some(c) => (c.min(h), c.min(w)),
+            None => (h, w),
+        };
+        let (y0, x0) = if (ch, cw) == (h, w) {
+            (0, 0)
+        } else {
+            (rng.random_range(0..=h - ch), rng.random_range(0..=w - cw))
+        };
+        let x = Array4::from_shape_fn((1, 1, ch, cw), |(_, _, y, x)| {
+            norm.apply(img[[y0 + y, x0 + x]])
+        });
+        let t = Array4::from_shape_fn((1, 1, ch, cw), |(_, _, y, x)| lab[[y0 + y, x0 + x]]);
+        xs.push(tensor::from_array::<B>(&x, device));
+        ts.push(tensor::from_array::<B>(&t, device));
+    }
+    if crops == 1 {
+        let (x, t) = (xs.pop(), ts.pop());
+        if let (Some(x), Some(t)) = (x, t) {
+            return (x, t);
+        }
+    }
+    (Tensor::cat(xs, 0), Tensor::cat(ts, 0))
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
@@ -351,14 +416,8 @@ pub fn train<B: AutodiffBackend>(
             model = ResFcn::from_inner(inner);
         }
         let mut total = 0.0;
-        for &i in &order {
-            let s = &data.train[i];
-            let (img, lab) = if cfg.augment {
-                augment_pair(&mut rng, &AugmentConfig::default(), &s.image, &s.membrane)
-            } else {
-                (s.image.clone(), s.membrane.clone())
-            };
-            let (x, t) = to_tensors::<B>(&img, &lab, &cfg.preprocessing, device);
+        for i in 0..order.len() {
+            let (x, t) = training_batch::<B, _>(&mut rng, &data.train, &order, i, cfg, device);
             let logits = if frozen {
                 frozen_forward(&model, x)
             } else {
