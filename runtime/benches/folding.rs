@@ -26,6 +26,7 @@ fn main() {
                 fold_batch_norm: fold,
                 fuse_convolutions: false,
                 threads: 1,
+                monte_carlo_dropout: false,
             },
         )
         .expect("loads")

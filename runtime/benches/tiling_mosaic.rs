@@ -72,6 +72,7 @@ fn main() {
         &model.display().to_string(),
         &Options {
             threads: 2,
+            monte_carlo_dropout: false,
             ..Default::default()
         },
     )
@@ -85,6 +86,7 @@ fn main() {
             plan,
             blend,
             averaging,
+            monte_carlo: None,
         };
         segment_image_with(&seg, image.view(), &how).expect("inference")
     };

@@ -202,7 +202,7 @@ pub fn calibrate(
             let plan = match plans.get(&(c, h, w)) {
                 Some(p) => p.clone(),
                 None => {
-                    let p = crate::engine::compile(&probe, c, h, w).map_err(engine)?;
+                    let p = crate::engine::compile(&probe, c, h, w, &[]).map_err(engine)?;
                     plans.insert((c, h, w), p.clone());
                     p
                 }
@@ -310,6 +310,7 @@ pub fn score(
         source_name,
         &crate::Options {
             threads: validation.threads,
+            monte_carlo_dropout: false,
             ..Default::default()
         },
     )?;
@@ -387,6 +388,7 @@ pub fn validation_scores(
             plan: TilePlan::new(h, w, DEFAULT_TILE, DEFAULT_HALO, factor),
             blend: Blend::Crop,
             averaging: seg.meta().inference.averaging,
+            monte_carlo: None,
         };
         let map = segment_image_with(seg, img.view(), &how)?;
         let eight_bit = |p: f32| (p.clamp(0.0, 1.0) * 255.0).round() / 255.0;

@@ -516,6 +516,7 @@ fn segment_buffer(
         plan,
         blend,
         averaging,
+        monte_carlo: None,
     };
     let rows = || BufferRows {
         image,

@@ -22,7 +22,7 @@ pub mod tiling;
 
 pub use arch::ArchSpec;
 pub use engine::{
-    Averaging, Inference, Options, Segmenter, Symmetry, ThreadPool, intensity_stats, segment_image,
+    Averaging, Inference, MonteCarlo, Options, Segmenter, Symmetry, ThreadPool, intensity_stats, segment_image,
     segment_image_with, segment_tiled,
 };
 pub use error::{Error, Result};

@@ -139,6 +139,7 @@ fn float_tiff_output_equals_in_memory_inference() {
         plan: TilePlan::new(h, w, 200, 40, seg.meta().arch.down_factor()),
         blend: Blend::Crop,
         averaging: seg.meta().inference.averaging,
+        monte_carlo: None,
     };
     let want =
         skipseg_runtime::segment_image_with(&seg, image[0].pixels.view(), &how).expect("library");

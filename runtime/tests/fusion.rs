@@ -21,6 +21,7 @@ fn pair(path: &Path, threads: usize) -> (Segmenter, Segmenter) {
             &Options {
                 fuse_convolutions: fuse,
                 threads,
+                monte_carlo_dropout: false,
                 ..Options::default()
             },
         )

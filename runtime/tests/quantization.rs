@@ -83,6 +83,7 @@ fn ladder(
             fold_batch_norm: false,
             fuse_convolutions: false,
             threads: 1,
+            monte_carlo_dropout: false,
         },
     )
     .expect("float");

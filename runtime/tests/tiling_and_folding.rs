@@ -29,6 +29,7 @@ fn folding_removes_every_batch_norm_and_keeps_outputs() {
                 fold_batch_norm: false,
                 fuse_convolutions: false,
                 threads: 1,
+                monte_carlo_dropout: false,
             },
         )
         .expect("loads");
@@ -140,6 +141,7 @@ fn dihedral_averaging_equals_averaging_by_hand() {
         plan: plan(h, w),
         blend: Blend::Crop,
         averaging: Averaging::Dihedral,
+        monte_carlo: None,
     };
     let averaged = segment_image_with(&seg, img.view(), &how).expect("averaged");
     let mut by_hand = Array2::<f32>::zeros((h, w));

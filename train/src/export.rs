@@ -1,6 +1,8 @@
 //! burn module -> ONNX, through the runtime's [`GraphBuilder`] (the one place that knows
 //! ONNX). Batch norm stays as `BatchNormalization` nodes; folding is the runtime's job.
-//! Dropout is an inference no-op and is not exported.
+//! Dropout becomes `Mul(activation, dropout_mask.<block>)` with a mask input whose
+//! default is ones (the deterministic network; see `skipseg_runtime::passes::dropout`),
+//! so that a runtime can sample it (Monte-Carlo dropout).
 
 use burn::module::Param;
 use burn::nn::BatchNorm;
@@ -54,19 +56,27 @@ impl Exporter<'_> {
         )
     }
 
-    /// `{prefix}.bn{suffix}` -> `{prefix}.relu{suffix}` -> `{prefix}.conv{suffix}`.
+    /// `{prefix}.bn{suffix}` -> `{prefix}.relu{suffix}` -> (`{prefix}.dropout{suffix}`,
+    /// with a mask of `dropout_channels`) -> `{prefix}.conv{suffix}`.
     fn pre_act<B: Backend>(
         &mut self,
         prefix: &str,
         suffix: &str,
         x: &str,
         m: &PreActConv<B>,
+        dropout_channels: Option<usize>,
     ) -> String {
         let x = match &m.bn {
             Some(bn) => self.bn(&format!("{prefix}.bn{suffix}"), x, bn),
             None => x.to_string(),
         };
-        let x = self.g.relu(&format!("{prefix}.relu{suffix}"), &x);
+        let mut x = self.g.relu(&format!("{prefix}.relu{suffix}"), &x);
+        if let Some(channels) = dropout_channels {
+            let mask = self
+                .g
+                .dropout_mask(&skipseg_runtime::passes::dropout::mask_name(prefix), channels);
+            x = self.g.mul(&format!("{prefix}.dropout{suffix}"), &x, &mask);
+        }
         self.conv(&format!("{prefix}.conv{suffix}"), &x, &m.conv)
     }
 
@@ -102,8 +112,12 @@ impl Exporter<'_> {
                 x = self.g.decimate(&format!("{name}.decimate"), &x);
             }
             let mut r = x.clone();
+            let last = bm.convs.len().saturating_sub(1);
             for (i, c) in bm.convs.iter().enumerate() {
-                r = self.pre_act(name, &(i + 1).to_string(), &r, c);
+                // dropout sits before the block's last convolution (model.rs)
+                let dropout = (i == last && bm.dropout.is_some())
+                    .then(|| c.conv.weight.val().dims()[1]);
+                r = self.pre_act(name, &(i + 1).to_string(), &r, c, dropout);
             }
             let out = match (&bm.shortcut, bm.short_skip) {
                 (Some(p), _) => {
@@ -151,8 +165,8 @@ pub fn to_onnx<B: Backend>(model: &ResFcn<B>, preprocessing: Preprocessing) -> p
     if let Some(s) = &model.head_skip {
         h = e.skip("skip.head", &h, &encoder, s);
     }
-    let h = e.pre_act("head", "", &h, &model.head);
-    let logits = e.pre_act("classifier", "", &h, &model.classifier);
+    let h = e.pre_act("head", "", &h, &model.head, None);
+    let logits = e.pre_act("classifier", "", &h, &model.classifier, None);
     let p = e.g.sigmoid("classifier.sigmoid", &logits);
     let mut proto = e.g.finish(&p, OUTPUT_NAME, env!("CARGO_PKG_VERSION"));
     ModelMeta {

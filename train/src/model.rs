@@ -47,7 +47,7 @@ impl<B: Backend> PreActConv<B> {
     pub fn forward(
         &self,
         x: Tensor<B, 4>,
-        dropout: Option<&Dropout>,
+        dropout: Option<(&Dropout, &mut DropHook<'_, B>)>,
         norm: &mut NormHook<'_, B>,
     ) -> Tensor<B, 4> {
         let x = match &self.bn {
@@ -56,7 +56,7 @@ impl<B: Backend> PreActConv<B> {
         };
         let x = relu(x);
         let x = match dropout {
-            Some(d) => d.forward(x),
+            Some((d, drop)) => drop(d, x),
             None => x,
         };
         self.conv.forward(x)
@@ -93,20 +93,21 @@ impl<B: Backend> ResidualBlock<B> {
         }
     }
 
-    pub fn forward(&self, x: Tensor<B, 4>, norm: &mut NormHook<'_, B>) -> Tensor<B, 4> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        norm: &mut NormHook<'_, B>,
+        drop: &mut DropHook<'_, B>,
+    ) -> Tensor<B, 4> {
         let x = if self.down { decimate(x) } else { x };
         let last = self.convs.len() - 1;
         let mut r = x.clone();
         for (i, c) in self.convs.iter().enumerate() {
-            r = c.forward(
-                r,
-                if i == last {
-                    self.dropout.as_ref()
-                } else {
-                    None
-                },
-                norm,
-            );
+            let dropout = match &self.dropout {
+                Some(d) if i == last => Some((d, &mut *drop)),
+                _ => None,
+            };
+            r = c.forward(r, dropout, norm);
         }
         let out = match (&self.shortcut, self.short_skip) {
             (Some(p), _) => r + p.forward(x),
@@ -167,13 +168,14 @@ impl<B: Backend> Level<B> {
         x: Tensor<B, 4>,
         encoder: &[Tensor<B, 4>],
         norm: &mut NormHook<'_, B>,
+        drop: &mut DropHook<'_, B>,
     ) -> Tensor<B, 4> {
         let mut x = match &self.skip {
             Some(s) => s.merge(x, encoder),
             None => x,
         };
         for b in &self.blocks {
-            x = b.forward(x, norm);
+            x = b.forward(x, norm, drop);
         }
         x
     }
@@ -232,22 +234,46 @@ impl<B: Backend> ResFcn<B> {
 
     /// `forward` with every batch norm replaced by `norm(batch_norm, input)`.
     pub fn forward_with(&self, x: Tensor<B, 4>, norm: &mut NormHook<'_, B>) -> Tensor<B, 4> {
+        self.forward_hooks(x, norm, &mut |d, x| d.forward(x))
+    }
+
+    /// `forward` with every batch norm replaced by `norm(batch_norm, input)` and every
+    /// dropout by `drop(dropout, input)`; dropout sites come in forward order, one per
+    /// residual block (the order of `skipseg_runtime::passes::dropout::mask_sites`).
+    pub fn forward_hooks(
+        &self,
+        x: Tensor<B, 4>,
+        norm: &mut NormHook<'_, B>,
+        drop: &mut DropHook<'_, B>,
+    ) -> Tensor<B, 4> {
         let stem = self.stem.forward(x);
         let mut encoder = vec![stem.clone()];
         let mut h = stem;
         for level in &self.down {
-            h = level.forward(h, &encoder, norm);
+            h = level.forward(h, &encoder, norm, drop);
             encoder.push(h.clone());
         }
-        h = self.across.forward(h, &encoder, norm);
+        h = self.across.forward(h, &encoder, norm, drop);
         for level in &self.up {
-            h = level.forward(h, &encoder, norm);
+            h = level.forward(h, &encoder, norm, drop);
         }
         if let Some(s) = &self.head_skip {
             h = s.merge(h, &encoder);
         }
         let h = self.head.forward(h, None, norm);
         self.classifier.forward(h, None, norm)
+    }
+
+    /// Logits with the given dropout masks (one per dropout site, in forward order, each
+    /// `[N, C, h, w]` of zeros and `1 / (1 - p)`) instead of random ones, and batch norms
+    /// as `forward` uses them: one Monte-Carlo sample with a known mask, what the runtime
+    /// computes when fed the same masks.
+    pub fn forward_with_masks(&self, x: Tensor<B, 4>, masks: &[Tensor<B, 4>]) -> Tensor<B, 4> {
+        let mut next = masks.iter();
+        self.forward_hooks(x, &mut |bn, x| bn.forward(x), &mut |_, x| match next.next() {
+            Some(m) => x * m.clone(),
+            None => x,
+        })
     }
 
     /// Precise batch-norm statistics ("precise BN"): with the weights fixed, run `inputs`
@@ -330,6 +356,9 @@ impl<B: Backend> ResFcn<B> {
         sigmoid(self.forward(x))
     }
 }
+
+/// What a forward pass does at each dropout: `drop(dropout, input) -> output`.
+pub type DropHook<'a, B> = dyn FnMut(&Dropout, Tensor<B, 4>) -> Tensor<B, 4> + 'a;
 
 /// What a forward pass does at each batch norm: `norm(batch_norm, input) -> output`.
 pub type NormHook<'a, B> = dyn FnMut(&BatchNorm<B>, Tensor<B, 4>) -> Tensor<B, 4> + 'a;

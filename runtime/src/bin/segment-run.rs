@@ -114,6 +114,15 @@ struct PredictArgs {
     /// models/isbi-small.md).
     #[arg(long, value_enum)]
     tta: Option<skipseg_runtime::Averaging>,
+    /// Monte-Carlo dropout (models trained with dropout): average K passes per window,
+    /// each with fresh dropout masks (K x the passes of --tta); 0 = the deterministic
+    /// model.
+    #[arg(long, default_value_t = 0)]
+    mc_samples: usize,
+    /// Seed of the Monte-Carlo dropout masks: the same seed gives the same output (any
+    /// thread count), another seed other samples.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -255,6 +264,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Optimize { model, output } => {
             let mut proto = onnx::read_model(&model)?;
             let before = onnx::op_histogram(&proto);
+            skipseg_runtime::passes::dropout::strip_masks(&mut proto);
             let report = skipseg_runtime::passes::fold_batch_norms(
                 &mut proto,
                 &model.display().to_string(),
@@ -493,6 +503,8 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
     }
     anyhow::ensure!(!windows.is_empty(), "no calibration image");
     let mut folded = proto.clone();
+    // the deterministic network: dropout masks (if any) at their default
+    skipseg_runtime::passes::dropout::strip_masks(&mut folded);
     skipseg_runtime::passes::fold_batch_norms(&mut folded, &name)?;
     let started = std::time::Instant::now();
     let calibration = calibrate::calibrate(&folded, &windows, &name)?;
@@ -531,7 +543,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
     anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
     let started = Instant::now();
-    let seg = load_model(args.model.as_deref(), args.threads)?;
+    let seg = load_model(args.model.as_deref(), args.threads, false)?;
     let load = started.elapsed().as_secs_f64();
     let channels = seg.meta().arch.in_channels;
     seg.check_input_shape(&[1, channels, args.size, args.size])?;
@@ -642,10 +654,15 @@ fn read_model(path: Option<&std::path::Path>) -> Result<(onnx::pb::ModelProto, S
     })
 }
 
-fn load_model(path: Option<&std::path::Path>, threads: usize) -> Result<Segmenter> {
+fn load_model(
+    path: Option<&std::path::Path>,
+    threads: usize,
+    monte_carlo_dropout: bool,
+) -> Result<Segmenter> {
     let (proto, name) = read_model(path)?;
     let options = skipseg_runtime::Options {
         threads,
+        monte_carlo_dropout,
         ..Default::default()
     };
     Ok(Segmenter::with_options(proto, &name, &options)?)
@@ -661,7 +678,14 @@ fn predict(args: PredictArgs) -> Result<()> {
     use std::io::IsTerminal;
     let threads = args.threads.unwrap_or_else(all_cores);
     anyhow::ensure!(threads >= 1, "--threads must be at least 1");
-    let seg = load_model(args.model.as_deref(), threads)?;
+    let seg = load_model(args.model.as_deref(), threads, args.mc_samples > 0)?;
+    if args.mc_samples > 0 {
+        anyhow::ensure!(
+            !seg.dropout_masks().is_empty(),
+            "{}: --mc-samples needs a model trained with dropout (segment-train --dropout P); this one has none",
+            seg.source_name()
+        );
+    }
     anyhow::ensure!(
         !args.output.exists() || args.output.is_dir(),
         "{}: the output (-o) must be a folder, and this is a file",
@@ -734,6 +758,10 @@ fn predict(args: PredictArgs) -> Result<()> {
             plan,
             blend,
             averaging,
+            monte_carlo: (args.mc_samples > 0).then_some(skipseg_runtime::MonteCarlo {
+                samples: args.mc_samples,
+                seed: args.seed,
+            }),
         };
         let mut missing = 0usize;
         skipseg_runtime::segment_tiled(

@@ -14,6 +14,7 @@ pub mod ops;
 
 use crate::error::{Error, Result};
 pub use crate::onnx::Averaging;
+use crate::passes::dropout::{MaskRng, MaskSite};
 use crate::onnx::{self, IntensityStats, ModelMeta, Normalisation, pb};
 use crate::tiling::{self, ArrayRows, Blend, RowSink, RowSource, TilePlan};
 
@@ -34,6 +35,8 @@ pub struct Segmenter {
     plans: Mutex<Vec<((usize, usize), Plan)>>,
     /// tract's multithread executor when more than one thread is asked for.
     executor: Option<tract_linalg::multithread::Executor>,
+    /// The dropout mask inputs (graph inputs 1..), when kept for Monte-Carlo sampling.
+    masks: Vec<MaskSite>,
 }
 
 /// How a [`Segmenter`] prepares and runs its model.
@@ -46,6 +49,10 @@ pub struct Options {
     pub fuse_convolutions: bool,
     /// Threads of tract's executor (1 = single-threaded).
     pub threads: usize,
+    /// Keep the dropout masks of a model trained with dropout as inputs, so that
+    /// [`Inference::monte_carlo`] can sample them; otherwise they are removed and the
+    /// model is the deterministic network ([`crate::passes::dropout`]).
+    pub monte_carlo_dropout: bool,
 }
 
 impl Default for Options {
@@ -54,8 +61,19 @@ impl Default for Options {
             fold_batch_norm: true,
             fuse_convolutions: true,
             threads: 1,
+            monte_carlo_dropout: false,
         }
     }
+}
+
+/// Monte-Carlo dropout at inference (the paper's best entry): every window is run
+/// `samples` times with fresh dropout masks and the outputs averaged. Masks are drawn
+/// from `seed`, the window's index and the sample's, so a seed gives the same output
+/// every time, whatever the thread count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonteCarlo {
+    pub samples: usize,
+    pub seed: u64,
 }
 
 impl std::fmt::Debug for Segmenter {
@@ -99,6 +117,28 @@ impl Segmenter {
             },
             source_name,
         )?;
+        let masks = if options.monte_carlo_dropout {
+            let sites = crate::passes::dropout::mask_sites(&meta.arch);
+            let names = crate::passes::dropout::expose_masks(&mut proto);
+            names
+                .iter()
+                .map(|n| {
+                    sites.iter().find(|s| &s.name == n).cloned().ok_or_else(|| {
+                        Error::BadModel {
+                            source_name: source_name.to_string(),
+                            reason: format!(
+                                "dropout mask input `{n}` belongs to no residual block of the \
+                                 architecture in the metadata (dropout {})",
+                                meta.arch.dropout
+                            ),
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            crate::passes::dropout::strip_masks(&mut proto);
+            Vec::new()
+        };
         if options.fold_batch_norm {
             crate::passes::fold_batch_norms(&mut proto, source_name)?;
         }
@@ -116,7 +156,73 @@ impl Segmenter {
             executor: (options.threads > 1)
                 .then(|| thread_pool(options.threads))
                 .transpose()?,
+            masks,
         })
+    }
+
+    /// The dropout mask inputs kept for Monte-Carlo sampling (empty: the model has no
+    /// dropout, or it was loaded without [`Options::monte_carlo_dropout`]).
+    pub fn dropout_masks(&self) -> &[MaskSite] {
+        &self.masks
+    }
+
+    /// Run the network on a normalised `[1, C, H, W]` input with the given dropout
+    /// masks (one per [`Self::dropout_masks`] site, each of its
+    /// [`MaskSite::shape`]); returns the membrane probability `[1, 1, H, W]`.
+    pub fn run_with_masks(
+        &self,
+        input: ArrayViewD<'_, f32>,
+        masks: &[ArrayViewD<'_, f32>],
+    ) -> Result<Array4<f32>> {
+        let (h, w) = self.check_input_shape(input.shape())?;
+        if masks.len() != self.masks.len()
+            || self
+                .masks
+                .iter()
+                .zip(masks)
+                .any(|(site, m)| m.shape() != site.shape(h, w))
+        {
+            return Err(self.engine_err(format!(
+                "{} dropout masks of shapes {:?} given; this model takes {} of shapes {:?}",
+                masks.len(),
+                masks.iter().map(|m| m.shape().to_vec()).collect::<Vec<_>>(),
+                self.masks.len(),
+                self.masks.iter().map(|s| s.shape(h, w)).collect::<Vec<_>>()
+            )));
+        }
+        let plan = self.plan(h, w)?;
+        let mut inputs: TVec<TValue> = tvec!(input.to_owned().into_tensor().into_tvalue());
+        inputs.extend(masks.iter().map(|m| m.to_owned().into_tensor().into_tvalue()));
+        let outputs = self.guarded(|| self.in_pool(|| plan.run(inputs)))?;
+        let out = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| self.engine_err(e))?
+            .into_dimensionality::<Ix4>()
+            .map_err(|e| self.engine_err(e))?
+            .to_owned();
+        Ok(out)
+    }
+
+    /// One Monte-Carlo sample for the window `input` (`[1, C, H, W]`): masks drawn from
+    /// `stream` (e.g. seed, window, sample).
+    pub fn run_sample(&self, input: ArrayViewD<'_, f32>, stream: &[u64]) -> Result<Array4<f32>> {
+        let (h, w) = self.check_input_shape(input.shape())?;
+        let mut rng = MaskRng::new(stream);
+        let p = self.meta.arch.dropout;
+        let masks: Vec<ndarray::ArrayD<f32>> = self
+            .masks
+            .iter()
+            .map(|site| {
+                let shape = site.shape(h, w);
+                ndarray::ArrayD::from_shape_vec(
+                    shape.to_vec(),
+                    crate::passes::dropout::sample_mask(&mut rng, shape, p),
+                )
+                .expect("mask length is the shape's product")
+            })
+            .collect();
+        let views: Vec<ArrayViewD<'_, f32>> = masks.iter().map(|m| m.view()).collect();
+        self.run_with_masks(input, &views)
     }
 
     /// The ONNX graph tract runs (after the passes).
@@ -171,6 +277,16 @@ impl Segmenter {
     }
 
     fn run4(&self, input: ArrayView4<'_, f32>, h: usize, w: usize) -> Result<Array4<f32>> {
+        if !self.masks.is_empty() {
+            // the deterministic network: every mask at its default, ones
+            let ones: Vec<ndarray::ArrayD<f32>> = self
+                .masks
+                .iter()
+                .map(|s| ndarray::ArrayD::ones(s.shape(h, w).to_vec()))
+                .collect();
+            let views: Vec<ArrayViewD<'_, f32>> = ones.iter().map(|m| m.view()).collect();
+            return self.run_with_masks(input.into_dyn(), &views);
+        }
         let plan = self.plan(h, w)?;
         let tensor: Tensor = input.to_owned().into_tensor();
         let outputs = self.guarded(|| self.in_pool(|| plan.run(tvec!(tensor.into_tvalue()))))?;
@@ -306,7 +422,9 @@ impl Segmenter {
             plans.insert(0, hit);
             return Ok(plan);
         }
-        let plan = self.guarded(|| compile(&self.proto, self.meta.arch.in_channels, h, w))?;
+        let masks: Vec<[usize; 4]> = self.masks.iter().map(|s| s.shape(h, w)).collect();
+        let plan =
+            self.guarded(|| compile(&self.proto, self.meta.arch.in_channels, h, w, &masks))?;
         plans.insert(0, ((h, w), plan.clone()));
         plans.truncate(MAX_CACHED_PLANS);
         Ok(plan)
@@ -352,18 +470,21 @@ impl Profile {
 }
 
 /// tract's optimised plan of `proto` (with skipseg's operators) for a `[1, channels, h,
-/// w]` input.
+/// w]` input and dropout masks of the shapes `masks` (graph inputs 1..).
 pub(crate) fn compile(
     proto: &pb::ModelProto,
     channels: usize,
     h: usize,
     w: usize,
+    masks: &[[usize; 4]],
 ) -> TractResult<Plan> {
-    ops::onnx_with_skipseg_ops()
+    let mut model = ops::onnx_with_skipseg_ops()
         .model_for_proto_model(proto)?
-        .with_input_fact(0, f32::fact([1, channels, h, w]).into())?
-        .into_optimized()?
-        .into_runnable()
+        .with_input_fact(0, f32::fact([1, channels, h, w]).into())?;
+    for (i, shape) in masks.iter().enumerate() {
+        model = model.with_input_fact(i + 1, f32::fact(*shape).into())?;
+    }
+    model.into_optimized()?.into_runnable()
 }
 
 /// One rayon pool of `threads` threads, shared by tract's executor (its matrix products)
@@ -480,6 +601,9 @@ pub struct Inference {
     pub plan: TilePlan,
     pub blend: Blend,
     pub averaging: Averaging,
+    /// Monte-Carlo dropout (needs a model with dropout loaded with
+    /// [`Options::monte_carlo_dropout`]); `None` or 0 samples: the deterministic model.
+    pub monte_carlo: Option<MonteCarlo>,
 }
 
 /// The intensity statistics of an image read row by row (the first of two passes over a
@@ -512,6 +636,20 @@ pub fn segment_tiled(
 ) -> Result<()> {
     let channels = seg.meta().arch.in_channels;
     let symmetries = how.averaging.symmetries();
+    let monte_carlo = how.monte_carlo.filter(|mc| mc.samples > 0);
+    if monte_carlo.is_some() && seg.dropout_masks().is_empty() {
+        return Err(Error::Engine {
+            source_name: seg.source_name().to_string(),
+            reason: if seg.meta().arch.dropout > 0.0 {
+                "Monte-Carlo dropout needs the model loaded with its dropout masks kept \
+                 (Options::monte_carlo_dropout)"
+                    .into()
+            } else {
+                "Monte-Carlo dropout needs a model trained with dropout; this one has none".into()
+            },
+        });
+    }
+    let mut window_index = 0u64;
     let mut run_window = |window: ArrayView2<'_, f32>| -> Result<Array2<f32>> {
         let inputs: Vec<Array4<f32>> = symmetries
             .iter()
@@ -522,16 +660,33 @@ pub fn segment_tiled(
             })
             .collect();
         let views: Vec<ArrayViewD<'_, f32>> = inputs.iter().map(|x| x.view().into_dyn()).collect();
-        let outputs = seg.run_many(&views)?;
+        let (outputs, per_symmetry) = match monte_carlo {
+            None => (seg.run_many(&views)?, 1),
+            Some(mc) => {
+                // symmetry-major: sample k of symmetry s at s * samples + k
+                let mut outs = Vec::with_capacity(views.len() * mc.samples);
+                for (s, v) in views.iter().enumerate() {
+                    for k in 0..mc.samples {
+                        outs.push(seg.run_sample(
+                            v.view(),
+                            &[mc.seed, window_index, s as u64, k as u64],
+                        )?);
+                    }
+                }
+                (outs, mc.samples)
+            }
+        };
+        window_index += 1;
         let mut sum: Option<Array2<f32>> = None;
-        for (t, out) in symmetries.iter().zip(outputs) {
+        for (i, out) in outputs.into_iter().enumerate() {
+            let t = symmetries[i / per_symmetry];
             let out = t.undo(out.index_axis(Axis(0), 0).index_axis(Axis(0), 0));
             sum = Some(match sum {
                 Some(acc) => acc + out,
                 None => out,
             });
         }
-        let n = symmetries.len() as f32;
+        let n = (symmetries.len() * per_symmetry) as f32;
         Ok(sum.expect("at least the identity").mapv_into(|v| v / n))
     };
     tiling::stitch(
@@ -558,6 +713,7 @@ pub fn segment_image(
             plan: *plan,
             blend,
             averaging: Averaging::None,
+            monte_carlo: None,
         },
     )
 }

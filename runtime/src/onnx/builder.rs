@@ -168,6 +168,33 @@ impl GraphBuilder {
         self.node("Resize", name, vec![x.into(), String::new(), scales], attrs)
     }
 
+    /// `Mul(a, b)` (broadcasting).
+    pub fn mul(&mut self, name: &str, a: &str, b: &str) -> String {
+        self.node("Mul", name, vec![a.into(), b.into()], vec![])
+    }
+
+    /// A dropout mask input `[1, channels, h, w]` named `name`, whose default value (an
+    /// initializer of the same name) is ones `[1, channels, 1, 1]`: the model run as it
+    /// is computes the deterministic network; a caller may feed samples (see
+    /// [`crate::passes::dropout`]).
+    pub fn dropout_mask(&mut self, name: &str, channels: usize) -> String {
+        self.claim(name);
+        let mut input = value_info(name, channels);
+        if let Some(pb::type_proto::Value::TensorType(t)) =
+            input.r#type.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(shape) = t.shape.as_mut()
+        {
+            use pb::tensor_shape_proto::dimension::Value;
+            shape.dim[2].value = Some(Value::DimParam(format!("{name}.height")));
+            shape.dim[3].value = Some(Value::DimParam(format!("{name}.width")));
+        }
+        self.graph.input.push(input);
+        self.graph
+            .initializer
+            .push(f32_tensor(name, &[1, channels, 1, 1], &vec![1.0; channels]));
+        name.to_string()
+    }
+
     /// Finish the model: `value` becomes the graph output, renamed `output_name`
     /// `[1, 1, "height", "width"]`.
     pub fn finish(

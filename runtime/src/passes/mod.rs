@@ -1,6 +1,7 @@
 //! ONNX -> ONNX rewrites run before tract sees a model. Each pass finds its pattern,
 //! returns early when it is absent, rewrites, and reports what it changed.
 
+pub mod dropout;
 pub mod fold_bn;
 pub mod fuse_conv;
 pub mod quantize;
