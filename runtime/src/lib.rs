@@ -22,8 +22,8 @@ pub mod tiling;
 
 pub use arch::ArchSpec;
 pub use engine::{
-    Averaging, Inference, MonteCarlo, Options, Segmenter, Symmetry, ThreadPool, intensity_stats, segment_image,
-    segment_image_with, segment_tiled,
+    Averaging, Inference, MonteCarlo, Options, Segmenter, Symmetry, ThreadPool, intensity_stats,
+    segment_image, segment_image_with, segment_tiled,
 };
 pub use error::{Error, Result};
 pub use onnx::{IntensityStats, ModelMeta, Normalisation, Preprocessing};

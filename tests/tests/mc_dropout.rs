@@ -172,7 +172,10 @@ fn sample_statistics_converge_to_burns_dropout() {
         .collect();
     let seg = segmenter(&proto, mc_options(true));
     let ours: Vec<Array4<f32>> = (0..n as u64)
-        .map(|k| seg.run_sample(x.view().into_dyn(), &[1234, k]).expect("runs"))
+        .map(|k| {
+            seg.run_sample(x.view().into_dyn(), &[1234, k])
+                .expect("runs")
+        })
         .collect();
     let (bm, bv, bse) = moments(&burn);
     let (om, ov, ose) = moments(&ours);
@@ -196,7 +199,10 @@ fn sample_statistics_converge_to_burns_dropout() {
     // and over all pixels together the variances agree closely
     ratios.sort_by(f64::total_cmp);
     let median = ratios[ratios.len() / 2];
-    assert!((0.85..1.18).contains(&median), "median variance ratio {median}");
+    assert!(
+        (0.85..1.18).contains(&median),
+        "median variance ratio {median}"
+    );
     // and the sampled mean is not the deterministic output (dropout changes it)
     let plain = seg.run(x.view().into_dyn()).expect("runs");
     let moved = plain
@@ -204,7 +210,10 @@ fn sample_statistics_converge_to_burns_dropout() {
         .zip(&om)
         .map(|(a, b)| (*a as f64 - b).abs())
         .fold(0.0, f64::max);
-    assert!(moved > 1e-3, "the sampled mean equals the deterministic map");
+    assert!(
+        moved > 1e-3,
+        "the sampled mean equals the deterministic map"
+    );
 }
 
 #[test]
@@ -235,20 +244,24 @@ fn a_seed_fixes_the_map_and_threads_do_not_matter() {
         };
         skipseg_runtime::segment_image_with(&seg, image.view(), &how).expect("runs")
     };
-    let mc = |seed| {
-        Some(MonteCarlo {
-            samples: 3,
-            seed,
-        })
-    };
+    let mc = |seed| Some(MonteCarlo { samples: 3, seed });
     let a = run(1, mc(1));
     assert_eq!(a, run(1, mc(1)), "same seed, same map");
     assert_eq!(a, run(2, mc(1)), "2 threads, same map");
     let b = run(1, mc(2));
     let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
-    assert!(differ > a.len() / 2, "another seed changes the map ({differ} pixels)");
+    assert!(
+        differ > a.len() / 2,
+        "another seed changes the map ({differ} pixels)"
+    );
     // 0 samples: the deterministic model, as loaded without masks
-    let zero = run(1, Some(MonteCarlo { samples: 0, seed: 1 }));
+    let zero = run(
+        1,
+        Some(MonteCarlo {
+            samples: 0,
+            seed: 1,
+        }),
+    );
     let plain = {
         let seg = Segmenter::from_proto(proto.clone(), "mc.onnx").expect("loads");
         let how = Inference {

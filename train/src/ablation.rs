@@ -228,3 +228,138 @@ pub fn write_report(out: &Path) -> Result<Vec<Row>, TrainError> {
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::training::EpochRecord;
+
+    fn base() -> TrainConfig {
+        let spec =
+            crate::presets::load(&crate::presets::models_dir().join("small.json")).expect("preset");
+        TrainConfig::paper(
+            spec,
+            crate::loss::LossKind::Bce,
+            3,
+            "imgs".into(),
+            "labs".into(),
+        )
+    }
+
+    #[test]
+    fn variants_change_the_skips_and_nothing_else() {
+        let base = base();
+        let mut seen = std::collections::HashSet::new();
+        for v in Variant::ALL {
+            let cfg = v.config(&base);
+            assert_eq!(
+                (cfg.arch.long_skips, cfg.arch.short_skips),
+                v.switches(),
+                "{v:?}"
+            );
+            assert!(seen.insert(v.switches()), "{v:?} repeats another variant");
+            // everything but the switches and the name is the base recipe
+            let mut back = cfg.clone();
+            back.arch.long_skips = base.arch.long_skips;
+            back.arch.short_skips = base.arch.short_skips;
+            back.arch.name = base.arch.name.clone();
+            assert_eq!(back, base, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn variants_build_networks_with_and_without_each_skip() {
+        // the exported graph of each variant: long skips are `skip.*` nodes, short skips
+        // the `*.add` sums inside blocks
+        let base = base();
+        for v in Variant::ALL {
+            let cfg = v.config(&base);
+            let model =
+                crate::model::ResFcn::<crate::backend::Cpu>::new(&cfg.arch, &Default::default());
+            let proto = crate::export::to_onnx(&model, Default::default());
+            let names: Vec<&str> = proto
+                .graph
+                .as_ref()
+                .expect("graph")
+                .node
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect();
+            let long = names.iter().filter(|n| n.starts_with("skip.")).count();
+            let short = names
+                .iter()
+                .filter(|n| n.contains(".block") && n.ends_with(".add"))
+                .count();
+            let (want_long, want_short) = v.switches();
+            assert_eq!(long > 0, want_long, "{v:?}: {long} long-skip nodes");
+            assert_eq!(short > 0, want_short, "{v:?}: {short} block sums");
+        }
+    }
+
+    #[test]
+    fn the_report_takes_the_lowest_validation_loss_and_its_training_loss() {
+        let out =
+            std::env::temp_dir().join(format!("skipseg-ablation-report-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let base = base();
+        // two variants with hand-made histories
+        for (v, vals) in [
+            (Variant::LongShort, [0.5, 0.3, 0.35]),
+            (Variant::LongOnly, [0.6, 0.55, 0.4]),
+        ] {
+            let dir = run_dir(&out, v);
+            std::fs::create_dir_all(&dir).unwrap();
+            let cfg = v.config(&base);
+            std::fs::write(
+                dir.join("config.json"),
+                serde_json::to_string(&cfg).unwrap(),
+            )
+            .unwrap();
+            let history: Vec<EpochRecord> = vals
+                .iter()
+                .enumerate()
+                .map(|(i, &val_loss)| EpochRecord {
+                    epoch: i + 1,
+                    train_loss: 1.0 - 0.1 * i as f64,
+                    val_loss,
+                    val_v_rand: Some(0.8 + 0.01 * i as f64),
+                    val_v_info: Some(0.9),
+                    seconds: 10.0,
+                })
+                .collect();
+            let state = TrainState {
+                epochs_done: 3,
+                best_val_loss: 0.0,
+                best_epoch: 0,
+                best_v_rand: None,
+                best_v_rand_epoch: 0,
+                history,
+                layer_names: vec![],
+                weight_updates: vec![],
+                checkpoint: String::new(),
+            };
+            std::fs::write(
+                dir.join("state.json"),
+                serde_json::to_string(&state).unwrap(),
+            )
+            .unwrap();
+        }
+        let rows = write_report(&out).expect("report");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].variant, Variant::LongShort);
+        assert_eq!((rows[0].best_epoch, rows[0].best_val_loss), (2, 0.3));
+        assert!((rows[0].train_loss_at_best - 0.9).abs() < 1e-12);
+        assert_eq!(rows[0].val_v_rand_at_best, Some(0.81));
+        assert_eq!((rows[1].best_epoch, rows[1].best_val_loss), (3, 0.4));
+        assert_eq!(rows[1].best_val_v_rand, Some(0.8 + 0.02));
+        assert_eq!(rows[0].seconds, 30.0);
+        let md = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+        assert!(
+            md.contains("| long and short skips | 0.900 | 0.300 | 2 |"),
+            "{md}"
+        );
+        let png = std::fs::read(out.join("curves.png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}

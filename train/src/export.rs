@@ -72,9 +72,10 @@ impl Exporter<'_> {
         };
         let mut x = self.g.relu(&format!("{prefix}.relu{suffix}"), &x);
         if let Some(channels) = dropout_channels {
-            let mask = self
-                .g
-                .dropout_mask(&skipseg_runtime::passes::dropout::mask_name(prefix), channels);
+            let mask = self.g.dropout_mask(
+                &skipseg_runtime::passes::dropout::mask_name(prefix),
+                channels,
+            );
             x = self.g.mul(&format!("{prefix}.dropout{suffix}"), &x, &mask);
         }
         self.conv(&format!("{prefix}.conv{suffix}"), &x, &m.conv)
@@ -115,8 +116,8 @@ impl Exporter<'_> {
             let last = bm.convs.len().saturating_sub(1);
             for (i, c) in bm.convs.iter().enumerate() {
                 // dropout sits before the block's last convolution (model.rs)
-                let dropout = (i == last && bm.dropout.is_some())
-                    .then(|| c.conv.weight.val().dims()[1]);
+                let dropout =
+                    (i == last && bm.dropout.is_some()).then(|| c.conv.weight.val().dims()[1]);
                 r = self.pre_act(name, &(i + 1).to_string(), &r, c, dropout);
             }
             let out = match (&bm.shortcut, bm.short_skip) {

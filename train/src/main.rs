@@ -614,11 +614,15 @@ fn cuda_training(
 ) -> Result<()> {
     use skipseg_train::backend::{Gpu, GpuTrain};
     let device = burn::backend::cuda::CudaDevice::default();
-    // burn-cuda panics on its first call when libcuda is missing: probe it first
+    // burn-cuda panics on its first call when libcuda is missing: probe it first, with
+    // the panic's own report silenced (the error below says what is wrong)
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let probe = std::panic::catch_unwind(|| {
         let t = burn::tensor::Tensor::<Gpu, 1>::ones([1], &device);
         t.into_data()
     });
+    std::panic::set_hook(hook);
     if probe.is_err() {
         anyhow::bail!("--device cuda: no usable CUDA driver (libcuda) or GPU on this machine");
     }
@@ -695,10 +699,16 @@ fn run_training<B: burn::tensor::backend::AutodiffBackend>(
                     (Some(a), Some(b)) => format!(" val V_rand {a:.4} V_info {b:.4}"),
                     _ => String::new(),
                 };
-                bar.println(format!(
+                let line = format!(
                     "epoch {:>4}: train loss {:.4}  val loss {:.4}{scores}  ({:.0} s)",
                     r.epoch, r.train_loss, r.val_loss, r.seconds
-                ));
+                );
+                if terminal {
+                    bar.println(line);
+                } else {
+                    // a hidden bar prints nothing: logs get one line per epoch
+                    println!("{line}");
+                }
             }
         },
     )?;

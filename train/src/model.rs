@@ -270,10 +270,14 @@ impl<B: Backend> ResFcn<B> {
     /// computes when fed the same masks.
     pub fn forward_with_masks(&self, x: Tensor<B, 4>, masks: &[Tensor<B, 4>]) -> Tensor<B, 4> {
         let mut next = masks.iter();
-        self.forward_hooks(x, &mut |bn, x| bn.forward(x), &mut |_, x| match next.next() {
-            Some(m) => x * m.clone(),
-            None => x,
-        })
+        self.forward_hooks(
+            x,
+            &mut |bn, x| bn.forward(x),
+            &mut |_, x| match next.next() {
+                Some(m) => x * m.clone(),
+                None => x,
+            },
+        )
     }
 
     /// Precise batch-norm statistics ("precise BN"): with the weights fixed, run `inputs`

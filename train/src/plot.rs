@@ -113,8 +113,8 @@ fn render(
     fonts()?;
     let mut rgb = vec![255u8; width * height * 3];
     let frame = {
-        let root = BitMapBackend::with_buffer(&mut rgb, (width as u32, height as u32))
-            .into_drawing_area();
+        let root =
+            BitMapBackend::with_buffer(&mut rgb, (width as u32, height as u32)).into_drawing_area();
         let frame = draw(&root)?;
         root.present().map_err(err)?;
         frame
@@ -181,7 +181,12 @@ impl LineChart<'_> {
 
     /// Draw the chart.
     pub fn render(&self, width: usize, height: usize) -> Result<Chart, PlotError> {
-        let epochs = self.series.iter().map(|s| s.values.len()).max().unwrap_or(0);
+        let epochs = self
+            .series
+            .iter()
+            .map(|s| s.values.len())
+            .max()
+            .unwrap_or(0);
         let x = 1.0..(epochs.max(2) as f64);
         let y = self.y_span();
         render(width, height, |root| {

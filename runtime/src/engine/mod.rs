@@ -14,8 +14,8 @@ pub mod ops;
 
 use crate::error::{Error, Result};
 pub use crate::onnx::Averaging;
-use crate::passes::dropout::{MaskRng, MaskSite};
 use crate::onnx::{self, IntensityStats, ModelMeta, Normalisation, pb};
+use crate::passes::dropout::{MaskRng, MaskSite};
 use crate::tiling::{self, ArrayRows, Blend, RowSink, RowSource, TilePlan};
 
 type Plan = Arc<TypedRunnableModel>;
@@ -117,28 +117,29 @@ impl Segmenter {
             },
             source_name,
         )?;
-        let masks = if options.monte_carlo_dropout {
-            let sites = crate::passes::dropout::mask_sites(&meta.arch);
-            let names = crate::passes::dropout::expose_masks(&mut proto);
-            names
-                .iter()
-                .map(|n| {
-                    sites.iter().find(|s| &s.name == n).cloned().ok_or_else(|| {
-                        Error::BadModel {
-                            source_name: source_name.to_string(),
-                            reason: format!(
-                                "dropout mask input `{n}` belongs to no residual block of the \
+        let masks =
+            if options.monte_carlo_dropout {
+                let sites = crate::passes::dropout::mask_sites(&meta.arch);
+                let names = crate::passes::dropout::expose_masks(&mut proto);
+                names
+                    .iter()
+                    .map(|n| {
+                        sites.iter().find(|s| &s.name == n).cloned().ok_or_else(|| {
+                            Error::BadModel {
+                                source_name: source_name.to_string(),
+                                reason: format!(
+                                    "dropout mask input `{n}` belongs to no residual block of the \
                                  architecture in the metadata (dropout {})",
-                                meta.arch.dropout
-                            ),
-                        }
+                                    meta.arch.dropout
+                                ),
+                            }
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            crate::passes::dropout::strip_masks(&mut proto);
-            Vec::new()
-        };
+                    .collect::<Result<Vec<_>>>()?
+            } else {
+                crate::passes::dropout::strip_masks(&mut proto);
+                Vec::new()
+            };
         if options.fold_batch_norm {
             crate::passes::fold_batch_norms(&mut proto, source_name)?;
         }
@@ -192,7 +193,11 @@ impl Segmenter {
         }
         let plan = self.plan(h, w)?;
         let mut inputs: TVec<TValue> = tvec!(input.to_owned().into_tensor().into_tvalue());
-        inputs.extend(masks.iter().map(|m| m.to_owned().into_tensor().into_tvalue()));
+        inputs.extend(
+            masks
+                .iter()
+                .map(|m| m.to_owned().into_tensor().into_tvalue()),
+        );
         let outputs = self.guarded(|| self.in_pool(|| plan.run(inputs)))?;
         let out = outputs[0]
             .to_plain_array_view::<f32>()
@@ -667,10 +672,9 @@ pub fn segment_tiled(
                 let mut outs = Vec::with_capacity(views.len() * mc.samples);
                 for (s, v) in views.iter().enumerate() {
                     for k in 0..mc.samples {
-                        outs.push(seg.run_sample(
-                            v.view(),
-                            &[mc.seed, window_index, s as u64, k as u64],
-                        )?);
+                        outs.push(
+                            seg.run_sample(v.view(), &[mc.seed, window_index, s as u64, k as u64])?,
+                        );
                     }
                 }
                 (outs, mc.samples)

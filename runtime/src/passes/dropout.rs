@@ -210,6 +210,9 @@ mod tests {
         assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
         // different stream parts, different streams
-        assert_ne!(MaskRng::new(&[1, 0]).next_u64(), MaskRng::new(&[0, 1]).next_u64());
+        assert_ne!(
+            MaskRng::new(&[1, 0]).next_u64(),
+            MaskRng::new(&[0, 1]).next_u64()
+        );
     }
 }
