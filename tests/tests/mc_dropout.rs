@@ -99,6 +99,7 @@ fn fixed_masks_give_burn_outputs_and_ones_give_the_deterministic_network() {
                 .run_with_masks(x.view().into_dyn(), &views)
                 .expect("runs");
             let d = max_abs_diff(&got, &burn_sample);
+            eprintln!("{block:?} fold={fold}: fixed masks, max abs {d:.2e}");
             assert!(d < TOLERANCE, "{block:?} fold={fold}: max abs {d}");
             // every mask at 1: the deterministic network
             let ones = seg.run(x.view().into_dyn()).expect("runs");
