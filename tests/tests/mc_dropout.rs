@@ -61,7 +61,8 @@ fn masks_for(spec: &ArchSpec, h: usize, w: usize, seed: u64) -> Vec<ArrayD<f32>>
         .iter()
         .map(|s| {
             let shape = s.shape(h, w);
-            ArrayD::from_shape_vec(shape.to_vec(), sample_mask(&mut rng, shape, P)).unwrap()
+            ArrayD::from_shape_vec(shape.to_vec(), sample_mask(&mut rng, shape, P))
+                .expect("mask shape")
         })
         .collect()
 }
@@ -83,7 +84,7 @@ fn fixed_masks_give_burn_outputs_and_ones_give_the_deterministic_network() {
         let burn_masks: Vec<Tensor<Cpu, 4>> = masks
             .iter()
             .map(|m| {
-                let a: Array4<f32> = m.clone().into_dimensionality().unwrap();
+                let a: Array4<f32> = m.clone().into_dimensionality().expect("rank 4");
                 tensor::from_array(&a, &device)
             })
             .collect();

@@ -308,13 +308,13 @@ mod tests {
             (Variant::LongOnly, [0.6, 0.55, 0.4]),
         ] {
             let dir = run_dir(&out, v);
-            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::create_dir_all(&dir).expect("test file");
             let cfg = v.config(&base);
             std::fs::write(
                 dir.join("config.json"),
-                serde_json::to_string(&cfg).unwrap(),
+                serde_json::to_string(&cfg).expect("test file"),
             )
-            .unwrap();
+            .expect("test file");
             let history: Vec<EpochRecord> = vals
                 .iter()
                 .enumerate()
@@ -340,9 +340,9 @@ mod tests {
             };
             std::fs::write(
                 dir.join("state.json"),
-                serde_json::to_string(&state).unwrap(),
+                serde_json::to_string(&state).expect("test file"),
             )
-            .unwrap();
+            .expect("test file");
         }
         let rows = write_report(&out).expect("report");
         assert_eq!(rows.len(), 2);
@@ -353,12 +353,12 @@ mod tests {
         assert_eq!((rows[1].best_epoch, rows[1].best_val_loss), (3, 0.4));
         assert_eq!(rows[1].best_val_v_rand, Some(0.8 + 0.02));
         assert_eq!(rows[0].seconds, 30.0);
-        let md = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+        let md = std::fs::read_to_string(out.join("ablation.md")).expect("test file");
         assert!(
             md.contains("| long and short skips | 0.900 | 0.300 | 2 |"),
             "{md}"
         );
-        let png = std::fs::read(out.join("curves.png")).unwrap();
+        let png = std::fs::read(out.join("curves.png")).expect("test file");
         assert_eq!(&png[1..4], b"PNG");
         let _ = std::fs::remove_dir_all(&out);
     }

@@ -435,12 +435,8 @@ impl Heatmap<'_> {
                         plotters::style::text_anchor::VPos::Top,
                     ))
                     .color(&plotters::style::colors::BLACK);
-                root.draw(&Text::new(
-                    name.clone(),
-                    (px, py + 4 + 13 * (k % 2) as i32),
-                    style,
-                ))
-                .map_err(err)?;
+                root.draw(&Text::new(name.clone(), (px, py + 4 + 13 * (k % 2)), style))
+                    .map_err(err)?;
                 k += 1;
                 start = end;
             }
@@ -514,7 +510,7 @@ mod tests {
             markers: vec![],
             y_range: Some((0.0, 1.0)),
         };
-        let c = chart.render(400, 300).unwrap();
+        let c = chart.render(400, 300).expect("chart draws");
         let f = &c.frame;
         let curve_y = f.y_px.end - (f.y_px.end - f.y_px.start) / 4;
         let (curve, elsewhere): (Vec<_>, Vec<_>) = ink(&c, colour)
@@ -551,7 +547,7 @@ mod tests {
             markers: vec![],
             y_range: None,
         };
-        let c = chart.render(500, 350).unwrap();
+        let c = chart.render(500, 350).expect("chart draws");
         for (i, &v) in values.iter().enumerate() {
             let (px, py) = c.frame.pixel((i + 1) as f64, v);
             let near = (-2..=2).any(|dy| (-2..=2).any(|dx| c.pixel(px + dx, py + dy) == colour));
@@ -586,7 +582,7 @@ mod tests {
             }],
             y_range: Some((0.0, 6.0)),
         };
-        let c = chart.render(400, 300).unwrap();
+        let c = chart.render(400, 300).expect("chart draws");
         let (mx, _) = c.frame.pixel(3.0, 0.0);
         let magenta: Vec<_> = ink(&c, [250, 0, 250])
             .into_iter()
@@ -610,7 +606,7 @@ mod tests {
                 val: vec![0.7, 0.7, 0.7],
             },
         ];
-        let c = loss_curves("t", "loss", &runs, 600, 400).unwrap();
+        let c = loss_curves("t", "loss", &runs, 600, 400).expect("chart draws");
         for (i, r) in runs.iter().enumerate() {
             let colour = PALETTE[i];
             // the validation curve is solid: ink at every point
@@ -634,7 +630,7 @@ mod tests {
             column_groups: vec!["a".into(), "b".into(), "b".into()],
             cell: (20, 20),
         };
-        let c = map.render().unwrap();
+        let c = map.render().expect("chart draws");
         let at = |col: usize, row: usize| {
             let (x, y) = c.frame.pixel(col as f64 + 0.5, row as f64 + 0.5);
             c.pixel(x, y)

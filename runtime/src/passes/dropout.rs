@@ -132,9 +132,7 @@ pub fn expose_masks(model: &mut pb::ModelProto) -> Vec<String> {
         return Vec::new();
     };
     let masks = mask_inputs(graph);
-    graph
-        .initializer
-        .retain(|t| !masks.iter().any(|m| *m == t.name));
+    graph.initializer.retain(|t| !masks.contains(&t.name));
     masks
 }
 
