@@ -5,6 +5,7 @@
 # does not hang on "membrane wherever p > 0").
 # usage: bash scripts/score.sh "LABEL|MODEL.onnx|PREDICT ARGS" ...
 #   e.g. bash scripts/score.sh "shipped, one pass|models/isbi-small.onnx|--tta none"
+#   SLICES="$(seq -s ' ' 0 29)" bash scripts/score.sh ...   (all 30 labelled slices)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "| run | V_rand | V_info | best threshold | V_rand, thresholds 0.0-0.9 | seconds |"

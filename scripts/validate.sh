@@ -3,13 +3,15 @@
 # 25-29 of data/isbi2012/train: segment them with segment-run, then score with eval.
 # Usage: bash scripts/validate.sh [MODEL.onnx] [eval options]   (default: models/isbi-small.onnx)
 #        PREDICT_ARGS="--tta dihedral" bash scripts/validate.sh ...   (options for predict)
+#        SLICES="$(seq -s ' ' 0 29)" bash scripts/validate.sh ...       (other labelled slices)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-models/isbi-small.onnx}
 [ $# -gt 0 ] && shift  # the rest goes to eval (e.g. --json)
 work=target/validate
 rm -rf "$work"; mkdir -p "$work/images" "$work/labels" "$work/pred"
-for i in 25 26 27 28 29; do
+for i in ${SLICES:-25 26 27 28 29}; do
+  i=$(printf '%02d' "$((10#$i))")
   cp "data/isbi2012/train/images/$i.png" "$work/images/"
   cp "data/isbi2012/train/labels/$i.png" "$work/labels/"
 done

@@ -328,3 +328,21 @@ fn the_model_default_averaging_applies_unless_overridden() {
         .fold(0.0f32, f32::max);
     assert!(change > 1e-3, "averaging changed nothing: {change}");
 }
+
+#[test]
+fn monte_carlo_sampling_of_a_model_without_dropout_is_refused() {
+    // the shipped model was trained without dropout: nothing to sample
+    let out = tmp("predict-mc");
+    let o = bin()
+        .arg("predict")
+        .arg(root().join("data/isbi2012/test/images/00.png"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--mc-samples", "4"])
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("trained with dropout"), "{err}");
+    assert!(!out.join("00.png").exists(), "no output written");
+}
