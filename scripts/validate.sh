@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Official ISBI scores (V_rand, V_info, thinning on) of a model on the validation slices
 # 25-29 of data/isbi2012/train: segment them with segment-run, then score with eval.
-# Usage: bash scripts/validate.sh [MODEL.onnx] [eval options]   (default: models/isbi-small.onnx)
+# Usage: bash scripts/validate.sh [MODEL.onnx] [eval options]   (default: models/isbi-small-bce.onnx, the shipped model)
 #        PREDICT_ARGS="--tta dihedral" bash scripts/validate.sh ...   (options for predict)
 #        SLICES="$(seq -s ' ' 0 29)" bash scripts/validate.sh ...       (other labelled slices)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=${1:-models/isbi-small.onnx}
+model=${1:-models/isbi-small-bce.onnx}
 [ $# -gt 0 ] && shift  # the rest goes to eval (e.g. --json)
 work=target/validate
 rm -rf "$work"; mkdir -p "$work/images" "$work/labels" "$work/pred"

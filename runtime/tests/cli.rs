@@ -130,7 +130,7 @@ fn float_tiff_output_equals_in_memory_inference() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got = skipseg_runtime::io::read_slices(&out.join("03.tif")).expect("float TIFF");
     assert_eq!(got[0].bit_depth, 32);
-    let seg = skipseg_runtime::Segmenter::from_path(&root().join("models/isbi-small.onnx"))
+    let seg = skipseg_runtime::Segmenter::from_path(&root().join("models/isbi-small-bce.onnx"))
         .expect("model");
     let image = skipseg_runtime::io::read_slices(&input).expect("input");
     let (h, w) = image[0].pixels.dim();

@@ -26,8 +26,8 @@ struct Cli {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The shipped model, compiled into the binary.
-const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/isbi-small.onnx");
-const EMBEDDED_NAME: &str = "models/isbi-small.onnx (embedded)";
+const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/isbi-small-bce.onnx");
+const EMBEDDED_NAME: &str = "models/isbi-small-bce.onnx (embedded)";
 
 #[derive(Subcommand)]
 enum Command {
@@ -82,7 +82,7 @@ struct PredictArgs {
     /// Output folder.
     #[arg(short, long)]
     output: PathBuf,
-    /// ONNX model; without it, the shipped models/isbi-small.onnx compiled into this
+    /// ONNX model; without it, the shipped models/isbi-small-bce.onnx compiled into this
     /// binary is used.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -304,6 +304,16 @@ fn run(cli: Cli) -> Result<()> {
                 cost.flops() as f64 / 1e9
             );
             println!("preprocessing: {}", meta.preprocessing.describe());
+            let masks = proto
+                .graph
+                .as_ref()
+                .map_or(0, |g| skipseg_runtime::passes::dropout::mask_inputs(g).len());
+            if masks > 0 {
+                println!(
+                    "dropout: p = {} at {masks} residual blocks (Monte-Carlo sampling: predict --mc-samples K --seed S)",
+                    meta.arch.dropout
+                );
+            }
             let averaging = meta.inference.averaging;
             println!(
                 "test-time averaging by default: {}{}",
