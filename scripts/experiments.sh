@@ -51,7 +51,8 @@ mkdir -p "$out"
 # table2: the small preset with the paper's recipe: Dice, Dice + dropout 0.2 (for
 #   Monte-Carlo averaging), BCE.
 # candidates: levers for the shipped model: 4 random 256x256 crops per step (batch
-#   norm over 4 images, same pixels per step), dropout, a wider preset.
+#   norm over 4 images, same pixels per step), BCE against Dice, dropout, a wider preset;
+#   checkpoints chosen by validation V_rand.
 runs() {
     local g
     for g in "${groups[@]}"; do
@@ -70,10 +71,12 @@ runs() {
                 echo "table2 dice-dropout 60 train --arch models/small.json --loss dice --dropout 0.2 --out $out/table2/dice-dropout"
                 echo "table2 bce 60 train --arch models/small.json --loss bce --out $out/table2/bce" ;;
             candidates)
-                echo "candidates dice-crops 100 train --arch models/small.json --loss dice --crops 4 --crop-size 256 --out $out/candidates/dice-crops"
-                echo "candidates dice-dropout-crops 100 train --arch models/small.json --loss dice --dropout 0.2 --crops 4 --crop-size 256 --out $out/candidates/dice-dropout-crops"
-                echo "candidates bce-crops 100 train --arch models/small.json --loss bce --crops 4 --crop-size 256 --out $out/candidates/bce-crops"
-                echo "candidates wide-dice-crops 100 train --arch models/experiments/small-wide.json --loss dice --crops 4 --crop-size 256 --out $out/candidates/wide-dice-crops" ;;
+                # bce-crops is the shipped isbi-small-bce.onnx's recipe; dice-dropout-crops
+                # the Table 2 Monte-Carlo model (docs/REPRODUCTION.md)
+                echo "candidates bce-crops 40 train --arch models/small.json --loss bce --crops 4 --crop-size 256 --select v-rand --out $out/candidates/bce-crops"
+                echo "candidates dice-dropout-crops 30 train --arch models/small.json --loss dice --dropout 0.2 --crops 4 --crop-size 256 --select v-rand --out $out/candidates/dice-dropout-crops"
+                echo "candidates dice-crops 40 train --arch models/small.json --loss dice --crops 4 --crop-size 256 --select v-rand --out $out/candidates/dice-crops"
+                echo "candidates wide-bce-crops 40 train --arch models/experiments/small-wide.json --loss bce --crops 4 --crop-size 256 --select v-rand --out $out/candidates/wide-bce-crops" ;;
         esac
     done
 }
