@@ -304,10 +304,9 @@ fn run(cli: Cli) -> Result<()> {
                 cost.flops() as f64 / 1e9
             );
             println!("preprocessing: {}", meta.preprocessing.describe());
-            let masks = proto
-                .graph
-                .as_ref()
-                .map_or(0, |g| skipseg_runtime::passes::dropout::mask_inputs(g).len());
+            let masks = proto.graph.as_ref().map_or(0, |g| {
+                skipseg_runtime::passes::dropout::mask_inputs(g).len()
+            });
             if masks > 0 {
                 println!(
                     "dropout: p = {} at {masks} residual blocks (Monte-Carlo sampling: predict --mc-samples K --seed S)",
