@@ -252,9 +252,23 @@ impl LineChart<'_> {
                         .legend(move |(lx, ly)| PathElement::new([(lx, ly), (lx + 18, ly)], style));
                 }
             }
+            // the legend goes in the right-hand corner the curves leave free: where the
+            // last third of the epochs lies in the lower half, at the top, else below
+            let tail: Vec<f64> = self
+                .series
+                .iter()
+                .flat_map(|s| s.values.iter().skip(s.values.len() * 2 / 3).copied())
+                .filter(|v| v.is_finite())
+                .collect();
+            let high = !tail.is_empty()
+                && tail.iter().sum::<f64>() / tail.len() as f64 > (y.start + y.end) / 2.0;
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
+                .position(if high {
+                    SeriesLabelPosition::LowerRight
+                } else {
+                    SeriesLabelPosition::UpperRight
+                })
                 .label_font((FONT, 13))
                 .background_style(WHITE.mix(0.85))
                 .border_style(rgb(BLACK))
@@ -554,17 +568,51 @@ mod tests {
             assert!(near, "epoch {} value {v}: no ink near ({px}, {py})", i + 1);
         }
         // nothing of that colour below the curve's lowest point in the plot's left half
+        // (the legend, for a rising curve, sits at the lower right)
         let (_, y_first) = c.frame.pixel(1.0, 0.0);
+        let mid = (c.frame.x_px.start + c.frame.x_px.end) / 2;
         assert!(
             ink(&c, colour)
                 .iter()
-                .all(|&(_, y)| y <= y_first + 3 || y < c.frame.y_px.start + 60)
+                .filter(|&&(x, _)| x < mid)
+                .all(|&(_, y)| y <= y_first + 3)
         );
     }
 
     #[test]
+    fn the_legend_leaves_high_curves_alone() {
+        // a curve near the top: the legend swatch goes to the lower right
+        let values = [0.9; 10];
+        let colour = [10, 200, 30];
+        let chart = LineChart {
+            title: "t",
+            x_title: "epoch",
+            y_title: "y",
+            series: vec![Series {
+                name: "high",
+                values: &values,
+                colour,
+                dashed: false,
+            }],
+            markers: vec![],
+            y_range: Some((0.0, 1.0)),
+        };
+        let c = chart.render(400, 300).expect("chart draws");
+        let f = &c.frame;
+        let curve_y = f.y_px.start + (f.y_px.end - f.y_px.start) / 10;
+        let swatch: Vec<_> = ink(&c, colour)
+            .into_iter()
+            .filter(|&(_, y)| (y - curve_y).abs() > 3)
+            .collect();
+        assert!(!swatch.is_empty(), "legend swatch");
+        let mid_y = (f.y_px.start + f.y_px.end) / 2;
+        assert!(swatch.iter().all(|&(_, y)| y > mid_y), "{swatch:?}");
+    }
+
+    #[test]
     fn a_marker_is_a_vertical_line_at_its_epoch() {
-        let values = [1.0, 2.0, 3.0, 4.0, 5.0];
+        // a falling curve: the legend sits at the top right, above the checked rows
+        let values = [5.0, 4.0, 3.0, 2.0, 1.0];
         let chart = LineChart {
             title: "",
             x_title: "epoch",
