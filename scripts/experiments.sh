@@ -164,6 +164,6 @@ else
     wait
 fi
 if printf '%s\n' "${groups[@]}" | grep -qx ablation; then
-    "$bin" ablation --report-only --arch models/table1-narrow.json --out "$out/ablation" || true
+    "$bin" ablation --report-only --out "$out/ablation" || true
 fi
 echo "experiments: $(( $(date +%s) - started )) s"

@@ -166,9 +166,10 @@ struct RecipeArgs {
 
 #[derive(clap::Args)]
 struct AblationArgs {
-    /// Architecture JSON; its skip switches are overridden per variant.
-    #[arg(long)]
-    arch: PathBuf,
+    /// Architecture JSON; its skip switches are overridden per variant (not needed
+    /// with --report-only).
+    #[arg(long, required_unless_present = "report_only")]
+    arch: Option<PathBuf>,
     /// Loss function (the paper's ablation used binary cross-entropy).
     #[arg(long, value_enum, default_value = "bce")]
     loss: LossKind,
@@ -530,8 +531,10 @@ fn train_on(
 fn ablation(args: AblationArgs) -> Result<()> {
     use skipseg_train::ablation::{self, Variant};
     if !args.report_only {
+        use anyhow::Context;
+        let arch = args.arch.as_deref().context("--arch is required")?;
         let base = recipe_config(
-            &args.arch,
+            arch,
             args.loss,
             args.epochs,
             args.freeze_bn_after,
