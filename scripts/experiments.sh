@@ -98,10 +98,9 @@ except Exception: print(0)' "$1/state.json"
 
 # start (or continue) one run line with a total of $1 epochs
 launch() {
-    local epochs=$1 group=$2 name=$3
+    local epochs=$1 group=$2 name=$3 dir freeze log
+    dir=$(dir_of "${@:2}")
     shift 4
-    local dir freeze log
-    dir=$(dir_of "$group" "$name" x "$@")
     freeze=$((epochs - epochs / 4))
     log="$out/logs/$group-$name.log"
     mkdir -p "$out/logs"

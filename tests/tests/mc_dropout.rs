@@ -227,13 +227,14 @@ fn a_seed_fixes_the_map_and_threads_do_not_matter() {
     let image = Array2::from_shape_fn((70, 90), |(y, x)| {
         ((y * 7 + x * 3) % 23) as f32 / 23.0 * 0.8 + 0.1
     });
-    let run = |threads: usize, mc: Option<MonteCarlo>| {
+    // segment the image with a model loaded with or without its masks kept
+    let segment = |threads: usize, keep_masks: bool, mc: Option<MonteCarlo>| {
         let seg = Segmenter::with_options(
             proto.clone(),
             "mc.onnx",
             &Options {
                 threads,
-                monte_carlo_dropout: true,
+                monte_carlo_dropout: keep_masks,
                 ..Default::default()
             },
         )
@@ -246,6 +247,7 @@ fn a_seed_fixes_the_map_and_threads_do_not_matter() {
         };
         skipseg_runtime::segment_image_with(&seg, image.view(), &how).expect("runs")
     };
+    let run = |threads: usize, mc: Option<MonteCarlo>| segment(threads, true, mc);
     let mc = |seed| Some(MonteCarlo { samples: 3, seed });
     let a = run(1, mc(1));
     assert_eq!(a, run(1, mc(1)), "same seed, same map");
@@ -264,16 +266,7 @@ fn a_seed_fixes_the_map_and_threads_do_not_matter() {
             seed: 1,
         }),
     );
-    let plain = {
-        let seg = Segmenter::from_proto(proto.clone(), "mc.onnx").expect("loads");
-        let how = Inference {
-            plan: TilePlan::new(70, 90, 32, 16, spec.down_factor()),
-            blend: Blend::Crop,
-            averaging: Averaging::Flips,
-            monte_carlo: None,
-        };
-        skipseg_runtime::segment_image_with(&seg, image.view(), &how).expect("runs")
-    };
+    let plain = segment(1, false, None);
     let d = zero
         .iter()
         .zip(&plain)

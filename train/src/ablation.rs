@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use skipseg_runtime::onnx::write_atomic;
 
-use crate::training::{TrainConfig, TrainError, TrainState, read_state};
+use crate::training::{TrainConfig, TrainError, TrainState, read_config, read_state};
 
 /// One of the four skip configurations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -125,20 +125,6 @@ impl Row {
     }
 }
 
-/// The `config.json` of a run folder.
-pub fn read_config(dir: &Path) -> Result<TrainConfig, TrainError> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
-        path: path.clone(),
-        action: "cannot read run config",
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
-        path,
-        reason: format!("not a run config: {e}"),
-    })
-}
-
 /// The run folder of `variant` under `out`.
 pub fn run_dir(out: &Path, variant: Variant) -> PathBuf {
     out.join(variant.dir())
@@ -208,10 +194,7 @@ pub fn write_report(out: &Path) -> Result<Vec<Row>, TrainError> {
                 val: s.history.iter().map(|r| r.val_loss).collect(),
             })
             .collect();
-        let loss = match read_config(&run_dir(out, runs[0].0))?.loss {
-            crate::loss::LossKind::Bce => "binary cross-entropy",
-            crate::loss::LossKind::Dice => "Dice loss",
-        };
+        let loss = read_config(&run_dir(out, runs[0].0))?.loss.title();
         let path = out.join("curves.png");
         let chart = crate::plot::loss_curves(
             "Skip ablation: training (dashed) and validation (solid) loss per epoch",

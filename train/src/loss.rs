@@ -16,6 +16,16 @@ pub enum LossKind {
     Dice,
 }
 
+impl LossKind {
+    /// The loss's name in charts and tables.
+    pub fn title(self) -> &'static str {
+        match self {
+            LossKind::Bce => "binary cross-entropy",
+            LossKind::Dice => "Dice loss",
+        }
+    }
+}
+
 /// Smoothing of the Dice ratio, so an empty target and prediction give loss 0, not NaN.
 pub const DICE_EPSILON: f64 = 1e-6;
 

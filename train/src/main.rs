@@ -230,7 +230,7 @@ fn run(cli: Cli) -> Result<()> {
             select,
             averaging,
         } => {
-            let cfg = read_run_config(&run)?;
+            let cfg = training::read_config(&run)?;
             let inference = skipseg_runtime::onnx::InferenceDefaults { averaging };
             training::export_best::<Cpu>(
                 &cfg,
@@ -252,7 +252,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Report { run } => {
-            let cfg = read_run_config(&run)?;
+            let cfg = training::read_config(&run)?;
             let state = training::read_state(&run)?;
             skipseg_train::report::write_all(&run, &state, &cfg)?;
             println!(
@@ -381,20 +381,11 @@ fn arch(path: &Path, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// The `config.json` of a run folder.
-fn read_run_config(run: &std::path::Path) -> Result<TrainConfig> {
-    use anyhow::Context;
-    let path = run.join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read run config", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a run config", path.display()))
-}
-
 fn train(args: TrainArgs) -> Result<()> {
     use anyhow::Context;
     let (cfg, out, resume) = match &args.resume {
         Some(dir) => {
-            let mut cfg = read_run_config(dir)?;
+            let mut cfg = training::read_config(dir)?;
             cfg.epochs = args.epochs;
             if let Some(e) = args.freeze_bn_after {
                 let done = training::epochs_done(dir)?;
@@ -552,7 +543,7 @@ fn ablation(args: AblationArgs) -> Result<()> {
             let resume = dir.join("state.json").exists();
             if resume {
                 let done = training::epochs_done(&dir)?;
-                let before = read_run_config(&dir)?;
+                let before = training::read_config(&dir)?;
                 let mut same = before.clone();
                 same.epochs = cfg.epochs;
                 same.freeze_bn_after = cfg.freeze_bn_after;

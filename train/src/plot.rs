@@ -494,6 +494,28 @@ impl Heatmap<'_> {
 mod tests {
     use super::*;
 
+    /// A chart of one solid curve named `name`, no markers.
+    fn one_series<'a>(
+        name: &'a str,
+        values: &'a [f64],
+        colour: Colour,
+        y_range: Option<(f64, f64)>,
+    ) -> LineChart<'a> {
+        LineChart {
+            title: "t",
+            x_title: "epoch",
+            y_title: "y",
+            series: vec![Series {
+                name,
+                values,
+                colour,
+                dashed: false,
+            }],
+            markers: vec![],
+            y_range,
+        }
+    }
+
     fn ink(c: &Chart, colour: Colour) -> Vec<(i32, i32)> {
         let mut out = Vec::new();
         for y in 0..c.height as i32 {
@@ -511,19 +533,7 @@ mod tests {
         // y = 0.25 on a 0..1 axis: a quarter of the way up from the bottom of the plot
         let values = [0.25; 10];
         let colour = [10, 200, 30];
-        let chart = LineChart {
-            title: "t",
-            x_title: "epoch",
-            y_title: "y",
-            series: vec![Series {
-                name: "quarter",
-                values: &values,
-                colour,
-                dashed: false,
-            }],
-            markers: vec![],
-            y_range: Some((0.0, 1.0)),
-        };
+        let chart = one_series("quarter", &values, colour, Some((0.0, 1.0)));
         let c = chart.render(400, 300).expect("chart draws");
         let f = &c.frame;
         let curve_y = f.y_px.end - (f.y_px.end - f.y_px.start) / 4;
@@ -548,19 +558,7 @@ mod tests {
     fn a_rising_series_passes_through_its_points() {
         let values: Vec<f64> = (0..20).map(|i| (i * i) as f64).collect();
         let colour = [200, 10, 30];
-        let chart = LineChart {
-            title: "",
-            x_title: "epoch",
-            y_title: "y",
-            series: vec![Series {
-                name: "square",
-                values: &values,
-                colour,
-                dashed: false,
-            }],
-            markers: vec![],
-            y_range: None,
-        };
+        let chart = one_series("square", &values, colour, None);
         let c = chart.render(500, 350).expect("chart draws");
         for (i, &v) in values.iter().enumerate() {
             let (px, py) = c.frame.pixel((i + 1) as f64, v);
@@ -584,19 +582,7 @@ mod tests {
         // a curve near the top: the legend swatch goes to the lower right
         let values = [0.9; 10];
         let colour = [10, 200, 30];
-        let chart = LineChart {
-            title: "t",
-            x_title: "epoch",
-            y_title: "y",
-            series: vec![Series {
-                name: "high",
-                values: &values,
-                colour,
-                dashed: false,
-            }],
-            markers: vec![],
-            y_range: Some((0.0, 1.0)),
-        };
+        let chart = one_series("high", &values, colour, Some((0.0, 1.0)));
         let c = chart.render(400, 300).expect("chart draws");
         let f = &c.frame;
         let curve_y = f.y_px.start + (f.y_px.end - f.y_px.start) / 10;
@@ -614,21 +600,12 @@ mod tests {
         // a falling curve: the legend sits at the top right, above the checked rows
         let values = [5.0, 4.0, 3.0, 2.0, 1.0];
         let chart = LineChart {
-            title: "",
-            x_title: "epoch",
-            y_title: "y",
-            series: vec![Series {
-                name: "s",
-                values: &values,
-                colour: BLUE,
-                dashed: false,
-            }],
             markers: vec![Marker {
                 epoch: 3,
                 label: "here",
                 colour: [250, 0, 250],
             }],
-            y_range: Some((0.0, 6.0)),
+            ..one_series("s", &values, BLUE, Some((0.0, 6.0)))
         };
         let c = chart.render(400, 300).expect("chart draws");
         let (mx, _) = c.frame.pixel(3.0, 0.0);

@@ -10,7 +10,6 @@ use std::path::Path;
 
 use skipseg_runtime::onnx::write_atomic;
 
-use crate::loss::LossKind;
 use crate::plot::{BLUE, Chart, GREEN, GREY, Heatmap, LineChart, Marker, ORANGE, RED, Series};
 use crate::training::{TrainConfig, TrainError, TrainState};
 
@@ -86,10 +85,7 @@ pub fn charts(
 
     let train: Vec<f64> = state.history.iter().map(|r| r.train_loss).collect();
     let val: Vec<f64> = state.history.iter().map(|r| r.val_loss).collect();
-    let loss_name = match cfg.loss {
-        LossKind::Bce => "binary cross-entropy",
-        LossKind::Dice => "Dice loss",
-    };
+    let loss_name = cfg.loss.title();
     let mut markers: Vec<Marker> = freeze.clone().into_iter().collect();
     if let Some(best) = epoch_of_min(&val) {
         markers.push(Marker {

@@ -244,12 +244,6 @@ pub fn training_batch<B: Backend, R: rand::Rng>(
         xs.push(tensor::from_array::<B>(&x, device));
         ts.push(tensor::from_array::<B>(&t, device));
     }
-    if crops == 1 {
-        let (x, t) = (xs.pop(), ts.pop());
-        if let (Some(x), Some(t)) = (x, t) {
-            return (x, t);
-        }
-    }
     (Tensor::cat(xs, 0), Tensor::cat(ts, 0))
 }
 
@@ -514,6 +508,16 @@ pub fn read_state(out: &Path) -> Result<TrainState, TrainError> {
     serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
         path: path.clone(),
         reason: format!("corrupt state: {e}"),
+    })
+}
+
+/// The `config.json` of a run folder.
+pub fn read_config(out: &Path) -> Result<TrainConfig, TrainError> {
+    let path = out.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path, "cannot read run config"))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path: path.clone(),
+        reason: format!("not a run config: {e}"),
     })
 }
 

@@ -191,13 +191,19 @@ impl Segmenter {
                 self.masks.iter().map(|s| s.shape(h, w)).collect::<Vec<_>>()
             )));
         }
-        let plan = self.plan(h, w)?;
         let mut inputs: TVec<TValue> = tvec!(input.to_owned().into_tensor().into_tvalue());
         inputs.extend(
             masks
                 .iter()
                 .map(|m| m.to_owned().into_tensor().into_tvalue()),
         );
+        self.execute(h, w, inputs)
+    }
+
+    /// Run the plan for `h x w` on `inputs` (the image, then any masks); the membrane
+    /// probability `[1, 1, H, W]`.
+    fn execute(&self, h: usize, w: usize, inputs: TVec<TValue>) -> Result<Array4<f32>> {
+        let plan = self.plan(h, w)?;
         let outputs = self.guarded(|| self.in_pool(|| plan.run(inputs)))?;
         let out = outputs[0]
             .to_plain_array_view::<f32>()
@@ -292,16 +298,7 @@ impl Segmenter {
             let views: Vec<ArrayViewD<'_, f32>> = ones.iter().map(|m| m.view()).collect();
             return self.run_with_masks(input.into_dyn(), &views);
         }
-        let plan = self.plan(h, w)?;
-        let tensor: Tensor = input.to_owned().into_tensor();
-        let outputs = self.guarded(|| self.in_pool(|| plan.run(tvec!(tensor.into_tvalue()))))?;
-        let out = outputs[0]
-            .to_plain_array_view::<f32>()
-            .map_err(|e| self.engine_err(e))?
-            .into_dimensionality::<Ix4>()
-            .map_err(|e| self.engine_err(e))?
-            .to_owned();
-        Ok(out)
+        self.execute(h, w, tvec!(input.to_owned().into_tensor().into_tvalue()))
     }
 
     /// Run several independent windows (e.g. the symmetries of one tile): concurrently
