@@ -173,17 +173,19 @@ fn weights_of_checkpoint(out: &Path, state: &TrainState) -> Vec<Vec<f32>> {
 
 #[test]
 fn tiny_model_overfits_stripes() {
-    let mut cfg = config(80);
+    let mut cfg = config(150);
     cfg.augment = false;
     let state = run(&cfg, &tmp("overfit"), false);
     let first = state.history[0].train_loss;
     let last = state.history.last().expect("history").train_loss;
-    // 240 steps of batch size 1 on three 32x32 stripe images: BCE must fall from ~0.6
-    // (chance on a 1/3-positive target) to below 0.15
+    // 450 steps of batch size 1 on three 32x32 stripe images: BCE must fall from ~0.6
+    // (chance on a 1/3-positive target) to below 0.1. Seeds 0-7 on a Zen 4 end at
+    // 0.011-0.022 after 150 epochs, so the bound has 4x margin for other SIMD levels
+    // (at 80 epochs a bound of 0.15 failed once on an AVX2 CI machine with 0.1506).
     eprintln!("overfit: BCE {first:.4} -> {last:.4}");
     assert!(
-        last < 0.15,
-        "BCE after 80 epochs: {last} (first epoch {first})"
+        last < 0.1,
+        "BCE after 150 epochs: {last} (first epoch {first})"
     );
 }
 
