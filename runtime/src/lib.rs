@@ -11,7 +11,6 @@ pub mod engine;
 pub mod error;
 #[cfg(feature = "ffi")]
 pub mod ffi;
-#[cfg(feature = "image")]
 pub mod io;
 pub mod kernels;
 pub mod metrics;

@@ -101,7 +101,7 @@ pub fn read(path: &Path) -> Result<ArrayD<f32>> {
 
 /// Write a `.npy` file atomically.
 pub fn write(path: &Path, a: ArrayViewD<'_, f32>) -> Result<()> {
-    crate::onnx::write_atomic(path, &encode(a))
+    crate::io::write_atomic(path, &encode(a))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use skipseg_runtime::onnx::write_atomic;
+use skipseg_runtime::io::write_atomic;
 
 use crate::training::{TrainConfig, TrainError, TrainState, read_config, read_state};
 

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use skipseg_runtime::onnx::write_atomic;
+use skipseg_runtime::io::write_atomic;
 
 use crate::plot::{BLUE, Chart, GREEN, GREY, Heatmap, LineChart, Marker, ORANGE, RED, Series};
 use crate::training::{TrainConfig, TrainError, TrainState};

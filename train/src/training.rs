@@ -334,7 +334,7 @@ pub fn train<B: AutodiffBackend>(
     let (mut model, mut state) = if resume {
         // the config as resumed (new total of epochs, schedule of the epochs to come)
         let text = serde_json::to_string_pretty(cfg).expect("config serialises");
-        onnx::write_atomic(&out.join("config.json"), text.as_bytes())?;
+        skipseg_runtime::io::write_atomic(&out.join("config.json"), text.as_bytes())?;
         let state = read_state(out)?;
         let ck = out.join(&state.checkpoint);
         let (model_bytes, optim_bytes) = (
@@ -368,7 +368,7 @@ pub fn train<B: AutodiffBackend>(
         let model = ResFcn::<B>::new(&cfg.arch, device).load_record(lazy.into_record());
         let config_path = out.join("config.json");
         let text = serde_json::to_string_pretty(cfg).expect("config serialises");
-        onnx::write_atomic(&config_path, text.as_bytes())?;
+        skipseg_runtime::io::write_atomic(&config_path, text.as_bytes())?;
         let layer_names = model.layer_weights().into_iter().map(|(n, _)| n).collect();
         let state = TrainState {
             epochs_done: 0,
@@ -462,12 +462,12 @@ pub fn train<B: AutodiffBackend>(
             if better_loss {
                 state.best_val_loss = val_loss;
                 state.best_epoch = epoch;
-                onnx::write_atomic(&out.join(Selection::ValLoss.file_name()), &bytes)?;
+                skipseg_runtime::io::write_atomic(&out.join(Selection::ValLoss.file_name()), &bytes)?;
             }
             if better_v_rand {
                 state.best_v_rand = record.val_v_rand;
                 state.best_v_rand_epoch = epoch;
-                onnx::write_atomic(&out.join(Selection::VRand.file_name()), &bytes)?;
+                skipseg_runtime::io::write_atomic(&out.join(Selection::VRand.file_name()), &bytes)?;
             }
         }
         if cfg.frozen_bn(epoch + 1) {
@@ -482,13 +482,13 @@ pub fn train<B: AutodiffBackend>(
         let optim_bytes = recorder
             .record(optim.to_record(), ())
             .map_err(|e| ck_err(out, e))?;
-        onnx::write_atomic(&ck.with_extension("model.mpk"), &model_bytes)?;
-        onnx::write_atomic(&ck.with_extension("optim.mpk"), &optim_bytes)?;
+        skipseg_runtime::io::write_atomic(&ck.with_extension("model.mpk"), &model_bytes)?;
+        skipseg_runtime::io::write_atomic(&ck.with_extension("optim.mpk"), &optim_bytes)?;
         let previous = std::mem::replace(&mut state.checkpoint, name);
         state.epochs_done = epoch;
         state.history.push(record);
         let text = serde_json::to_string(&state).expect("state serialises");
-        onnx::write_atomic(&out.join("state.json"), text.as_bytes())?;
+        skipseg_runtime::io::write_atomic(&out.join("state.json"), text.as_bytes())?;
         if !previous.is_empty() {
             let old = out.join(previous);
             let _ = std::fs::remove_file(old.with_extension("model.mpk"));

@@ -14,8 +14,7 @@ pub use metadata::{
     META_PREPROCESSING, MIN_IMAGE_STD, ModelMeta, Normalisation, Preprocessing,
 };
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prost::Message;
 pub use tract_onnx::pb;
@@ -56,49 +55,7 @@ pub fn encode_model(model: &pb::ModelProto) -> Vec<u8> {
 /// Write a model atomically: to a temporary file beside `path`, then rename.
 /// An existing file at `path` is left untouched if anything fails.
 pub fn write_model(model: &pb::ModelProto, path: &Path) -> Result<()> {
-    write_atomic(path, &encode_model(model))
-}
-
-/// Write bytes to `path` through a temporary sibling and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |action: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| Error::Io {
-            path: p,
-            action,
-            source,
-        }
-    };
-    let tmp = temp_sibling(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
-        f.write_all(bytes).map_err(io("cannot write", &tmp))?;
-        f.sync_all().map_err(io("cannot sync", &tmp))?;
-        rename_into_place(&tmp, path).map(drop)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Move a finished temporary file `tmp` to `path` (the commit point of write-then-rename).
-pub(crate) fn rename_into_place(tmp: &Path, path: &Path) -> Result<PathBuf> {
-    std::fs::rename(tmp, path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        action: "cannot rename into place",
-        source,
-    })?;
-    Ok(path.to_path_buf())
-}
-
-/// A hidden temporary name beside `path`, for write-then-rename.
-pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+    crate::io::write_atomic(path, &encode_model(model))
 }
 
 /// Float data of an initializer, whether stored as `float_data` or `raw_data`.
