@@ -16,6 +16,10 @@ pub enum Error {
     /// An image file is unreadable, corrupt or of an unsupported kind.
     #[error("{}: {reason}", path.display())]
     Image { path: PathBuf, reason: String },
+    /// A Zarr store (or its OME-NGFF metadata) is unreadable, unsupported, or not the
+    /// one a resumed run started with.
+    #[error("{}: {reason}", path.display())]
+    Zarr { path: PathBuf, reason: String },
     /// The bytes are not a decodable ONNX `ModelProto`.
     #[error("{source_name}: not an ONNX model: {reason}")]
     NotOnnx { source_name: String, reason: String },

@@ -18,11 +18,13 @@ pub mod npy;
 pub mod onnx;
 pub mod passes;
 pub mod tiling;
+#[cfg(feature = "zarr")]
+pub mod volume;
 
 pub use arch::ArchSpec;
 pub use engine::{
     Averaging, Inference, MonteCarlo, Options, Segmenter, Symmetry, ThreadPool, intensity_stats,
-    segment_image, segment_image_with, segment_tiled,
+    segment_image, segment_image_with, segment_region, segment_tiled,
 };
 pub use error::{Error, Result};
 pub use onnx::{IntensityStats, ModelMeta, Normalisation, Preprocessing};

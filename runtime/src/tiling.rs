@@ -284,6 +284,168 @@ impl RowCache {
 /// Receives each finished output row: `(y, input_row, output_row)`.
 pub type RowSink<'a> = dyn FnMut(usize, &[f32], &[f32]) -> Result<()> + 'a;
 
+/// Runs the network on one tile's window (`window_h x window_w` intensities) and returns
+/// the window's output, the same size.
+pub type WindowFn<'a> = dyn FnMut(&Tile, ArrayView2<'_, f32>) -> Result<Array2<f32>> + 'a;
+
+/// A rectangle of an image: rows `y0..y1`, columns `x0..x1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub y0: usize,
+    pub y1: usize,
+    pub x0: usize,
+    pub x1: usize,
+}
+
+impl Region {
+    pub fn height(&self) -> usize {
+        self.y1 - self.y0
+    }
+    pub fn width(&self) -> usize {
+        self.x1 - self.x0
+    }
+}
+
+impl TilePlan {
+    /// The output rows (or columns, `vertical = false`) tile row (column) `i` writes with
+    /// `blend`: its core, or its window clipped to the image.
+    fn reach(&self, blend: Blend, i: usize, vertical: bool) -> (usize, usize) {
+        let t = if vertical {
+            self.tile(i, 0)
+        } else {
+            self.tile(0, i)
+        };
+        let (origin, core, size, n) = if vertical {
+            (t.window_y, (t.core_y, t.core_h), self.window_h, self.height)
+        } else {
+            (t.window_x, (t.core_x, t.core_w), self.window_w, self.width)
+        };
+        match blend {
+            Blend::Crop => (core.0, core.0 + core.1),
+            Blend::Linear => (
+                origin.max(0) as usize,
+                ((origin + size as isize) as usize).min(n),
+            ),
+        }
+    }
+
+    /// The tiles whose output reaches into `region` with `blend`, in reading order (the
+    /// order [`stitch`] runs them in).
+    pub fn tiles_reaching(&self, blend: Blend, region: &Region) -> Vec<Tile> {
+        let rows: Vec<usize> = (0..self.rows)
+            .filter(|&r| {
+                let (a, b) = self.reach(blend, r, true);
+                a < region.y1 && region.y0 < b
+            })
+            .collect();
+        let cols: Vec<usize> = (0..self.cols)
+            .filter(|&c| {
+                let (a, b) = self.reach(blend, c, false);
+                a < region.x1 && region.x0 < b
+            })
+            .collect();
+        rows.iter()
+            .flat_map(|&r| cols.iter().map(move |&c| self.tile(r, c)))
+            .collect()
+    }
+
+    /// The image rectangle that the windows of `tiles` read (reflection included).
+    pub fn read_extent(&self, tiles: &[Tile]) -> Option<Region> {
+        let span = |origin: isize, size: usize, n: usize| {
+            (0..size as isize)
+                .map(|d| reflect_index(origin + d, n))
+                .fold((usize::MAX, 0), |(lo, hi), v| (lo.min(v), hi.max(v + 1)))
+        };
+        tiles.iter().fold(None, |acc: Option<Region>, t| {
+            let (y0, y1) = span(t.window_y, self.window_h, self.height);
+            let (x0, x1) = span(t.window_x, self.window_w, self.width);
+            Some(match acc {
+                None => Region { y0, y1, x0, x1 },
+                Some(r) => Region {
+                    y0: r.y0.min(y0),
+                    y1: r.y1.max(y1),
+                    x0: r.x0.min(x0),
+                    x1: r.x1.max(x1),
+                },
+            })
+        })
+    }
+}
+
+/// [`stitch`] for one rectangle of the image only: runs the tiles whose output reaches
+/// into `region` (in the same order, with the same windows and the same blending
+/// arithmetic as [`stitch`], so the result is bit-identical to the same rows and
+/// columns of a whole-image run) and returns the region's output. `read(extent)` returns
+/// the image pixels of a rectangle (the one [`TilePlan::read_extent`] gives for those
+/// tiles); memory is that rectangle plus the region, whatever the image size. This is
+/// what lets independent workers fill disjoint parts of one output (Zarr chunks).
+pub fn stitch_region(
+    plan: &TilePlan,
+    blend: Blend,
+    region: &Region,
+    read: &mut dyn FnMut(&Region) -> Result<Array2<f32>>,
+    run_window: &mut WindowFn<'_>,
+    on_tile: &mut dyn FnMut(),
+) -> Result<Array2<f32>> {
+    assert!(
+        region.y0 < region.y1
+            && region.y1 <= plan.height
+            && region.x0 < region.x1
+            && region.x1 <= plan.width,
+        "region outside the image"
+    );
+    let tiles = plan.tiles_reaching(blend, region);
+    let extent = plan
+        .read_extent(&tiles)
+        .expect("a region is reached by a tile");
+    let pixels = read(&extent)?;
+    assert_eq!(
+        pixels.dim(),
+        (extent.height(), extent.width()),
+        "read() returned another size"
+    );
+    let (h, w) = (plan.height, plan.width);
+    let (wh, ww) = (plan.window_h, plan.window_w);
+    let (rh, rw) = (region.height(), region.width());
+    let weighted = blend == Blend::Linear;
+    let mut sums = Array2::<f32>::zeros((rh, rw));
+    let mut weights = Array2::<f32>::zeros(if weighted { (rh, rw) } else { (0, 0) });
+    let mut window = Array2::<f32>::zeros((wh, ww));
+    for t in &tiles {
+        for wy in 0..wh {
+            let sy = reflect_index(t.window_y + wy as isize, h) - extent.y0;
+            for (wx, v) in window.row_mut(wy).iter_mut().enumerate() {
+                *v = pixels[[sy, reflect_index(t.window_x + wx as isize, w) - extent.x0]];
+            }
+        }
+        let out = run_window(t, window.view())?;
+        assert_eq!(out.dim(), (wh, ww), "window output size");
+        let (ty0, ty1) = plan.reach(blend, t.row, true);
+        let (tx0, tx1) = plan.reach(blend, t.col, false);
+        for y in ty0.max(region.y0)..ty1.min(region.y1) {
+            let wy = (y as isize - t.window_y) as usize;
+            for x in tx0.max(region.x0)..tx1.min(region.x1) {
+                let wx = (x as isize - t.window_x) as usize;
+                let (ry, rx) = (y - region.y0, x - region.x0);
+                if weighted {
+                    let weight = plan.linear_weight(wy, wx);
+                    sums[[ry, rx]] += weight * out[[wy, wx]];
+                    weights[[ry, rx]] += weight;
+                } else {
+                    sums[[ry, rx]] = out[[wy, wx]];
+                }
+            }
+        }
+        on_tile();
+    }
+    if weighted {
+        for (v, k) in sums.iter_mut().zip(&weights) {
+            *v = if *k > 0.0 { *v / k } else { 0.0 };
+        }
+    }
+    Ok(sums)
+}
+
 /// Run `run_window` over every tile of `plan` and blend the outputs: the input window
 /// (intensities, reflected at the image border) is `window_h x window_w`, its output the
 /// same size. Finished output rows go to `emit_row(y, input_row, output_row)` in order;
@@ -292,7 +454,7 @@ pub fn stitch<S: RowSource + ?Sized>(
     source: &mut S,
     plan: &TilePlan,
     blend: Blend,
-    run_window: &mut dyn FnMut(ArrayView2<'_, f32>) -> Result<Array2<f32>>,
+    run_window: &mut WindowFn<'_>,
     on_tile: &mut dyn FnMut(),
     emit_row: &mut RowSink<'_>,
 ) -> Result<()> {
@@ -320,7 +482,7 @@ pub fn stitch<S: RowSource + ?Sized>(
                     *v = src[reflect_index(t.window_x + wx as isize, w)];
                 }
             }
-            let out = run_window(window.view())?;
+            let out = run_window(&t, window.view())?;
             assert_eq!(out.dim(), (wh, ww), "window output size");
             // output rows/cols this tile contributes to
             let (y0, y1, x0, x1) = match blend {
@@ -488,7 +650,7 @@ mod tests {
             &mut src,
             plan,
             blend,
-            &mut |win| Ok(f(win)),
+            &mut |_, win| Ok(f(win)),
             &mut || tiles += 1,
             &mut |y, input, row| {
                 assert_eq!(y, next_row, "rows are emitted in order, once");
@@ -586,5 +748,50 @@ mod tests {
         assert_eq!((p.rows, p.cols), (1, 1));
         assert_eq!((p.window_h, p.window_w), (32 + 32, 32 + 32));
         assert_eq!(p.halo, 16);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Any rectangle computed alone (reading only its tiles' extent) equals the same
+        /// pixels of a whole-image stitch, bit for bit, with either blend and a window
+        /// function that sees window borders (so wrong windows would show).
+        #[test]
+        fn a_region_equals_the_same_pixels_of_the_whole_image(
+            h in 1usize..90, w in 1usize..90, tile in 1usize..40, halo in 0usize..16,
+            factor_log in 0u32..3, linear in any::<bool>(),
+            a in 0.0f64..1.0, b in 0.0f64..1.0, c in 0.0f64..1.0, d in 0.0f64..1.0,
+        ) {
+            let factor = 1usize << factor_log;
+            let plan = TilePlan::new(h, w, tile, halo, factor);
+            let img = pattern(h, w);
+            let blend = if linear { Blend::Linear } else { Blend::Crop };
+            let (whole, _, _) = run_stitch(&img, &plan, blend, box3_window);
+            let pick = |u: f64, v: f64, n: usize| {
+                let (p, q) = ((u * n as f64) as usize, (v * n as f64) as usize);
+                (p.min(q).min(n - 1), p.max(q).min(n - 1) + 1)
+            };
+            let (y0, y1) = pick(a, b, h);
+            let (x0, x1) = pick(c, d, w);
+            let region = Region { y0, y1, x0, x1 };
+            let mut extent_seen = None;
+            let part = stitch_region(
+                &plan,
+                blend,
+                &region,
+                &mut |e| {
+                    extent_seen = Some(*e);
+                    Ok(img.slice(ndarray::s![e.y0..e.y1, e.x0..e.x1]).to_owned())
+                },
+                &mut |_, win| Ok(box3_window(win)),
+                &mut || {},
+            ).expect("region");
+            let want = whole.slice(ndarray::s![y0..y1, x0..x1]);
+            prop_assert!(part == want, "region {:?} differs from the whole-image run", region);
+            // it read no more than its tiles' windows need
+            let e = extent_seen.expect("read once");
+            prop_assert!(e.height() <= (y1 - y0) + 2 * plan.window_h);
+            prop_assert!(e.width() <= (x1 - x0) + 2 * plan.window_w);
+        }
     }
 }

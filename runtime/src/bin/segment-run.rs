@@ -76,17 +76,25 @@ enum Command {
 
 #[derive(clap::Args)]
 struct PredictArgs {
-    /// PNG or TIFF images (8/16-bit grayscale, multi-page stacks) or folders of them.
+    /// PNG or TIFF images (8/16-bit grayscale, multi-page stacks) or folders of them; or
+    /// one OME-Zarr image or volume (Zarr v2/v3, uint8/uint16/float32, ..., y, x).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// Output folder.
+    /// Output folder (image inputs), or the output OME-Zarr store (a Zarr input: same
+    /// Zarr version, shape, chunks and axes; uint8, or float32 with --float).
     #[arg(short, long)]
     output: PathBuf,
+    /// Zarr input: process only shard I of N (0 <= I < N) of the output's chunks, e.g.
+    /// `--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`; N workers fill one output.
+    /// Re-running a shard skips its finished chunks. See docs/SCALING.md.
+    #[arg(long)]
+    shard: Option<skipseg_runtime::volume::Shard>,
     /// ONNX model; without it, the shipped models/isbi-small-bce.onnx compiled into this
     /// binary is used.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Write 32-bit float TIFF probability maps instead of 8-bit PNG.
+    /// Write 32-bit float TIFF probability maps instead of 8-bit PNG (Zarr: float32
+    /// instead of uint8).
     #[arg(long)]
     float: bool,
     /// Also write a binary membrane mask (probability > T) as PNG.
@@ -695,6 +703,14 @@ fn predict(args: PredictArgs) -> Result<()> {
             seg.source_name()
         );
     }
+    if args.inputs.len() == 1 && io::zarr::is_zarr_store(&args.inputs[0]) {
+        return predict_zarr(&args, &seg, threads);
+    }
+    anyhow::ensure!(
+        args.shard.is_none(),
+        "--shard applies to an OME-Zarr input only ({} is not a Zarr store)",
+        args.inputs[0].display()
+    );
     anyhow::ensure!(
         !args.output.exists() || args.output.is_dir(),
         "{}: the output (-o) must be a folder, and this is a file",
@@ -812,5 +828,76 @@ fn predict(args: PredictArgs) -> Result<()> {
                 .join(", ")
         );
     }
+    Ok(())
+}
+
+/// `predict` on an OME-Zarr input: the whole volume or one shard of it.
+fn predict_zarr(args: &PredictArgs, seg: &Segmenter, threads: usize) -> Result<()> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use std::io::IsTerminal;
+    let input = &args.inputs[0];
+    anyhow::ensure!(
+        args.threshold.is_none() && !args.overlay,
+        "--threshold and --overlay are for image outputs; a Zarr output holds the \
+         probability (threshold it when reading)"
+    );
+    let image = io::zarr::ZarrImage::open(input)?;
+    let factor = seg.meta().arch.down_factor();
+    let plan = TilePlan::new(image.height(), image.width(), args.tile, args.halo, factor);
+    let opts = skipseg_runtime::volume::VolumeOptions {
+        inference: skipseg_runtime::Inference {
+            plan,
+            blend: args.blend,
+            averaging: args.tta.unwrap_or(seg.meta().inference.averaging),
+            monte_carlo: (args.mc_samples > 0).then_some(skipseg_runtime::MonteCarlo {
+                samples: args.mc_samples,
+                seed: args.seed,
+            }),
+        },
+        float: args.float,
+        shard: args.shard.unwrap_or(skipseg_runtime::volume::Shard::ALL),
+    };
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tiles ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("shard {}", opts.shard));
+    let report = skipseg_runtime::volume::segment_volume(
+        seg,
+        &image,
+        &args.output,
+        &opts,
+        &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "{}: shard {} of {:?} {:?}, {} slices of {}x{}: {} of {} blocks in this shard \
+         computed, {} already done; {:.2} s, {:.2} MP/s ({threads} threads) -> {}",
+        input.display(),
+        opts.shard,
+        image.version,
+        image.sample,
+        image.slices(),
+        image.width(),
+        image.height(),
+        report.blocks_computed,
+        report.blocks_in_shard,
+        report.blocks_skipped,
+        report.seconds,
+        report.pixels_computed as f64 / 1e6 / report.seconds.max(1e-9),
+        args.output.display()
+    );
     Ok(())
 }

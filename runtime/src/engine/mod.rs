@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 pub use crate::onnx::Averaging;
 use crate::onnx::{self, IntensityStats, ModelMeta, Normalisation, pb};
 use crate::passes::dropout::{MaskRng, MaskSite};
-use crate::tiling::{self, ArrayRows, Blend, RowSink, RowSource, TilePlan};
+use crate::tiling::{self, ArrayRows, Blend, Region, RowSink, RowSource, Tile, TilePlan};
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -636,6 +636,41 @@ pub fn segment_tiled(
     on_tile: &mut dyn FnMut(),
     emit_row: &mut RowSink<'_>,
 ) -> Result<()> {
+    let mut run_window = window_runner(seg, norm, how)?;
+    tiling::stitch(
+        source,
+        &how.plan,
+        how.blend,
+        &mut run_window,
+        on_tile,
+        emit_row,
+    )
+}
+
+/// Tiled inference over one rectangle of an image (see [`tiling::stitch_region`]):
+/// bit-identical to the same pixels of [`segment_tiled`] over the whole image (same
+/// windows, same blending, same Monte-Carlo masks), reading only the pixels its tiles
+/// need through `read`. `norm` must come from the whole image's statistics.
+pub fn segment_region(
+    seg: &Segmenter,
+    read: &mut dyn FnMut(&Region) -> Result<Array2<f32>>,
+    norm: Normalisation,
+    how: &Inference,
+    region: &Region,
+    on_tile: &mut dyn FnMut(),
+) -> Result<Array2<f32>> {
+    let mut run_window = window_runner(seg, norm, how)?;
+    tiling::stitch_region(&how.plan, how.blend, region, read, &mut run_window, on_tile)
+}
+
+/// The network over one window: normalisation, test-time averaging and Monte-Carlo
+/// samples. Monte-Carlo masks are drawn from the tile's position in the plan, so a tile
+/// gets the same masks whoever runs it and in whatever order.
+fn window_runner<'a>(
+    seg: &'a Segmenter,
+    norm: Normalisation,
+    how: &Inference,
+) -> Result<impl FnMut(&Tile, ArrayView2<'_, f32>) -> Result<Array2<f32>> + 'a> {
     let channels = seg.meta().arch.in_channels;
     let symmetries = how.averaging.symmetries();
     let monte_carlo = how.monte_carlo.filter(|mc| mc.samples > 0);
@@ -651,52 +686,51 @@ pub fn segment_tiled(
             },
         });
     }
-    let mut window_index = 0u64;
-    let mut run_window = |window: ArrayView2<'_, f32>| -> Result<Array2<f32>> {
-        let inputs: Vec<Array4<f32>> = symmetries
-            .iter()
-            .map(|t| {
-                let seen = t.apply(window);
-                let (h, w) = seen.dim();
-                Array4::from_shape_fn((1, channels, h, w), |(_, _, y, x)| norm.apply(seen[[y, x]]))
-            })
-            .collect();
-        let views: Vec<ArrayViewD<'_, f32>> = inputs.iter().map(|x| x.view().into_dyn()).collect();
-        let (outputs, per_symmetry) = match monte_carlo {
-            None => (seg.run_many(&views)?, 1),
-            Some(mc) => {
-                // symmetry-major: sample k of symmetry s at s * samples + k
-                let mut outs = Vec::with_capacity(views.len() * mc.samples);
-                for (s, v) in views.iter().enumerate() {
-                    for k in 0..mc.samples {
-                        outs.push(
-                            seg.run_sample(v.view(), &[mc.seed, window_index, s as u64, k as u64])?,
-                        );
+    let cols = how.plan.cols as u64;
+    Ok(
+        move |tile: &Tile, window: ArrayView2<'_, f32>| -> Result<Array2<f32>> {
+            // the tile's place in reading order
+            let window_index = tile.row as u64 * cols + tile.col as u64;
+            let inputs: Vec<Array4<f32>> = symmetries
+                .iter()
+                .map(|t| {
+                    let seen = t.apply(window);
+                    let (h, w) = seen.dim();
+                    Array4::from_shape_fn((1, channels, h, w), |(_, _, y, x)| {
+                        norm.apply(seen[[y, x]])
+                    })
+                })
+                .collect();
+            let views: Vec<ArrayViewD<'_, f32>> =
+                inputs.iter().map(|x| x.view().into_dyn()).collect();
+            let (outputs, per_symmetry) = match monte_carlo {
+                None => (seg.run_many(&views)?, 1),
+                Some(mc) => {
+                    // symmetry-major: sample k of symmetry s at s * samples + k
+                    let mut outs = Vec::with_capacity(views.len() * mc.samples);
+                    for (s, v) in views.iter().enumerate() {
+                        for k in 0..mc.samples {
+                            outs.push(seg.run_sample(
+                                v.view(),
+                                &[mc.seed, window_index, s as u64, k as u64],
+                            )?);
+                        }
                     }
+                    (outs, mc.samples)
                 }
-                (outs, mc.samples)
+            };
+            let mut sum: Option<Array2<f32>> = None;
+            for (i, out) in outputs.into_iter().enumerate() {
+                let t = symmetries[i / per_symmetry];
+                let out = t.undo(out.index_axis(Axis(0), 0).index_axis(Axis(0), 0));
+                sum = Some(match sum {
+                    Some(acc) => acc + out,
+                    None => out,
+                });
             }
-        };
-        window_index += 1;
-        let mut sum: Option<Array2<f32>> = None;
-        for (i, out) in outputs.into_iter().enumerate() {
-            let t = symmetries[i / per_symmetry];
-            let out = t.undo(out.index_axis(Axis(0), 0).index_axis(Axis(0), 0));
-            sum = Some(match sum {
-                Some(acc) => acc + out,
-                None => out,
-            });
-        }
-        let n = (symmetries.len() * per_symmetry) as f32;
-        Ok(sum.expect("at least the identity").mapv_into(|v| v / n))
-    };
-    tiling::stitch(
-        source,
-        &how.plan,
-        how.blend,
-        &mut run_window,
-        on_tile,
-        emit_row,
+            let n = (symmetries.len() * per_symmetry) as f32;
+            Ok(sum.expect("at least the identity").mapv_into(|v| v / n))
+        },
     )
 }
 

@@ -29,3 +29,9 @@ pub use pages::*;
 pub use png::{write_png_rgb, write_png_u8};
 #[cfg(feature = "image")]
 pub use sink::ProbabilitySink;
+
+/// A probability (or an intensity in [0, 1]) as an 8-bit value: clamped, times 255,
+/// rounded. Every 8-bit output (PNG, Zarr) uses it.
+pub fn probability_u8(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+}

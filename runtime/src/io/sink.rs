@@ -62,7 +62,7 @@ impl ProbabilitySink {
     /// Write the next row: `image` intensities in [0, 1] and membrane probabilities.
     pub fn write_row(&mut self, image: &[f32], prob: &[f32]) -> Result<()> {
         assert_eq!(prob.len(), self.width, "row width");
-        let to8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+        let to8 = super::probability_u8;
         if let Some(s) = &mut self.prob_png {
             let bytes: Vec<u8> = prob.iter().map(|&p| to8(p)).collect();
             s.write(&bytes)?;
