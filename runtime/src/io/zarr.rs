@@ -527,9 +527,8 @@ fn output_array_metadata(like: &ZarrImage, float: bool) -> Value {
                 "codecs": adapt_codecs(&m["codecs"], if float { 4 } else { 1 }),
                 "attributes": {},
             });
-            if let Some(names) = m.get("dimension_names") {
-                doc["dimension_names"] = names.clone();
-            }
+            // OME-NGFF 0.5 requires the axis names as the array's dimension names
+            doc["dimension_names"] = json!(like.axes);
             doc
         }
     }
