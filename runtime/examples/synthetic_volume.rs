@@ -19,7 +19,9 @@ fn main() -> Result<()> {
     let out = PathBuf::from(args.next().context(USAGE)?);
     let mut number = |what: &str, default: Option<u64>| -> Result<u64> {
         match (args.next(), default) {
-            (Some(v), _) => v.parse().with_context(|| format!("{what} must be a number")),
+            (Some(v), _) => v
+                .parse()
+                .with_context(|| format!("{what} must be a number")),
             (None, Some(d)) => Ok(d),
             (None, None) => anyhow::bail!(USAGE),
         }
@@ -39,7 +41,9 @@ fn main() -> Result<()> {
         data_type::uint8(),
         0u8,
     )
-    .bytes_to_bytes_codecs(vec![Arc::new(zarrs::array::codec::ZstdCodec::new(3, false))])
+    .bytes_to_bytes_codecs(vec![Arc::new(zarrs::array::codec::ZstdCodec::new(
+        3, false,
+    ))])
     .dimension_names(["z", "y", "x"].into())
     .build(store, "/0")?;
     array.store_metadata()?;
@@ -69,6 +73,9 @@ fn main() -> Result<()> {
             "datasets": [{"path": "0", "coordinateTransformations":
                 [{"type": "scale", "scale": [50.0, 4.0, 4.0]}]}]}]}}});
     skipseg_runtime::io::write_atomic(&out.join("zarr.json"), group.to_string().as_bytes())?;
-    println!("{}: {depth} x {size} x {size} uint8, chunks 1 x {chunk} x {chunk}", out.display());
+    println!(
+        "{}: {depth} x {size} x {size} uint8, chunks 1 x {chunk} x {chunk}",
+        out.display()
+    );
     Ok(())
 }

@@ -20,6 +20,9 @@ pub enum Error {
     /// one a resumed run started with.
     #[error("{}: {reason}", path.display())]
     Zarr { path: PathBuf, reason: String },
+    /// A bioimage.io model package is unreadable, or declares what the model does not do.
+    #[error("{}: {reason}", path.display())]
+    Package { path: PathBuf, reason: String },
     /// The bytes are not a decodable ONNX `ModelProto`.
     #[error("{source_name}: not an ONNX model: {reason}")]
     NotOnnx { source_name: String, reason: String },

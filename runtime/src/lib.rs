@@ -16,6 +16,8 @@ pub mod kernels;
 pub mod metrics;
 pub mod npy;
 pub mod onnx;
+#[cfg(feature = "package")]
+pub mod package;
 pub mod passes;
 pub mod tiling;
 #[cfg(feature = "zarr")]

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use skipseg_runtime::metrics::{self, SlicePair};
 use skipseg_runtime::tiling::{Blend, TilePlan};
-use skipseg_runtime::{Segmenter, io, onnx};
+use skipseg_runtime::{Segmenter, io, onnx, package};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +28,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The shipped model, compiled into the binary.
 const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/isbi-small-bce.onnx");
 const EMBEDDED_NAME: &str = "models/isbi-small-bce.onnx (embedded)";
+/// The embedded model's card (the documentation of its bioimage.io package).
+const EMBEDDED_CARD: &str = include_str!("../../../models/isbi-small-bce.md");
 
 #[derive(Subcommand)]
 enum Command {
@@ -42,6 +44,9 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Write a bioimage.io model package (rdf.yaml, ONNX weights, test tensors made by
+    /// this runtime, cover, documentation) into a folder, and the folder as a zip.
+    Package(PackageArgs),
     /// Describe a model: architecture, receptive radius, preprocessing, operators.
     Info {
         /// ONNX model exported by segment-train (default: the embedded shipped model).
@@ -131,6 +136,24 @@ struct PredictArgs {
     /// thread count), another seed other samples.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+#[derive(clap::Args)]
+struct PackageArgs {
+    /// ONNX model (default: the embedded shipped model). A model card `M.md` beside
+    /// `M.onnx` becomes the package's documentation.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Output folder (the zip is written beside it, as FOLDER.zip).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Name of the model in the package (default: the model file's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Test image (PNG/TIFF; its centre, up to 256 x 256, becomes the test tensor).
+    /// Default: a synthetic EM-like image.
+    #[arg(long)]
+    sample: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -267,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
         ),
         Command::Predict(args) => predict(args),
+        Command::Package(args) => package(args),
         Command::Bench(args) => bench(args),
         Command::Quantize(args) => quantize(args),
         Command::Optimize { model, output } => {
@@ -660,9 +684,14 @@ fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The model at `path`, or the shipped one compiled into this binary; with its name.
+/// The model at `path` (an ONNX file, or a bioimage.io package folder or zip), or the
+/// shipped one compiled into this binary; with its name.
 fn read_model(path: Option<&std::path::Path>) -> Result<(onnx::pb::ModelProto, String)> {
     Ok(match path {
+        Some(p) if package::is_package(p) => {
+            let pkg = package::read_package(p)?;
+            (pkg.model, pkg.source_name)
+        }
         Some(p) => (onnx::read_model(p)?, p.display().to_string()),
         None => (
             onnx::decode_model(EMBEDDED_MODEL, EMBEDDED_NAME)?,
@@ -682,7 +711,70 @@ fn load_model(
         monte_carlo_dropout,
         ..Default::default()
     };
-    Ok(Segmenter::with_options(proto, &name, &options)?)
+    let seg = Segmenter::with_options(proto, &name, &options)?;
+    if let Some(p) = path.filter(|p| package::is_package(p)) {
+        // what the package's rdf.yaml declares must be what the network computes
+        package::check_package_model(&package::read_package(p)?, &seg)?;
+    }
+    Ok(seg)
+}
+
+fn package(args: PackageArgs) -> Result<()> {
+    let (proto, source) = read_model(args.model.as_deref())?;
+    let seg = Segmenter::from_proto(proto.clone(), &source)?;
+    let (stem, card) = match &args.model {
+        Some(m) => {
+            let card_path = m.with_extension("md");
+            let card = if card_path.is_file() {
+                Some(std::fs::read_to_string(&card_path).with_context(|| {
+                    format!("{}: cannot read the model card", card_path.display())
+                })?)
+            } else {
+                None
+            };
+            (
+                m.file_stem()
+                    .map_or("model".into(), |s| s.to_string_lossy().into_owned()),
+                card,
+            )
+        }
+        None => (
+            "isbi-small-bce".to_string(),
+            Some(EMBEDDED_CARD.to_string()),
+        ),
+    };
+    let sample = match &args.sample {
+        Some(p) => io::read_slices(p)?
+            .into_iter()
+            .next()
+            .map(|s| s.pixels)
+            .with_context(|| format!("{}: no image", p.display()))?,
+        None => package::synthetic_em(256, 256),
+    };
+    let name = args.name.unwrap_or_else(|| format!("skipseg {stem}"));
+    let description = format!(
+        "Membrane probability for electron microscopy (ISBI 2012 style), {} residual \
+         FCN (Drozdzal et al. 2016), by skipseg",
+        seg.meta().arch.name
+    );
+    let written = package::write_package(
+        &seg,
+        &package::PackageSpec {
+            name: &name,
+            description: &description,
+            card: card.as_deref(),
+            onnx: &proto,
+            sample: &sample,
+        },
+        &args.output,
+    )?;
+    println!(
+        "wrote {} ({}) and {}",
+        written.dir.display(),
+        written.files.join(", "),
+        written.zip.display()
+    );
+    Ok(())
 }
 
 /// Every core of this machine.
