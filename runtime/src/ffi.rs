@@ -135,10 +135,12 @@ impl From<Error> for Failure {
             Error::NotOnnx { .. }
             | Error::BadModel { .. }
             | Error::Metadata { .. }
+            | Error::Package { .. }
             | Error::Arch(_) => SkipsegStatus::ErrModel,
-            Error::InputShape { .. } | Error::NotMultiple { .. } | Error::Image { .. } => {
-                SkipsegStatus::ErrInvalidArgument
-            }
+            Error::InputShape { .. }
+            | Error::NotMultiple { .. }
+            | Error::Image { .. }
+            | Error::Zarr { .. } => SkipsegStatus::ErrInvalidArgument,
             Error::Engine { .. } => SkipsegStatus::ErrInference,
         };
         Failure(status, e.to_string())

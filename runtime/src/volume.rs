@@ -162,8 +162,8 @@ impl BlockGrid {
     pub fn slices_of(&self, lead_chunk: &[u64]) -> Vec<Vec<u64>> {
         let n = self.shape.len();
         let mut out = vec![vec![]];
-        for i in 0..n - 2 {
-            let start = lead_chunk[i] * self.chunks[i];
+        for (i, &c) in lead_chunk.iter().enumerate().take(n - 2) {
+            let start = c * self.chunks[i];
             let end = (start + self.chunks[i]).min(self.shape[i]);
             out = out
                 .into_iter()
@@ -499,9 +499,9 @@ mod tests {
             for b in 0..grid.len() {
                 let block = grid.block(b);
                 let r = block.region;
-                prop_assert!(r.y0 as u64 % ch == 0 && r.x0 as u64 % cw == 0);
-                prop_assert!(r.y1 as u64 == h || r.y1 as u64 % ch == 0);
-                prop_assert!(r.x1 as u64 == w || r.x1 as u64 % cw == 0);
+                prop_assert!((r.y0 as u64).is_multiple_of(ch) && (r.x0 as u64).is_multiple_of(cw));
+                prop_assert!(r.y1 as u64 == h || (r.y1 as u64).is_multiple_of(ch));
+                prop_assert!(r.x1 as u64 == w || (r.x1 as u64).is_multiple_of(cw));
                 prop_assert!(r.height() >= core.min(h as usize) || r.y1 as u64 == h);
                 for idx in grid.slices_of(&block.lead_chunk) {
                     let s = idx.iter().zip(&lead).fold(0u64, |a, (&i, &n)| a * n + i);

@@ -462,7 +462,10 @@ pub fn train<B: AutodiffBackend>(
             if better_loss {
                 state.best_val_loss = val_loss;
                 state.best_epoch = epoch;
-                skipseg_runtime::io::write_atomic(&out.join(Selection::ValLoss.file_name()), &bytes)?;
+                skipseg_runtime::io::write_atomic(
+                    &out.join(Selection::ValLoss.file_name()),
+                    &bytes,
+                )?;
             }
             if better_v_rand {
                 state.best_v_rand = record.val_v_rand;

@@ -662,7 +662,7 @@ impl ZarrOutput {
         let n = self.shape.len();
         let (ch, cw) = (self.chunks[n - 2] as usize, self.chunks[n - 1] as usize);
         assert!(
-            region.y0 % ch == 0 && region.x0 % cw == 0,
+            region.y0.is_multiple_of(ch) && region.x0.is_multiple_of(cw),
             "block not chunk-aligned"
         );
         let lead_chunks = &self.chunks[..n - 2];
