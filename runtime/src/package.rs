@@ -449,3 +449,47 @@ pub fn check_package_model(package: &Package, seg: &Segmenter) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package_dir(name: &str, rdf: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("skipseg-pkg-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        std::fs::write(dir.join("rdf.yaml"), rdf).expect("write");
+        dir
+    }
+
+    #[test]
+    fn packages_without_onnx_weights_or_of_another_type_are_refused() {
+        let dir = package_dir(
+            "torch",
+            "type: model\nweights:\n  pytorch_state_dict:\n    source: w.pt\n",
+        );
+        assert!(is_package(&dir));
+        let e = read_package(&dir).expect_err("no onnx").to_string();
+        assert!(
+            e.contains("no ONNX weights") && e.contains("pytorch_state_dict"),
+            "{e}"
+        );
+        let dir2 = package_dir("dataset", "type: dataset\nname: x\n");
+        let e = read_package(&dir2).expect_err("not a model").to_string();
+        assert!(e.contains("does not describe a model"), "{e}");
+        let dir3 = package_dir("yaml", "type: model\n  weights: [\n");
+        let e = read_package(&dir3).expect_err("bad yaml").to_string();
+        assert!(e.contains("not valid YAML"), "{e}");
+        for d in [dir, dir2, dir3] {
+            std::fs::remove_dir_all(d).ok();
+        }
+    }
+
+    #[test]
+    fn sha256_matches_the_standard_test_vector() {
+        // FIPS 180-2 example: SHA-256("abc")
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

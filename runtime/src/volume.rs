@@ -290,7 +290,10 @@ fn open_log(path: &Path) -> Result<std::fs::File> {
 }
 
 /// Claim `output` for this run: a new or empty folder gets `.skipseg/run.json`; a folder
-/// with the same record is resumed; anything else is refused.
+/// with the same record is resumed; anything else is refused. Workers starting together
+/// may all find no record and all write it (the same bytes, atomically); the record is
+/// written before any Zarr document, so a folder with Zarr documents but no record was
+/// not made by a worker.
 fn claim_output(output: &Path, record: &Value) -> Result<PathBuf> {
     let state = output.join(".skipseg");
     let record_path = state.join("run.json");
@@ -298,12 +301,36 @@ fn claim_output(output: &Path, record: &Value) -> Result<PathBuf> {
         path: output.to_path_buf(),
         reason,
     };
-    if record_path.is_file() {
+    let read_record = || -> Result<Option<Value>> {
+        if !record_path.is_file() {
+            return Ok(None);
+        }
         let text =
             std::fs::read_to_string(&record_path).map_err(io_err(&record_path, "cannot read"))?;
-        let existing: Value = serde_json::from_str(&text)
-            .map_err(|e| bad(format!(".skipseg/run.json is damaged: {e}")))?;
-        if &existing != record {
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| bad(format!(".skipseg/run.json is damaged: {e}")))
+    };
+    let mut existing = read_record()?;
+    if existing.is_none() && output.exists() {
+        let foreign = !output.is_dir()
+            || std::fs::read_dir(output)
+                .map_err(io_err(output, "cannot list"))?
+                .any(|e| e.map(|e| e.file_name() != ".skipseg").unwrap_or(true));
+        if foreign {
+            // another worker may have claimed it since we looked
+            existing = read_record()?;
+            if existing.is_none() {
+                return Err(bad(
+                    "exists and was not made by segment-run (no .skipseg/run.json); choose \
+                     another output"
+                        .into(),
+                ));
+            }
+        }
+    }
+    match existing {
+        Some(existing) if &existing != record => {
             let differs: Vec<String> = record
                 .as_object()
                 .into_iter()
@@ -317,30 +344,20 @@ fn claim_output(output: &Path, record: &Value) -> Result<PathBuf> {
                     )
                 })
                 .collect();
-            return Err(bad(format!(
+            Err(bad(format!(
                 "this output was started by another run ({}); use the same model, input \
                  and options to resume it, or another output",
                 differs.join("; ")
-            )));
+            )))
         }
-        return Ok(state);
-    }
-    if output.exists() {
-        let non_empty = std::fs::read_dir(output)
-            .map_err(io_err(output, "cannot list"))?
-            .any(|e| e.map(|e| e.file_name() != ".skipseg").unwrap_or(true));
-        if !output.is_dir() || non_empty {
-            return Err(bad(
-                "exists and was not made by segment-run (no .skipseg/run.json); choose \
-                 another output"
-                    .into(),
-            ));
+        Some(_) => Ok(state),
+        None => {
+            std::fs::create_dir_all(&state).map_err(io_err(&state, "cannot create"))?;
+            let bytes = serde_json::to_vec_pretty(record).expect("JSON values serialize");
+            write_atomic(&record_path, &bytes)?;
+            Ok(state)
         }
     }
-    std::fs::create_dir_all(&state).map_err(io_err(&state, "cannot create"))?;
-    let bytes = serde_json::to_vec_pretty(record).expect("JSON values serialize");
-    write_atomic(&record_path, &bytes)?;
-    Ok(state)
 }
 
 /// Statistics of slice `s` of `input`, read in bands of one chunk row (full width) in
@@ -415,7 +432,10 @@ pub fn segment_volume(
     let total: u64 = todo.iter().map(|&b| tiles_of(b)).sum();
     let mut tiles_done = 0u64;
     let per_image = seg.meta().preprocessing.per_image;
+    // normalisation of the slices of the current leading chunk (a shard's blocks are
+    // contiguous in C order, so a leading chunk's blocks come together)
     let mut norms: HashMap<usize, Normalisation> = HashMap::new();
+    let mut norms_of: Option<Vec<u64>> = None;
     let mut report = VolumeReport {
         blocks_total: grid.len(),
         blocks_in_shard: mine.len(),
@@ -427,6 +447,10 @@ pub fn segment_volume(
     };
     for &b in &todo {
         let block = grid.block(b);
+        if norms_of.as_ref() != Some(&block.lead_chunk) {
+            norms.clear();
+            norms_of = Some(block.lead_chunk.clone());
+        }
         let mut outputs: Vec<Array2<f32>> = Vec::new();
         for idx in grid.slices_of(&block.lead_chunk) {
             let s = input.slice_number(&idx);
@@ -439,11 +463,6 @@ pub fn segment_volume(
                         IntensityStats::default()
                     };
                     let n = seg.meta().preprocessing.for_image(&stats);
-                    // a shard's blocks are contiguous: slices of earlier leading chunks
-                    // are not needed again
-                    if norms.len() > 4096 {
-                        norms.clear();
-                    }
                     norms.insert(s, n);
                     n
                 }

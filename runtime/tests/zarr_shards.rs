@@ -168,6 +168,52 @@ fn shards_in_any_order_equal_one_process_and_resume_skips_finished_blocks() {
 }
 
 #[test]
+fn shards_started_together_on_a_new_output_all_succeed() {
+    let dir = common::tmp("zarr-together");
+    let input = make_volume(&dir, 2, 140, 120);
+    let single = dir.join("single.zarr");
+    ok(&predict(&input, &single, &[]));
+    // what a job array does: every worker creates the output at once
+    let together = dir.join("together.zarr");
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let mut args: Vec<String> = vec!["predict".into(), input.display().to_string()];
+            args.extend(["-o".into(), together.display().to_string()]);
+            args.extend(OPTS.iter().map(|s| s.to_string()));
+            args.extend(["--shard".into(), format!("{i}/4")]);
+            Command::new(env!("CARGO_BIN_EXE_segment-run"))
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for w in workers {
+        let o = w.wait_with_output().expect("wait");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_same_store(&single, &together);
+}
+
+#[test]
+fn an_output_that_is_not_a_workers_is_refused_and_left_alone() {
+    let dir = common::tmp("zarr-foreign");
+    let input = make_volume(&dir, 1, 70, 60);
+    let before = store_files(&input);
+    // -o naming the input itself, by mistake
+    let o = predict(&input, &input, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("in.zarr") && err.contains("not made by segment-run"),
+        "{err}"
+    );
+    assert!(store_files(&input) == before, "the input was modified");
+    assert!(!input.join(".skipseg").exists());
+}
+
+#[test]
 fn a_block_lost_in_a_crash_is_computed_again() {
     let dir = common::tmp("zarr-crash");
     let input = make_volume(&dir, 2, 130, 100);

@@ -719,6 +719,17 @@ fn load_model(
     Ok(seg)
 }
 
+/// What tile sizes must be multiples of: the network's down-sampling factor, or, for a
+/// bioimage.io package, the size step its rdf.yaml declares (checked on loading to be a
+/// multiple of the factor).
+fn tile_multiple(seg: &Segmenter, model: Option<&std::path::Path>) -> Result<usize> {
+    let factor = seg.meta().arch.down_factor();
+    Ok(match model.filter(|p| package::is_package(p)) {
+        Some(p) => package::read_package(p)?.size_step.max(factor),
+        None => factor,
+    })
+}
+
 fn package(args: PackageArgs) -> Result<()> {
     let (proto, source) = read_model(args.model.as_deref())?;
     let seg = Segmenter::from_proto(proto.clone(), &source)?;
@@ -810,7 +821,7 @@ fn predict(args: PredictArgs) -> Result<()> {
     );
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create output folder", args.output.display()))?;
-    let factor = seg.meta().arch.down_factor();
+    let factor = tile_multiple(&seg, args.model.as_deref())?;
     let blend = args.blend;
     let mut files = Vec::new();
     for input in &args.inputs {
@@ -934,7 +945,7 @@ fn predict_zarr(args: &PredictArgs, seg: &Segmenter, threads: usize) -> Result<(
          probability (threshold it when reading)"
     );
     let image = io::zarr::ZarrImage::open(input)?;
-    let factor = seg.meta().arch.down_factor();
+    let factor = tile_multiple(seg, args.model.as_deref())?;
     let plan = TilePlan::new(image.height(), image.width(), args.tile, args.halo, factor);
     let opts = skipseg_runtime::volume::VolumeOptions {
         inference: skipseg_runtime::Inference {
