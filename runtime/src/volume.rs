@@ -11,6 +11,9 @@
 //! ([`crate::segment_region`] is bit-identical to whole-image tiling), so the union of
 //! the shards is bit-identical to one run.
 //!
+//! When a worker finds every block done, it fills the output's lower-resolution levels
+//! (the input pyramid's, each the mean of the level above) and marks them done.
+//!
 //! Crash safety: chunks are written atomically; after a block's chunks are stored, its
 //! number is appended to the worker's log `.skipseg/done-I-of-N.log` in the output. A
 //! worker (re)started on the same output skips the blocks any log lists; a block cut
@@ -199,6 +202,8 @@ pub struct VolumeReport {
     pub blocks_computed: usize,
     pub slices: usize,
     pub pixels_computed: u64,
+    /// Lower-resolution levels this worker filled (the last to finish does it).
+    pub pyramid_levels_built: usize,
     pub seconds: f64,
 }
 
@@ -443,6 +448,7 @@ pub fn segment_volume(
         blocks_computed: 0,
         slices: input.slices(),
         pixels_computed: 0,
+        pyramid_levels_built: 0,
         seconds: 0.0,
     };
     for &b in &todo {
@@ -486,6 +492,17 @@ pub fn segment_volume(
             .and_then(|_| log.flush())
             .map_err(io_err(&log_path, "cannot append"))?;
         report.blocks_computed += 1;
+    }
+    // the worker that finds every block done fills the lower-resolution levels (two
+    // that finish together both do, writing the same bytes)
+    let pyramid_done = state.join("pyramid.done");
+    if out.level_count() > 0
+        && !pyramid_done.is_file()
+        && finished_blocks(&state)?.len() == grid.len()
+    {
+        out.build_pyramid()?;
+        write_atomic(&pyramid_done, b"")?;
+        report.pyramid_levels_built = out.level_count();
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

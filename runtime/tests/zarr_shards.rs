@@ -57,13 +57,27 @@ fn make_volume(dir: &Path, depth: u64, h: u64, w: u64) -> PathBuf {
     array
         .store_array_subset(&[0..depth, 0..h, 0..w], px.as_slice())
         .expect("pixels");
+    // a second level (half size in y and x): the output gets it too, filled by the last
+    // worker; its pixels are not read
+    let half = ArrayBuilder::new(
+        vec![depth, h.div_ceil(2), w.div_ceil(2)],
+        vec![1, 64, 48],
+        data_type::uint8(),
+        0u8,
+    )
+    .dimension_names(["z", "y", "x"].into())
+    .build(store.clone(), "/1")
+    .expect("array");
+    half.store_metadata().expect("metadata");
     let group = serde_json::json!({
         "zarr_format": 3, "node_type": "group",
         "attributes": {"ome": {"version": "0.5", "multiscales": [{
             "axes": [{"name": "z", "type": "space"}, {"name": "y", "type": "space"},
                      {"name": "x", "type": "space"}],
             "datasets": [{"path": "0", "coordinateTransformations":
-                [{"type": "scale", "scale": [40.0, 4.0, 4.0]}]}]}]}}});
+                [{"type": "scale", "scale": [40.0, 4.0, 4.0]}]},
+                {"path": "1", "coordinateTransformations":
+                [{"type": "scale", "scale": [40.0, 8.0, 8.0]}]}]}]}}});
     std::fs::write(root.join("zarr.json"), group.to_string()).expect("group");
     root
 }
@@ -129,9 +143,19 @@ fn shards_in_any_order_equal_one_process_and_resume_skips_finished_blocks() {
     let files = store_files(&single);
     assert!(files.len() > 20, "{} files", files.len());
     let sharded = dir.join("sharded.zarr");
-    for i in [2, 0, 1] {
-        ok(&predict(&input, &sharded, &["--shard", &format!("{i}/3")]));
+    for (n, i) in [2, 0, 1].into_iter().enumerate() {
+        let said = ok(&predict(&input, &sharded, &["--shard", &format!("{i}/3")]));
+        // the worker that completes the output fills the half-size level
+        assert_eq!(
+            said.contains("1 lower-resolution levels filled"),
+            n == 2,
+            "{said}"
+        );
     }
+    assert!(
+        sharded.join("1/c/2/1/1").is_file(),
+        "the half-size level has chunks"
+    );
     assert_same_store(&single, &sharded);
     // a shard run again computes nothing and rewrites nothing
     let chunk = dir.join("sharded.zarr/0/c/1/1/1");

@@ -54,11 +54,16 @@ def write(d):
     g = zarr.open_group(f"{d}/v3_u16.zarr", mode="w", zarr_format=3)
     g.create_array("s0", shape=vol.shape, chunks=(1, 64, 64), shards=(1, 128, 128), dtype="u2",
                    dimension_names=["z", "y", "x"])[:] = vol
+    # a second level, halved in y and x (the last row and column of an odd size kept)
+    g.create_array("s1", shape=(3, 100, 115), chunks=(1, 64, 64), dtype="u2",
+                   dimension_names=["z", "y", "x"])[:] = vol[:, ::2, ::2]
     g.attrs["ome"] = {"version": "0.5", "multiscales": [{
         "axes": [{"name": "z", "type": "space"}, {"name": "y", "type": "space"},
                  {"name": "x", "type": "space"}],
         "datasets": [{"path": "s0", "coordinateTransformations":
-                      [{"type": "scale", "scale": [40.0, 4.0, 4.0]}]}]}]}
+                      [{"type": "scale", "scale": [40.0, 4.0, 4.0]}]},
+                     {"path": "s1", "coordinateTransformations":
+                      [{"type": "scale", "scale": [40.0, 8.0, 8.0]}]}]}]}
     for i in range(vol.shape[0]):
         png.from_array(vol[i], "L;16").save(f"{d}/v3_u16_z{i}.png")
     # Zarr v3 bare array (no NGFF), 2-D float32, chunks 50 x 60 (not a multiple of the
@@ -91,8 +96,28 @@ def read(out, inp, npy):
         ia, ims = zarr.open_array(inp, mode="r"), None
     oattrs = o.attrs.asdict()
     oms = (oattrs["ome"] if fmt == 3 else oattrs)["multiscales"]
-    assert len(oms) == 1 and len(oms[0]["datasets"]) == 1, oms
+    levels = len(ims["datasets"]) if ims is not None else 1
+    assert len(oms) == 1 and len(oms[0]["datasets"]) == levels, (oms, levels)
     oa = o[oms[0]["datasets"][0]["path"]]
+    # lower levels: same layout as the input's, each the mean of the level above
+    # (computed here in float64; the 8-bit rounding may differ by one step)
+    above = oa[:].astype(np.float64)
+    for k in range(1, levels):
+        ids, ods = ims["datasets"][k], oms[0]["datasets"][k]
+        assert ids == ods, (ids, ods)
+        il, ol = i[ids["path"]], o[ods["path"]]
+        assert (ol.shape, ol.chunks, ol.dtype) == (il.shape, il.chunks, oa.dtype), (ol, il)
+        f = [round(b / a) for a, b in zip(ims["datasets"][k - 1]["coordinateTransformations"][0]["scale"],
+                                          ids["coordinateTransformations"][0]["scale"])]
+        want = np.zeros(ol.shape)
+        for idx in np.ndindex(*ol.shape):
+            block = above[tuple(slice(j * fa, (j + 1) * fa) for j, fa in zip(idx, f))]
+            want[idx] = block.mean()
+        got = ol[:].astype(np.float64)
+        diff = np.abs(got - want).max()
+        tol = 1.0 if oa.dtype == np.uint8 else 1e-6
+        assert diff <= tol, f"level {k}: max difference {diff} from the mean of the level above"
+        above = got
     # an independent validator of the NGFF metadata
     if fmt == 2:
         from ome_zarr_models.v04.image import Image

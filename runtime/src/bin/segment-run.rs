@@ -987,7 +987,7 @@ fn predict_zarr(args: &PredictArgs, seg: &Segmenter, threads: usize) -> Result<(
     bar.finish_and_clear();
     println!(
         "{}: shard {} of {:?} {:?}, {} slices of {}x{}: {} of {} blocks in this shard \
-         computed, {} already done; {:.2} s, {:.2} MP/s ({threads} threads) -> {}",
+         computed, {} already done{}; {:.2} s, {:.2} MP/s ({threads} threads) -> {}",
         input.display(),
         opts.shard,
         image.version,
@@ -998,6 +998,14 @@ fn predict_zarr(args: &PredictArgs, seg: &Segmenter, threads: usize) -> Result<(
         report.blocks_computed,
         report.blocks_in_shard,
         report.blocks_skipped,
+        if report.pyramid_levels_built > 0 {
+            format!(
+                "; {} lower-resolution levels filled",
+                report.pyramid_levels_built
+            )
+        } else {
+            String::new()
+        },
         report.seconds,
         report.pixels_computed as f64 / 1e6 / report.seconds.max(1e-9),
         args.output.display()

@@ -78,6 +78,21 @@ fn read_json_if_exists(path: &Path) -> Result<Option<Value>> {
     }
 }
 
+/// A lower-resolution level of an input pyramid (OME-NGFF dataset k >= 1) whose shape
+/// follows from the level above by integer factors: the output gets the same level,
+/// averaged from its own level above.
+#[derive(Debug, Clone)]
+pub struct PyramidLevel {
+    /// The dataset path.
+    pub path: String,
+    pub shape: Vec<u64>,
+    pub chunks: Vec<u64>,
+    /// Per axis: how many pixels of the level above make one here.
+    pub factors: Vec<u64>,
+    /// The input level's array metadata document.
+    metadata: Value,
+}
+
 /// An OME-Zarr (or bare Zarr) image or volume opened for reading.
 pub struct ZarrImage {
     /// The store's root folder.
@@ -97,6 +112,8 @@ pub struct ZarrImage {
     multiscale: Option<Value>,
     /// The input array's own metadata document (`.zarray` or `zarr.json`).
     array_metadata: Value,
+    /// The input's lower-resolution levels (those with integer factors, in order).
+    pub levels: Vec<PyramidLevel>,
     array: Array<FilesystemStore>,
 }
 
@@ -135,6 +152,103 @@ fn root_node(root: &Path) -> Result<(ZarrVersion, Option<Value>, bool)> {
         root,
         "not a Zarr store (no zarr.json, .zgroup or .zarray at its root)",
     ))
+}
+
+/// Shape and chunk shape from an array metadata document (v2 or v3).
+fn shape_and_chunks(version: ZarrVersion, doc: &Value) -> Option<(Vec<u64>, Vec<u64>)> {
+    let nums =
+        |v: &Value| -> Option<Vec<u64>> { v.as_array()?.iter().map(Value::as_u64).collect() };
+    let shape = nums(doc.get("shape")?)?;
+    let chunks = match version {
+        ZarrVersion::V2 => nums(doc.get("chunks")?)?,
+        ZarrVersion::V3 => nums(
+            doc.get("chunk_grid")?
+                .get("configuration")?
+                .get("chunk_shape")?,
+        )?,
+    };
+    Some((shape, chunks))
+}
+
+/// The scale of an NGFF dataset (its `scale` coordinate transformation).
+fn dataset_scale(dataset: &Value) -> Option<Vec<f64>> {
+    dataset
+        .get("coordinateTransformations")?
+        .as_array()?
+        .iter()
+        .find(|t| t.get("type").and_then(Value::as_str) == Some("scale"))?
+        .get("scale")?
+        .as_array()?
+        .iter()
+        .map(Value::as_f64)
+        .collect()
+}
+
+/// The levels below the first of a multiscale, as long as each follows from the one
+/// above by integer scale factors (the NGFF scales' ratios) with the matching shape.
+fn pyramid_levels(
+    root: &Path,
+    version: ZarrVersion,
+    ms: &Value,
+    shape0: &[u64],
+) -> Result<Vec<PyramidLevel>> {
+    let datasets = ms
+        .get("datasets")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut levels = Vec::new();
+    let mut above_shape = shape0.to_vec();
+    for pair in datasets.windows(2) {
+        let (Some(path), Some(s_above), Some(s_here)) = (
+            pair[1].get("path").and_then(Value::as_str),
+            dataset_scale(&pair[0]),
+            dataset_scale(&pair[1]),
+        ) else {
+            break;
+        };
+        let doc_path = root.join(path).join(match version {
+            ZarrVersion::V2 => ".zarray",
+            ZarrVersion::V3 => "zarr.json",
+        });
+        let Some(doc) = read_json_if_exists(&doc_path)? else {
+            break;
+        };
+        let Some((shape, chunks)) = shape_and_chunks(version, &doc) else {
+            break;
+        };
+        if s_above.len() != shape.len()
+            || s_here.len() != shape.len()
+            || shape.len() != above_shape.len()
+        {
+            break;
+        }
+        let factors: Option<Vec<u64>> = s_above
+            .iter()
+            .zip(&s_here)
+            .zip(shape.iter().zip(&above_shape))
+            .map(|((&a, &b), (&n, &above))| {
+                let r = b / a;
+                let f = r.round();
+                let fits = f >= 1.0
+                    && (r - f).abs() < 1e-6
+                    && (n == above.div_ceil(f as u64) || n == (above / f as u64).max(1));
+                fits.then_some(f as u64)
+            })
+            .collect();
+        let Some(factors) = factors else {
+            break;
+        };
+        above_shape = shape.clone();
+        levels.push(PyramidLevel {
+            path: path.trim_matches('/').to_string(),
+            shape,
+            chunks,
+            factors,
+            metadata: doc,
+        });
+    }
+    Ok(levels)
 }
 
 impl ZarrImage {
@@ -290,6 +404,10 @@ impl ZarrImage {
                 ));
             }
         }
+        let levels = match &multiscale {
+            Some(ms) => pyramid_levels(root, version, ms, &shape)?,
+            None => Vec::new(),
+        };
         Ok(Self {
             root: root.to_path_buf(),
             array_path,
@@ -301,6 +419,7 @@ impl ZarrImage {
             ngff_version,
             multiscale,
             array_metadata,
+            levels,
             array,
         })
     }
@@ -500,14 +619,20 @@ fn is_bytes_to_bytes(name: &str) -> bool {
     )
 }
 
-/// Where the output array lives, and its metadata document, made from the input's.
-fn output_array_metadata(like: &ZarrImage, float: bool) -> Value {
-    let m = &like.array_metadata;
-    match like.version {
+/// The metadata document of an output array like an input array (`m`: its document).
+fn output_array_metadata(
+    version: ZarrVersion,
+    m: &Value,
+    shape: &[u64],
+    chunks: &[u64],
+    axes: &[String],
+    float: bool,
+) -> Value {
+    match version {
         ZarrVersion::V2 => json!({
             "zarr_format": 2,
-            "shape": like.shape,
-            "chunks": like.chunks,
+            "shape": shape,
+            "chunks": chunks,
             "dtype": if float { "<f4" } else { "|u1" },
             "compressor": m.get("compressor").cloned().unwrap_or(Value::Null),
             "fill_value": if float { json!(0.0) } else { json!(0) },
@@ -515,27 +640,25 @@ fn output_array_metadata(like: &ZarrImage, float: bool) -> Value {
             "filters": Value::Null,
             "dimension_separator": m.get("dimension_separator").cloned().unwrap_or(json!(".")),
         }),
-        ZarrVersion::V3 => {
-            let mut doc = json!({
-                "zarr_format": 3,
-                "node_type": "array",
-                "shape": like.shape,
-                "data_type": if float { "float32" } else { "uint8" },
-                "chunk_grid": m["chunk_grid"].clone(),
-                "chunk_key_encoding": m["chunk_key_encoding"].clone(),
-                "fill_value": if float { json!(0.0) } else { json!(0) },
-                "codecs": adapt_codecs(&m["codecs"], if float { 4 } else { 1 }),
-                "attributes": {},
-            });
+        ZarrVersion::V3 => json!({
+            "zarr_format": 3,
+            "node_type": "array",
+            "shape": shape,
+            "data_type": if float { "float32" } else { "uint8" },
+            "chunk_grid": m["chunk_grid"].clone(),
+            "chunk_key_encoding": m["chunk_key_encoding"].clone(),
+            "fill_value": if float { json!(0.0) } else { json!(0) },
+            "codecs": adapt_codecs(&m["codecs"], if float { 4 } else { 1 }),
+            "attributes": {},
             // OME-NGFF 0.5 requires the axis names as the array's dimension names
-            doc["dimension_names"] = json!(like.axes);
-            doc
-        }
+            "dimension_names": axes,
+        }),
     }
 }
 
-/// The output's multiscale: the input's, reduced to its full-resolution dataset (or one
-/// made from the axes when the input had no NGFF metadata).
+/// The output's multiscale: the input's, with its full-resolution dataset and the
+/// levels the output reproduces (or one made from the axes when the input had no NGFF
+/// metadata).
 fn output_multiscale(like: &ZarrImage, array_path: &str, name: &str) -> Value {
     let mut ms = like.multiscale.clone().unwrap_or_else(|| {
         json!({
@@ -549,10 +672,10 @@ fn output_multiscale(like: &ZarrImage, array_path: &str, name: &str) -> Value {
             }],
         })
     });
-    if let Some(first) = ms.get("datasets").and_then(|d| d.get(0)).cloned() {
-        let mut first = first;
-        first["path"] = json!(array_path);
-        ms["datasets"] = json!([first]);
+    if let Some(all) = ms.get("datasets").and_then(Value::as_array).cloned() {
+        let mut kept: Vec<Value> = all.into_iter().take(1 + like.levels.len()).collect();
+        kept[0]["path"] = json!(array_path);
+        ms["datasets"] = json!(kept);
     }
     ms["name"] = json!(name);
     if like.version == ZarrVersion::V2 {
@@ -571,6 +694,10 @@ pub struct ZarrOutput {
     pub chunks: Vec<u64>,
     pub float: bool,
     array: Array<AtomicDirStore>,
+    /// Path of the full-resolution array.
+    array_path: String,
+    /// The lower-resolution levels, with their arrays.
+    levels: Vec<(PyramidLevel, Array<AtomicDirStore>)>,
 }
 
 impl ZarrOutput {
@@ -589,17 +716,40 @@ impl ZarrOutput {
         } else {
             like.array_path.clone()
         };
-        let array_doc = output_array_metadata(like, float);
-        let metadata: ArrayMetadata = serde_json::from_value(array_doc.clone())
-            .map_err(|e| bad(root, format!("output array metadata: {e}")))?;
         let store = Arc::new(AtomicDirStore::new(root));
-        let array =
-            Array::new_with_metadata(store, &format!("/{array_path}"), metadata).map_err(|e| {
+        let make = |doc: &Value, path: &str| -> Result<Array<AtomicDirStore>> {
+            let metadata: ArrayMetadata = serde_json::from_value(doc.clone())
+                .map_err(|e| bad(root, format!("output array metadata: {e}")))?;
+            Array::new_with_metadata(store.clone(), &format!("/{path}"), metadata).map_err(|e| {
                 bad(
                     root,
                     format!("cannot make an output array like the input's: {e}"),
                 )
-            })?;
+            })
+        };
+        let array_doc = output_array_metadata(
+            like.version,
+            &like.array_metadata,
+            &like.shape,
+            &like.chunks,
+            &like.axes,
+            float,
+        );
+        let array = make(&array_doc, &array_path)?;
+        let mut level_docs = Vec::new();
+        let mut levels = Vec::new();
+        for level in &like.levels {
+            let doc = output_array_metadata(
+                like.version,
+                &level.metadata,
+                &level.shape,
+                &level.chunks,
+                &like.axes,
+                float,
+            );
+            levels.push((level.clone(), make(&doc, &level.path)?));
+            level_docs.push((level.path.clone(), doc));
+        }
         let ms = output_multiscale(like, &array_path, "membrane probability (skipseg)");
         let pretty = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON values serialize");
         let write_if_absent = |path: PathBuf, doc: &Value| -> Result<()> {
@@ -618,6 +768,9 @@ impl ZarrOutput {
         match like.version {
             ZarrVersion::V2 => {
                 write_if_absent(root.join(&array_path).join(".zarray"), &array_doc)?;
+                for (path, doc) in &level_docs {
+                    write_if_absent(root.join(path).join(".zarray"), doc)?;
+                }
                 write_if_absent(
                     root.join(".zattrs"),
                     &json!({ "multiscales": [ms], "skipseg": provenance }),
@@ -626,6 +779,9 @@ impl ZarrOutput {
             }
             ZarrVersion::V3 => {
                 write_if_absent(root.join(&array_path).join("zarr.json"), &array_doc)?;
+                for (path, doc) in &level_docs {
+                    write_if_absent(root.join(path).join("zarr.json"), doc)?;
+                }
                 write_if_absent(
                     root.join("zarr.json"),
                     &json!({
@@ -645,7 +801,112 @@ impl ZarrOutput {
             chunks: like.chunks.clone(),
             float,
             array,
+            array_path,
+            levels,
         })
+    }
+
+    /// Number of lower-resolution levels the output has.
+    pub fn level_count(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Fill every lower-resolution level from the level above (which must be complete):
+    /// each output chunk is the mean of the `factors` block of pixels above it (blocks
+    /// cut by the array's edge average what they hold), read and written chunk by
+    /// chunk, atomically. Deterministic: workers that run it at once write the same
+    /// bytes.
+    pub fn build_pyramid(&self) -> Result<()> {
+        let reader = Arc::new(
+            FilesystemStore::new(&self.root)
+                .map_err(|e| bad(&self.root, format!("cannot open as a Zarr store: {e}")))?,
+        );
+        let mut above_path = self.array_path.clone();
+        let mut above_shape = self.shape.clone();
+        for (level, dst) in &self.levels {
+            let src = Array::open(reader.clone(), &format!("/{above_path}"))
+                .map_err(|e| bad(&self.root, format!("cannot open level {above_path}: {e}")))?;
+            let n = level.shape.len();
+            let grid: Vec<u64> = (0..n)
+                .map(|a| level.shape[a].div_ceil(level.chunks[a]))
+                .collect();
+            let chunk_count: u64 = grid.iter().product();
+            for c in 0..chunk_count {
+                // chunk index (C order), its clipped region here and the region above
+                let mut index = vec![0u64; n];
+                let mut rest = c;
+                for a in (0..n).rev() {
+                    index[a] = rest % grid[a];
+                    rest /= grid[a];
+                }
+                let d0: Vec<u64> = (0..n).map(|a| index[a] * level.chunks[a]).collect();
+                let dl: Vec<u64> = (0..n)
+                    .map(|a| level.chunks[a].min(level.shape[a] - d0[a]))
+                    .collect();
+                let ranges: Vec<std::ops::Range<u64>> = (0..n)
+                    .map(|a| {
+                        let f = level.factors[a];
+                        d0[a] * f..((d0[a] + dl[a]) * f).min(above_shape[a])
+                    })
+                    .collect();
+                let err = |e: zarrs::array::ArrayError| {
+                    bad(&self.root, format!("level {above_path}: {e}"))
+                };
+                let values: Vec<f32> = if self.float {
+                    src.retrieve_array_subset::<Vec<f32>>(&ranges)
+                        .map_err(err)?
+                } else {
+                    src.retrieve_array_subset::<Vec<u8>>(&ranges)
+                        .map_err(err)?
+                        .into_iter()
+                        .map(|v| v as f32 / 255.0)
+                        .collect()
+                };
+                let sl: Vec<u64> = ranges.iter().map(|r| r.end - r.start).collect();
+                // mean of each factor block, into the chunk (C order, full chunk shape)
+                let chunk_len: usize = level.chunks.iter().product::<u64>() as usize;
+                let mut sums = vec![0f64; chunk_len];
+                let mut counts = vec![0u32; chunk_len];
+                let mut src_index = vec![0u64; n];
+                for v in values {
+                    let at = src_index
+                        .iter()
+                        .zip(level.chunks.iter().zip(&level.factors))
+                        .fold(0usize, |at, (&i, (&c, &f))| {
+                            at * c as usize + (i / f) as usize
+                        });
+                    sums[at] += v as f64;
+                    counts[at] += 1;
+                    for a in (0..n).rev() {
+                        src_index[a] += 1;
+                        if src_index[a] < sl[a] {
+                            break;
+                        }
+                        src_index[a] = 0;
+                    }
+                }
+                let means: Vec<f32> = sums
+                    .iter()
+                    .zip(&counts)
+                    .map(|(&s, &k)| if k > 0 { (s / k as f64) as f32 } else { 0.0 })
+                    .collect();
+                let stored = if self.float {
+                    dst.store_chunk(&index, means.as_slice())
+                } else {
+                    let bytes: Vec<u8> = means.iter().map(|&p| super::probability_u8(p)).collect();
+                    dst.store_chunk(&index, bytes.as_slice())
+                };
+                stored.map_err(|e| {
+                    bad(
+                        &self.root,
+                        format!("cannot write chunk {index:?} of level {}: {e}", level.path),
+                    )
+                })?;
+            }
+            above_path = level.path.clone();
+            above_shape = level.shape.clone();
+        }
+        Ok(())
     }
 
     /// Write the chunks of a chunk-aligned block: `lead_chunk` is the block's chunk
