@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::engine::Segmenter;
 use crate::error::{Error, Result};
 use crate::io::atomic::{create_temp, rename_into_place};
-use crate::io::{probability_u8, write_atomic, write_png_rgb};
+use crate::io::{encode_png_rgb, probability_u8, write_atomic};
 use crate::onnx::{self, IntensityStats, Preprocessing, pb};
 
 /// The bioimage.io model spec version the packages follow.
@@ -131,13 +131,7 @@ pub fn write_package(
             rgb.extend([v, v, v]);
         }
     }
-    let cover = dir.join("cover.png");
-    write_png_rgb(&cover, 2 * tw, th, &rgb)?;
-    let cover_bytes = std::fs::read(&cover).map_err(|source| Error::Io {
-        path: cover.clone(),
-        action: "cannot read back",
-        source,
-    })?;
+    let cover = encode_png_rgb(&dir.join("cover.png"), 2 * tw, th, &rgb)?;
     let readme = match spec.card {
         Some(card) => card.to_string(),
         None => format!(
@@ -230,10 +224,10 @@ pub fn write_package(
     files.push(("test_input.npy".into(), test_input));
     files.push(("test_output.npy".into(), test_output));
     files.push(("README.md".into(), readme.into_bytes()));
+    files.push(("cover.png".into(), cover));
     for (name, bytes) in &files {
         write_atomic(&dir.join(name), bytes)?;
     }
-    files.push(("cover.png".into(), cover_bytes));
     let zip = dir.with_extension("zip");
     let (tmp, file) = create_temp(&zip)?;
     let zipped = (|| -> zip::result::ZipResult<()> {
@@ -273,16 +267,31 @@ pub fn synthetic_em(height: usize, width: usize) -> Array2<f32> {
     })
 }
 
-/// A bioimage.io package read as a skipseg model.
+/// A bioimage.io package read as a skipseg model: the ONNX weights and what rdf.yaml
+/// declares about them.
 #[derive(Debug, Clone)]
 pub struct Package {
     pub model: pb::ModelProto,
+    pub declared: Declared,
+}
+
+/// What a package's rdf.yaml declares about its model.
+#[derive(Debug, Clone)]
+pub struct Declared {
     /// `package/model.onnx` (for messages).
     pub source_name: String,
-    /// The input normalisation rdf.yaml declares.
+    /// The input normalisation.
     pub preprocessing: Preprocessing,
-    /// The spatial size step rdf.yaml declares (sizes must be multiples of it).
+    /// The spatial size step (sizes must be multiples of it).
     pub size_step: usize,
+}
+
+impl Declared {
+    /// What tile sizes must be multiples of for a network with down-sampling `factor`
+    /// (the step is checked by [`check_package_model`] to be a multiple of it).
+    pub fn tile_multiple(&self, factor: usize) -> usize {
+        self.size_step.max(factor)
+    }
 }
 
 /// The files of a package folder or zip.
@@ -412,15 +421,17 @@ pub fn read_package(path: &Path) -> Result<Package> {
     };
     Ok(Package {
         model,
-        source_name,
-        preprocessing,
-        size_step: steps[0].max(steps[1]),
+        declared: Declared {
+            source_name,
+            preprocessing,
+            size_step: steps[0].max(steps[1]),
+        },
     })
 }
 
 /// Check that the model loaded from a package computes what its rdf.yaml declares:
 /// the same pre-processing, and tiles that fit the declared size step.
-pub fn check_package_model(package: &Package, seg: &Segmenter) -> Result<()> {
+pub fn check_package_model(package: &Declared, seg: &Segmenter) -> Result<()> {
     let meta = seg.meta();
     let path = PathBuf::from(&package.source_name);
     let same = package.preprocessing.per_image == meta.preprocessing.per_image

@@ -106,7 +106,8 @@ impl TilePlan {
         }
     }
 
-    fn core_size(&self) -> (usize, usize) {
+    /// Core height and width (every core but the last row's and column's).
+    pub fn core_size(&self) -> (usize, usize) {
         (self.window_h - 2 * self.halo, self.window_w - 2 * self.halo)
     }
 
@@ -485,15 +486,8 @@ pub fn stitch<S: RowSource + ?Sized>(
             let out = run_window(&t, window.view())?;
             assert_eq!(out.dim(), (wh, ww), "window output size");
             // output rows/cols this tile contributes to
-            let (y0, y1, x0, x1) = match blend {
-                Blend::Crop => (t.core_y, t.core_y + t.core_h, t.core_x, t.core_x + t.core_w),
-                Blend::Linear => (
-                    t.window_y.max(0) as usize,
-                    ((t.window_y + wh as isize) as usize).min(h),
-                    t.window_x.max(0) as usize,
-                    ((t.window_x + ww as isize) as usize).min(w),
-                ),
-            };
+            let (y0, y1) = plan.reach(blend, r, true);
+            let (x0, x1) = plan.reach(blend, c, false);
             while first + sums.len() < y1 {
                 sums.push_back((vec![0.0; w], vec![0.0; if weighted { w } else { 0 }]));
             }

@@ -84,8 +84,8 @@ impl std::fmt::Display for Shard {
     }
 }
 
-/// The chunk-aligned blocks of an array `shape` chunked by `chunks`, at least `core`
-/// pixels on a side in y and x (where the array allows).
+/// The chunk-aligned blocks of an array `shape` chunked by `chunks`, at least a tile
+/// core (`core`: height, width) in y and x (where the array allows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockGrid {
     pub shape: Vec<u64>,
@@ -107,15 +107,15 @@ pub struct Block {
 }
 
 impl BlockGrid {
-    pub fn new(shape: &[u64], chunks: &[u64], core: usize) -> Self {
+    pub fn new(shape: &[u64], chunks: &[u64], core: (usize, usize)) -> Self {
         let n = shape.len();
         assert!(
             n >= 2 && chunks.len() == n,
             "shape and chunks of (..., y, x)"
         );
         let (ch, cw) = (chunks[n - 2] as usize, chunks[n - 1] as usize);
-        let block_h = ch * core.div_ceil(ch).max(1);
-        let block_w = cw * core.div_ceil(cw).max(1);
+        let block_h = ch * core.0.div_ceil(ch).max(1);
+        let block_w = cw * core.1.div_ceil(cw).max(1);
         let (h, w) = (shape[n - 2] as usize, shape[n - 1] as usize);
         Self {
             shape: shape.to_vec(),
@@ -407,8 +407,7 @@ pub fn segment_volume(
         (h, w),
         "the tile plan is for the input's slices"
     );
-    let core = how.plan.window_h - 2 * how.plan.halo;
-    let grid = BlockGrid::new(&input.shape, &input.chunks, core);
+    let grid = BlockGrid::new(&input.shape, &input.chunks, how.plan.core_size());
     let record = run_record(seg, input, opts, &grid);
     let state = claim_output(output, &record)?;
     let provenance = json!({
@@ -529,7 +528,7 @@ mod tests {
             shape.extend([h, w]);
             let mut chunks: Vec<u64> = lead_chunk[..lead.len()].to_vec();
             chunks.extend([ch, cw]);
-            let grid = BlockGrid::new(&shape, &chunks, core);
+            let grid = BlockGrid::new(&shape, &chunks, (core, core));
             let slices: u64 = lead.iter().product();
             let mut seen = vec![0u8; (slices * h * w) as usize];
             for b in 0..grid.len() {

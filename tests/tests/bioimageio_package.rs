@@ -4,27 +4,10 @@
 //! on the folder and on the zip; the zip read back as a model segments exactly like the
 //! ONNX file; damaged or inconsistent packages are refused with the reason.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use skipseg_parity::{oracle_python, workspace_root};
+use skipseg_parity::{oracle_python, run_oracle, workspace_root};
 use skipseg_runtime::{Segmenter, io, onnx, package, segment_image, tiling};
-
-fn bioimageio_test(python: &Path, target: &Path) -> String {
-    let o = Command::new(python)
-        .arg(workspace_root().join("tests/oracle/bioimageio_test.py"))
-        .arg(target)
-        .output()
-        .expect("python runs");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "bioimageio.core test of {} failed:\n{out}\n{}",
-        target.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
 
 #[test]
 fn the_package_passes_bioimageio_core_and_loads_as_a_model() {
@@ -55,7 +38,7 @@ fn the_package_passes_bioimageio_core_and_loads_as_a_model() {
     )
     .expect("package");
     for target in [dir.join("rdf.yaml"), written.zip.clone()] {
-        let report = bioimageio_test(&python, &target);
+        let report = run_oracle(&python, "bioimageio_test.py", [&target]);
         eprintln!("{}:\n{report}", target.display());
         assert!(
             report.contains("passed | Reproduce test outputs"),
@@ -64,8 +47,9 @@ fn the_package_passes_bioimageio_core_and_loads_as_a_model() {
     }
     // the zip as a model: same network, same normalisation, same output
     let pkg = package::read_package(&written.zip).expect("read the zip");
-    let from_pkg = Segmenter::from_proto(pkg.model.clone(), &pkg.source_name).expect("load");
-    package::check_package_model(&pkg, &from_pkg).expect("consistent");
+    let from_pkg =
+        Segmenter::from_proto(pkg.model.clone(), &pkg.declared.source_name).expect("load");
+    package::check_package_model(&pkg.declared, &from_pkg).expect("consistent");
     let crop = sample.slice(ndarray::s![..200, ..300]).to_owned();
     let plan = tiling::TilePlan::new(200, 300, 128, 32, 16);
     let a = segment_image(&seg, crop.view(), &plan, tiling::Blend::Crop).expect("onnx");
@@ -94,7 +78,7 @@ fn the_package_passes_bioimageio_core_and_loads_as_a_model() {
     assert_ne!(fixed, rdf, "the pre-processing entry was found");
     std::fs::write(dir.join("rdf.yaml"), fixed).expect("write");
     let pkg = package::read_package(&dir).expect("read");
-    let e = package::check_package_model(&pkg, &from_pkg)
+    let e = package::check_package_model(&pkg.declared, &from_pkg)
         .expect_err("inconsistent")
         .to_string();
     assert!(e.contains("pre-processing"), "{e}");

@@ -7,27 +7,12 @@
 //! another reader and another tiling driver give the same numbers.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use skipseg_parity::{oracle_python, workspace_root};
+use skipseg_parity::{oracle_python, run_oracle, workspace_root};
 use skipseg_runtime::io::zarr::ZarrImage;
 use skipseg_runtime::tiling::{Blend, TilePlan};
 use skipseg_runtime::volume::{Shard, VolumeOptions, segment_volume};
 use skipseg_runtime::{Averaging, Inference, Segmenter, io};
-
-fn python_ok(python: &Path, args: &[&str]) -> String {
-    let o = Command::new(python)
-        .arg(workspace_root().join("tests/oracle/zarr_io.py"))
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        o.status.success(),
-        "zarr_io.py {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn model() -> Segmenter {
     Segmenter::from_path(&workspace_root().join("models/isbi-small-bce.onnx")).expect("model")
@@ -75,9 +60,10 @@ fn check(python: &Path, dir: &Path, name: &str, files: &[&str], float: bool, ble
     };
     segment_volume(&seg, &input, &out, &opts, &mut |_, _| {}).expect("segment the Zarr input");
     let npy = dir.join(format!("{name}-{float}-{blend:?}.npy"));
-    let summary = python_ok(
+    let summary = run_oracle(
         python,
-        &[
+        "zarr_io.py",
+        [
             "read",
             out.to_str().expect("utf-8"),
             input.root.to_str().expect("utf-8"),
@@ -117,7 +103,11 @@ fn zarr_outputs_open_in_zarr_python_and_equal_the_image_path() {
     };
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("zarr-oracle");
     let _ = std::fs::remove_dir_all(&dir);
-    python_ok(&python, &["write", dir.to_str().expect("utf-8")]);
+    run_oracle(
+        &python,
+        "zarr_io.py",
+        ["write", dir.to_str().expect("utf-8")],
+    );
     check(&python, &dir, "v2_u8", &["v2_u8.png"], false, Blend::Crop);
     check(&python, &dir, "v2_u8", &["v2_u8.png"], true, Blend::Linear);
     check(

@@ -319,7 +319,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Info { model } => {
-            let (proto, name) = read_model(model.as_deref())?;
+            let ModelFile { proto, name, .. } = read_model(model.as_deref())?;
             let seg = Segmenter::from_proto(proto.clone(), &name)?;
             let meta = seg.meta();
             let cost = meta.arch.plan().cost(512, 512);
@@ -487,7 +487,7 @@ fn eval(
 
 fn quantize(args: QuantizeArgs) -> Result<()> {
     use skipseg_runtime::calibrate::{self, RangeMethod};
-    let (proto, name) = read_model(args.model.as_deref())?;
+    let ModelFile { proto, name, .. } = read_model(args.model.as_deref())?;
     let meta = onnx::ModelMeta::from_model(&proto, &name)?;
     anyhow::ensure!(
         args.percentile > 50.0 && args.percentile <= 100.0,
@@ -584,7 +584,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
     anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
     let started = Instant::now();
-    let seg = load_model(args.model.as_deref(), args.threads, false)?;
+    let (seg, _) = load_model(args.model.as_deref(), args.threads, false)?;
     let load = started.elapsed().as_secs_f64();
     let channels = seg.meta().arch.in_channels;
     seg.check_input_shape(&[1, channels, args.size, args.size])?;
@@ -684,54 +684,72 @@ fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// A model file as read: its graph, its name, and what its bioimage.io package declares
+/// (when it came from one).
+struct ModelFile {
+    proto: onnx::pb::ModelProto,
+    name: String,
+    declared: Option<package::Declared>,
+}
+
 /// The model at `path` (an ONNX file, or a bioimage.io package folder or zip), or the
-/// shipped one compiled into this binary; with its name.
-fn read_model(path: Option<&std::path::Path>) -> Result<(onnx::pb::ModelProto, String)> {
+/// shipped one compiled into this binary.
+fn read_model(path: Option<&std::path::Path>) -> Result<ModelFile> {
     Ok(match path {
         Some(p) if package::is_package(p) => {
             let pkg = package::read_package(p)?;
-            (pkg.model, pkg.source_name)
+            ModelFile {
+                proto: pkg.model,
+                name: pkg.declared.source_name.clone(),
+                declared: Some(pkg.declared),
+            }
         }
-        Some(p) => (onnx::read_model(p)?, p.display().to_string()),
-        None => (
-            onnx::decode_model(EMBEDDED_MODEL, EMBEDDED_NAME)?,
-            EMBEDDED_NAME.to_string(),
-        ),
+        Some(p) => ModelFile {
+            proto: onnx::read_model(p)?,
+            name: p.display().to_string(),
+            declared: None,
+        },
+        None => ModelFile {
+            proto: onnx::decode_model(EMBEDDED_MODEL, EMBEDDED_NAME)?,
+            name: EMBEDDED_NAME.to_string(),
+            declared: None,
+        },
     })
 }
 
+/// The engine for the model at `path`, and what tile sizes must be multiples of: the
+/// network's down-sampling factor, or the size step a package declares. A package's
+/// declarations are checked against the network.
 fn load_model(
     path: Option<&std::path::Path>,
     threads: usize,
     monte_carlo_dropout: bool,
-) -> Result<Segmenter> {
-    let (proto, name) = read_model(path)?;
+) -> Result<(Segmenter, usize)> {
+    let file = read_model(path)?;
     let options = skipseg_runtime::Options {
         threads,
         monte_carlo_dropout,
         ..Default::default()
     };
-    let seg = Segmenter::with_options(proto, &name, &options)?;
-    if let Some(p) = path.filter(|p| package::is_package(p)) {
-        // what the package's rdf.yaml declares must be what the network computes
-        package::check_package_model(&package::read_package(p)?, &seg)?;
-    }
-    Ok(seg)
-}
-
-/// What tile sizes must be multiples of: the network's down-sampling factor, or, for a
-/// bioimage.io package, the size step its rdf.yaml declares (checked on loading to be a
-/// multiple of the factor).
-fn tile_multiple(seg: &Segmenter, model: Option<&std::path::Path>) -> Result<usize> {
+    let seg = Segmenter::with_options(file.proto, &file.name, &options)?;
     let factor = seg.meta().arch.down_factor();
-    Ok(match model.filter(|p| package::is_package(p)) {
-        Some(p) => package::read_package(p)?.size_step.max(factor),
+    let multiple = match &file.declared {
+        Some(declared) => {
+            // what the package's rdf.yaml declares must be what the network computes
+            package::check_package_model(declared, &seg)?;
+            declared.tile_multiple(factor)
+        }
         None => factor,
-    })
+    };
+    Ok((seg, multiple))
 }
 
 fn package(args: PackageArgs) -> Result<()> {
-    let (proto, source) = read_model(args.model.as_deref())?;
+    let ModelFile {
+        proto,
+        name: source,
+        ..
+    } = read_model(args.model.as_deref())?;
     let seg = Segmenter::from_proto(proto.clone(), &source)?;
     let (stem, card) = match &args.model {
         Some(m) => {
@@ -793,12 +811,46 @@ fn all_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn predict(args: PredictArgs) -> Result<()> {
+/// How `predict` runs every window: its tile plan, and the blending, averaging and
+/// Monte-Carlo options of the command line (averaging: the model's default unless
+/// --tta).
+fn inference(args: &PredictArgs, seg: &Segmenter, plan: TilePlan) -> skipseg_runtime::Inference {
+    skipseg_runtime::Inference {
+        plan,
+        blend: args.blend,
+        averaging: args.tta.unwrap_or(seg.meta().inference.averaging),
+        monte_carlo: (args.mc_samples > 0).then_some(skipseg_runtime::MonteCarlo {
+            samples: args.mc_samples,
+            seed: args.seed,
+        }),
+    }
+}
+
+/// A progress bar counting tiles, drawn on a terminal only.
+fn tile_progress_bar(tiles: Option<u64>, prefix: String) -> indicatif::ProgressBar {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     use std::io::IsTerminal;
+    let bar = ProgressBar::with_draw_target(
+        tiles,
+        if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tiles ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+fn predict(args: PredictArgs) -> Result<()> {
     let threads = args.threads.unwrap_or_else(all_cores);
     anyhow::ensure!(threads >= 1, "--threads must be at least 1");
-    let seg = load_model(args.model.as_deref(), threads, args.mc_samples > 0)?;
+    let (seg, factor) = load_model(args.model.as_deref(), threads, args.mc_samples > 0)?;
     if args.mc_samples > 0 {
         anyhow::ensure!(
             !seg.dropout_masks().is_empty(),
@@ -807,7 +859,7 @@ fn predict(args: PredictArgs) -> Result<()> {
         );
     }
     if args.inputs.len() == 1 && io::zarr::is_zarr_store(&args.inputs[0]) {
-        return predict_zarr(&args, &seg, threads);
+        return predict_zarr(&args, &seg, factor, threads);
     }
     anyhow::ensure!(
         args.shard.is_none(),
@@ -821,8 +873,6 @@ fn predict(args: PredictArgs) -> Result<()> {
     );
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create output folder", args.output.display()))?;
-    let factor = tile_multiple(&seg, args.model.as_deref())?;
-    let blend = args.blend;
     let mut files = Vec::new();
     for input in &args.inputs {
         if input.is_dir() {
@@ -831,7 +881,6 @@ fn predict(args: PredictArgs) -> Result<()> {
             files.push(input.clone());
         }
     }
-    let averaging = args.tta.unwrap_or(seg.meta().inference.averaging);
     let mut pages = Vec::new();
     for file in &files {
         pages.extend(io::list_pages(file)?);
@@ -850,20 +899,7 @@ fn predict(args: PredictArgs) -> Result<()> {
         let (h, w) = (page.height, page.width);
         let plan = TilePlan::new(h, w, args.tile, args.halo, factor);
         let tiles = (plan.rows * plan.cols) as u64;
-        let bar = ProgressBar::with_draw_target(
-            Some(tiles),
-            if std::io::stderr().is_terminal() {
-                ProgressDrawTarget::stderr()
-            } else {
-                ProgressDrawTarget::hidden()
-            },
-        );
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tiles ({eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(name.clone());
+        let bar = tile_progress_bar(Some(tiles), name.clone());
         let started = std::time::Instant::now();
         let prep = seg.meta().preprocessing;
         let stats = if prep.per_image {
@@ -882,15 +918,7 @@ fn predict(args: PredictArgs) -> Result<()> {
             args.threshold,
             args.overlay,
         )?;
-        let how = skipseg_runtime::Inference {
-            plan,
-            blend,
-            averaging,
-            monte_carlo: (args.mc_samples > 0).then_some(skipseg_runtime::MonteCarlo {
-                samples: args.mc_samples,
-                seed: args.seed,
-            }),
-        };
+        let how = inference(&args, &seg, plan);
         let mut missing = 0usize;
         skipseg_runtime::segment_tiled(
             &seg,
@@ -918,7 +946,7 @@ fn predict(args: PredictArgs) -> Result<()> {
             page.name,
             plan.window_w,
             plan.window_h,
-            match averaging {
+            match how.averaging {
                 skipseg_runtime::Averaging::None => "",
                 skipseg_runtime::Averaging::Flips => " x 4 flips",
                 skipseg_runtime::Averaging::Dihedral => " x 8 symmetries",
@@ -935,9 +963,7 @@ fn predict(args: PredictArgs) -> Result<()> {
 }
 
 /// `predict` on an OME-Zarr input: the whole volume or one shard of it.
-fn predict_zarr(args: &PredictArgs, seg: &Segmenter, threads: usize) -> Result<()> {
-    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-    use std::io::IsTerminal;
+fn predict_zarr(args: &PredictArgs, seg: &Segmenter, factor: usize, threads: usize) -> Result<()> {
     let input = &args.inputs[0];
     anyhow::ensure!(
         args.threshold.is_none() && !args.overlay,
@@ -945,35 +971,13 @@ fn predict_zarr(args: &PredictArgs, seg: &Segmenter, threads: usize) -> Result<(
          probability (threshold it when reading)"
     );
     let image = io::zarr::ZarrImage::open(input)?;
-    let factor = tile_multiple(seg, args.model.as_deref())?;
     let plan = TilePlan::new(image.height(), image.width(), args.tile, args.halo, factor);
     let opts = skipseg_runtime::volume::VolumeOptions {
-        inference: skipseg_runtime::Inference {
-            plan,
-            blend: args.blend,
-            averaging: args.tta.unwrap_or(seg.meta().inference.averaging),
-            monte_carlo: (args.mc_samples > 0).then_some(skipseg_runtime::MonteCarlo {
-                samples: args.mc_samples,
-                seed: args.seed,
-            }),
-        },
+        inference: inference(args, seg, plan),
         float: args.float,
         shard: args.shard.unwrap_or(skipseg_runtime::volume::Shard::ALL),
     };
-    let bar = ProgressBar::with_draw_target(
-        None,
-        if std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tiles ({eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("shard {}", opts.shard));
+    let bar = tile_progress_bar(None, format!("shard {}", opts.shard));
     let report = skipseg_runtime::volume::segment_volume(
         seg,
         &image,

@@ -26,7 +26,7 @@ pub use atomic::write_atomic;
 #[cfg(feature = "image")]
 pub use pages::*;
 #[cfg(feature = "image")]
-pub use png::{write_png_rgb, write_png_u8};
+pub use png::{encode_png_rgb, write_png_rgb, write_png_u8};
 #[cfg(feature = "image")]
 pub use sink::ProbabilitySink;
 

@@ -132,6 +132,11 @@ pub fn write_png_u8(path: &Path, pixels: &Array2<u8>) -> Result<()> {
 
 /// Write an 8-bit RGB PNG atomically; `rgb` is `[height, width, 3]` flattened row-major.
 pub fn write_png_rgb(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<()> {
+    write_atomic(path, &encode_png_rgb(path, width, height, rgb)?)
+}
+
+/// An 8-bit RGB PNG file's bytes; `path` names it in errors.
+pub fn encode_png_rgb(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     {
         let mut buf = BufWriter::new(&mut bytes);
@@ -153,7 +158,7 @@ pub fn write_png_rgb(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Re
             source,
         })?;
     }
-    write_atomic(path, &bytes)
+    Ok(bytes)
 }
 
 /// A streamed 8-bit PNG (gray or RGB) written to a temporary file, renamed on `finish`.

@@ -154,6 +154,24 @@ fn root_node(root: &Path) -> Result<(ZarrVersion, Option<Value>, bool)> {
     ))
 }
 
+/// The elements of `ranges` of `array` as floats divided by `full_scale` (255 or 65535
+/// for 8/16-bit samples: intensities or probabilities in [0, 1]; 1 for float32).
+fn retrieve_unit<T, S>(
+    array: &Array<S>,
+    ranges: &[std::ops::Range<u64>],
+    full_scale: f32,
+) -> std::result::Result<Vec<f32>, zarrs::array::ArrayError>
+where
+    T: zarrs::array::ElementOwned + Into<f32>,
+    S: ?Sized + zarrs::storage::ReadableStorageTraits + 'static,
+{
+    Ok(array
+        .retrieve_array_subset::<Vec<T>>(&ranges)?
+        .into_iter()
+        .map(|v| v.into() / full_scale)
+        .collect())
+}
+
 /// Shape and chunk shape from an array metadata document (v2 or v3).
 fn shape_and_chunks(version: ZarrVersion, doc: &Value) -> Option<(Vec<u64>, Vec<u64>)> {
     let nums =
@@ -476,26 +494,12 @@ impl ZarrImage {
                 ),
             )
         };
-        let values: Vec<f32> = match self.sample {
-            SampleType::U8 => self
-                .array
-                .retrieve_array_subset::<Vec<u8>>(&ranges)
-                .map_err(err)?
-                .into_iter()
-                .map(|v| v as f32 / 255.0)
-                .collect(),
-            SampleType::U16 => self
-                .array
-                .retrieve_array_subset::<Vec<u16>>(&ranges)
-                .map_err(err)?
-                .into_iter()
-                .map(|v| v as f32 / 65535.0)
-                .collect(),
-            SampleType::F32 => self
-                .array
-                .retrieve_array_subset::<Vec<f32>>(&ranges)
-                .map_err(err)?,
-        };
+        let values = match self.sample {
+            SampleType::U8 => retrieve_unit::<u8, _>(&self.array, &ranges, 255.0),
+            SampleType::U16 => retrieve_unit::<u16, _>(&self.array, &ranges, 65535.0),
+            SampleType::F32 => retrieve_unit::<f32, _>(&self.array, &ranges, 1.0),
+        }
+        .map_err(err)?;
         Array2::from_shape_vec((r.height(), r.width()), values)
             .map_err(|e| bad(&self.root, format!("chunk data of the wrong size: {e}")))
     }
@@ -852,16 +856,12 @@ impl ZarrOutput {
                 let err = |e: zarrs::array::ArrayError| {
                     bad(&self.root, format!("level {above_path}: {e}"))
                 };
-                let values: Vec<f32> = if self.float {
-                    src.retrieve_array_subset::<Vec<f32>>(&ranges)
-                        .map_err(err)?
+                let values = if self.float {
+                    retrieve_unit::<f32, _>(&src, &ranges, 1.0)
                 } else {
-                    src.retrieve_array_subset::<Vec<u8>>(&ranges)
-                        .map_err(err)?
-                        .into_iter()
-                        .map(|v| v as f32 / 255.0)
-                        .collect()
-                };
+                    retrieve_unit::<u8, _>(&src, &ranges, 255.0)
+                }
+                .map_err(err)?;
                 let sl: Vec<u64> = ranges.iter().map(|r| r.end - r.start).collect();
                 // mean of each factor block, into the chunk (C order, full chunk shape)
                 let chunk_len: usize = level.chunks.iter().product::<u64>() as usize;
