@@ -13,13 +13,6 @@ use skipseg_runtime::io::zarr::zarrs;
 use zarrs::array::{ArrayBuilder, data_type};
 use zarrs::filesystem::FilesystemStore;
 
-fn segment_run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_segment-run"))
-        .args(args)
-        .output()
-        .expect("segment-run runs")
-}
-
 fn ok(o: &Output) -> String {
     assert!(
         o.status.success(),
@@ -124,12 +117,18 @@ fn assert_same_store(a: &Path, b: &Path) {
 
 const OPTS: [&str; 6] = ["--tile", "64", "--halo", "32", "--tta", "none"];
 
+/// `segment-run predict INPUT -o OUTPUT` with the test options and `extra`, not started.
+fn predict_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_segment-run"));
+    c.arg("predict").arg(input).arg("-o").arg(output);
+    c.args(OPTS).args(extra);
+    c
+}
+
 fn predict(input: &Path, output: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["predict", input.to_str().expect("utf-8"), "-o"];
-    args.push(output.to_str().expect("utf-8"));
-    args.extend(OPTS);
-    args.extend(extra);
-    segment_run(&args)
+    predict_command(input, output, extra)
+        .output()
+        .expect("segment-run runs")
 }
 
 #[test]
@@ -201,12 +200,7 @@ fn shards_started_together_on_a_new_output_all_succeed() {
     let together = dir.join("together.zarr");
     let workers: Vec<_> = (0..4)
         .map(|i| {
-            let mut args: Vec<String> = vec!["predict".into(), input.display().to_string()];
-            args.extend(["-o".into(), together.display().to_string()]);
-            args.extend(OPTS.iter().map(|s| s.to_string()));
-            args.extend(["--shard".into(), format!("{i}/4")]);
-            Command::new(env!("CARGO_BIN_EXE_segment-run"))
-                .args(&args)
+            predict_command(&input, &together, &["--shard", &format!("{i}/4")])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -277,11 +271,7 @@ fn a_killed_worker_restarted_completes_the_same_output() {
     let single = dir.join("single.zarr");
     ok(&predict(&input, &single, &[]));
     let out = dir.join("killed.zarr");
-    let mut args: Vec<String> = vec!["predict".into(), input.display().to_string(), "-o".into()];
-    args.push(out.display().to_string());
-    args.extend(OPTS.iter().map(|s| s.to_string()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_segment-run"))
-        .args(&args)
+    let mut child = predict_command(&input, &out, &[])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
