@@ -5,12 +5,15 @@
 # checked identical to the first. Prints lscpu flags and a markdown table; the ratios
 # (not the absolute numbers) carry to other machines.
 #
+# Then its peer: one SIZE x SIZE slice through the OME-Zarr path and through the PNG path
+# (same size, both tiled ISBI slices), time and peak RSS, and the ratio.
+#
 #   bash bench/scaling.sh [DEPTH] [SIZE] [TTA]     (default 8 2048 none)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 depth=${1:-8} size=${2:-2048} tta=${3:-none}
 cd "$root"
-cargo build --release -q -p skipseg-runtime --bin segment-run --example synthetic_volume
+cargo build --release -q -p skipseg-runtime --bin segment-run --example synthetic_volume --example synthetic_image
 bin=target/release/segment-run
 work=target/scaling
 rm -rf "$work" && mkdir -p "$work"
@@ -47,3 +50,20 @@ run 4 1
 run 1 "$(nproc)"
 echo
 echo "(every output identical to the first: checked)"
+
+echo
+echo "one ${size}x${size} slice, 1 thread, --tta $tta: OME-Zarr path vs PNG path"
+echo
+target/release/examples/synthetic_volume "$work/slice.zarr" 1 "$size" 512 >/dev/null
+target/release/examples/synthetic_image "$work/slice.png" "$size" >/dev/null
+echo "| input | wall s | peak RSS MB |"
+echo "|---|---|---|"
+measure() { # label input output
+  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$bin" predict "$2" -o "$3" --tta "$tta" --threads 1 >/dev/null
+  read -r s kb < "$work/time.txt"
+  printf "| %s | %.2f | %d |\n" "$1" "$s" "$((kb / 1024))"
+  echo "$s"> "$work/$1.s"
+}
+measure zarr "$work/slice.zarr" "$work/slice-out.zarr"
+measure png "$work/slice.png" "$work/slice-out"
+printf "\nZarr / PNG wall time: %.2f\n" "$(echo "$(cat "$work/zarr.s") / $(cat "$work/png.s")" | bc -l)"
