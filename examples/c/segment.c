@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
   for (int i = 4; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--tile")) options.tile = (uint32_t)atoi(v);
-    else if (!strcmp(k, "--halo")) options.halo = (uint32_t)atoi(v);
+    else if (!strcmp(k, "--halo")) options.halo = (int32_t)atoi(v);
     else if (!strcmp(k, "--threads")) options.threads = (uint32_t)atoi(v);
     else if (!strcmp(k, "--averaging"))
       options.averaging = !strcmp(v, "none")       ? SKIPSEG_AVERAGING_NONE

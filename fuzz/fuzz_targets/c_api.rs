@@ -51,7 +51,7 @@ fuzz_target!(init: panic_policy::install(), |data: &[u8]| {
     let stride = w * [1, 2, 4, 1][usize::from(head[0] % 4)] + usize::from(head[3] % 8);
     let options = SkipsegOptions {
         tile: u32::from(head[4] % 96),
-        halo: u32::from(head[5] % 40),
+        halo: i32::from(head[5] % 40),
         averaging: i32::from(head[6] as i8 % 4),
         blend: i32::from(head[7] as i8 % 3),
         threads: u32::from(head[8] % 3),

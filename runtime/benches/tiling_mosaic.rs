@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use ndarray::{Array2, Slice};
 use skipseg_runtime::metrics::evaluate_membrane_maps;
-use skipseg_runtime::tiling::{Blend, DEFAULT_HALO, DEFAULT_TILE, TilePlan, round_up};
+use skipseg_runtime::tiling::{Blend, Tiling, round_up};
 use skipseg_runtime::{Averaging, Inference, Options, Segmenter, io, segment_image_with};
 
 const COLS: usize = 6;
@@ -81,9 +81,9 @@ fn main() {
         None => seg.meta().inference.averaging,
         Some(name) => name.parse().unwrap_or_else(|e| panic!("{e}")),
     };
-    let run = |image: &Array2<f32>, plan: TilePlan, blend: Blend| {
+    let run = |image: &Array2<f32>, tiling: Tiling, blend: Blend| {
         let how = Inference {
-            plan,
+            tiling,
             blend,
             averaging,
             monte_carlo: None,
@@ -100,8 +100,10 @@ fn main() {
             .collect()
     };
     println!(
-        "model {}, receptive radius {radius} px, default tile {DEFAULT_TILE} / halo {DEFAULT_HALO}, test-time averaging {averaging:?}",
-        model.display()
+        "model {}, receptive radius {radius} px, default halo {} / largest window {}, test-time averaging {averaging:?}",
+        model.display(),
+        seg.default_halo(),
+        seg.default_max_window()
     );
     for (title, images, labels) in [
         ("test slices (no labels)", "data/isbi2012/test/images", None),
@@ -115,9 +117,13 @@ fn main() {
         let (sh, sw) = slices[0].dim();
         let image = mosaic(&slices);
         let (h, w) = image.dim();
-        let whole_plan = TilePlan::new(h, w, h.max(w), round_up(radius, factor), factor);
+        let whole_tiling = Tiling {
+            tile: Some(h.max(w)),
+            halo: Some(0),
+        };
+        let whole_plan = seg.tile_plan(&whole_tiling, h, w).expect("plan");
         let t = Instant::now();
-        let whole = run(&image, whole_plan, Blend::Crop);
+        let whole = run(&image, whole_tiling, Blend::Crop);
         let whole_s = t.elapsed().as_secs_f64();
         let whole_slices = split(&whole, sh, sw);
         // test mosaic: the reference segmentation stands in for labels
@@ -149,17 +155,23 @@ fn main() {
         );
         println!("|---|---|---|---|---|---|---|---|");
         let halo_exact = round_up(radius, factor);
-        for (halo, blend) in [
-            (0, Blend::Crop),
-            (32, Blend::Crop),
-            (DEFAULT_HALO, Blend::Crop),
-            (DEFAULT_HALO, Blend::Linear),
-            (128, Blend::Crop),
-            (halo_exact, Blend::Crop),
+        let tiles = |tile: usize, halo: usize| Tiling {
+            tile: Some(tile),
+            halo: Some(halo),
+        };
+        for (tiling, blend) in [
+            (tiles(512, 0), Blend::Crop),
+            (tiles(512, 32), Blend::Crop),
+            (tiles(512, 64), Blend::Crop),
+            (tiles(512, 64), Blend::Linear),
+            (tiles(512, 128), Blend::Crop),
+            (tiles(512, halo_exact), Blend::Crop),
+            (Tiling::default(), Blend::Crop),
+            (Tiling::default(), Blend::Linear),
         ] {
-            let plan = TilePlan::new(h, w, DEFAULT_TILE, halo, factor);
+            let plan = seg.tile_plan(&tiling, h, w).expect("plan");
             let t = Instant::now();
-            let tiled = run(&image, plan, blend);
+            let tiled = run(&image, tiling, blend);
             let secs = t.elapsed().as_secs_f64();
             let diffs: Vec<f32> = tiled
                 .iter()
@@ -176,7 +188,10 @@ fn main() {
                 / diffs.len() as f64;
             let (tr, ti) = scores(&split(&tiled, sh, sw), &truth, sw);
             println!(
-                "| tile {DEFAULT_TILE}, halo {halo}, {} | {} | {secs:.1} | {max:.2e} | {mean:.2e} | {:.4}% | {:+.4} | {:+.4} |",
+                "| {} tile {}, halo {}, {} | {} | {secs:.1} | {max:.2e} | {mean:.2e} | {:.4}% | {:+.4} | {:+.4} |",
+                if tiling.tile.is_none() { "default:" } else { "" },
+                plan.core_h,
+                plan.halo,
                 match blend {
                     Blend::Crop => "crop",
                     Blend::Linear => "linear",

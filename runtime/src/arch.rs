@@ -422,6 +422,24 @@ impl ArchPlan {
         self.levels().flat_map(|l| l.blocks.iter())
     }
 
+    /// Bytes per input pixel of the widest f32 activation map: the most channels any
+    /// convolution writes or reads, scaled by the resolution it runs at (what a window's
+    /// memory grows with).
+    pub fn widest_map_bytes_per_pixel(&self) -> usize {
+        let at = |ch: usize, scale: u32| ch * 4 / (1usize << (2 * scale)).max(1);
+        let mut widest = at(self.stem.out_ch, 0)
+            .max(at(self.head.in_ch, 0))
+            .max(at(self.head.out_ch, 0));
+        for b in self.blocks() {
+            for s in b.convs() {
+                widest = widest
+                    .max(at(s.in_ch, b.scale_log2))
+                    .max(at(s.out_ch, b.scale_log2));
+            }
+        }
+        widest.max(4)
+    }
+
     /// Count parameters and MACs for an `height` x `width` input.
     pub fn cost(&self, height: usize, width: usize) -> Cost {
         let mut c = Cost::default();
@@ -468,6 +486,18 @@ impl ArchPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn widest_map_of_the_small_preset_by_hand() {
+        // small.json: stem 8 channels at full resolution (32 B/px); down2's bottleneck
+        // reads 32 channels at 1/2 (32 * 4 / 4 = 32 B/px); across 256 at 1/16: 4 B/px
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/small.json"),
+        )
+        .expect("preset");
+        let plan = ArchSpec::from_json(&text).expect("valid").plan();
+        assert_eq!(plan.widest_map_bytes_per_pixel(), 32);
+    }
 
     fn tiny(block: BlockKind) -> ArchSpec {
         ArchSpec {

@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 use crate::metrics::{StackEvaluation, evaluate_membrane_maps};
 use crate::onnx::{IntensityStats, ModelMeta, pb};
 use crate::passes::quantize::{ActivationRange, QuantizeReport, conv_inputs, quantize_convs};
-use crate::tiling::{Blend, DEFAULT_HALO, DEFAULT_TILE, TilePlan};
 
 /// Metadata entry of a quantized model: how it was calibrated (JSON).
 pub const META_QUANTIZATION: &str = "skipseg.quantization";
@@ -361,6 +360,120 @@ pub fn candidates(
     Ok((out, best))
 }
 
+/// Which range rules `quantize` tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum RangeChoice {
+    /// Smallest and largest calibration value of each tensor.
+    MinMax,
+    /// The percentile of each tensor's values (outliers saturate).
+    Percentile,
+    /// Both, keeping the one with the higher V_rand on labelled validation images.
+    Auto,
+}
+
+/// What [`quantize`] is asked to do.
+#[derive(Debug, Clone)]
+pub struct QuantizeJob {
+    /// Calibration images, intensities in [0, 1] (e.g. training slices).
+    pub calibration: Vec<ndarray::Array2<f32>>,
+    /// The range rule; `None`: `Auto` when there are validation images, `Percentile`
+    /// when there are none (so that quantizing needs no labels).
+    pub choice: Option<RangeChoice>,
+    /// Percentile for `Percentile` / `Auto`, in (50, 100].
+    pub percentile: f64,
+    /// Labelled images to choose on and to report V_rand with.
+    pub validation: Option<Validation>,
+    /// Largest calibration window side (images are cut from their top-left corner).
+    pub max_side: usize,
+}
+
+/// What [`quantize`] did.
+#[derive(Debug, Clone)]
+pub struct QuantizeOutcome {
+    pub windows: usize,
+    /// Calibration images smaller than the down-sampling factor, left out.
+    pub skipped: usize,
+    pub tensors: usize,
+    pub calibration_seconds: f64,
+    /// The float model's (V_rand, V_info) on the validation images.
+    pub float_scores: Option<(f64, f64)>,
+    pub candidates: Vec<Candidate>,
+    /// Index of the candidate kept.
+    pub best: usize,
+}
+
+/// Quantize `proto` (as exported: batch norms are folded and dropout masks set to their
+/// default here) to int8, calibrated on `job.calibration`.
+pub fn quantize(
+    proto: &pb::ModelProto,
+    source_name: &str,
+    job: &QuantizeJob,
+) -> Result<QuantizeOutcome> {
+    let meta = ModelMeta::from_model(proto, source_name)?;
+    if !(job.percentile > 50.0 && job.percentile <= 100.0) {
+        return Err(Error::Arch(format!(
+            "the percentile must be in (50, 100], got {}",
+            job.percentile
+        )));
+    }
+    let choice = job.choice.unwrap_or(if job.validation.is_some() {
+        RangeChoice::Auto
+    } else {
+        RangeChoice::Percentile
+    });
+    let methods = match choice {
+        RangeChoice::MinMax => vec![RangeMethod::MinMax],
+        RangeChoice::Percentile => vec![RangeMethod::Percentile(job.percentile)],
+        RangeChoice::Auto => {
+            if job.validation.is_none() {
+                return Err(Error::Arch(
+                    "the auto range rule chooses on labelled images: give validation images \
+                     and labels, or choose min-max or percentile"
+                        .into(),
+                ));
+            }
+            vec![RangeMethod::MinMax, RangeMethod::Percentile(job.percentile)]
+        }
+    };
+    let windows: Vec<Array4<f32>> = job
+        .calibration
+        .iter()
+        .filter_map(|image| window(image.view(), &meta, job.max_side))
+        .collect();
+    if windows.is_empty() {
+        return Err(Error::Arch("no calibration image".into()));
+    }
+    let mut folded = proto.clone();
+    // the deterministic network: dropout masks (if any) at their default
+    crate::passes::dropout::strip_masks(&mut folded);
+    crate::passes::fold_batch_norms(&mut folded, source_name)?;
+    let started = std::time::Instant::now();
+    let calibration = calibrate(&folded, &windows, source_name)?;
+    let calibration_seconds = started.elapsed().as_secs_f64();
+    let float_scores = job
+        .validation
+        .as_ref()
+        .map(|v| score(proto, v, source_name))
+        .transpose()?;
+    let (candidates, best) = candidates(
+        &folded,
+        &calibration,
+        &methods,
+        job.validation.as_ref(),
+        source_name,
+    )?;
+    Ok(QuantizeOutcome {
+        windows: windows.len(),
+        skipped: job.calibration.len() - windows.len(),
+        tensors: calibration.tensors().count(),
+        calibration_seconds,
+        float_scores,
+        candidates,
+        best,
+    })
+}
+
 /// The official ISBI scores (V_rand, V_info, thinning on) of `seg` on labelled images
 /// (`images` intensities in [0, 1], `cell_labels` 1 = cell, 0 = membrane, all of one
 /// width), segmented with the model's own defaults (tiles, halo, averaging) and scored
@@ -371,7 +484,6 @@ pub fn validation_scores(
     images: &[ndarray::Array2<f32>],
     cell_labels: &[ndarray::Array2<f32>],
 ) -> Result<StackEvaluation> {
-    let factor = seg.meta().arch.down_factor();
     let mut maps = Vec::with_capacity(images.len());
     let mut truth = Vec::with_capacity(images.len());
     let width = images.first().map_or(0, |i| i.ncols());
@@ -383,13 +495,7 @@ pub fn validation_scores(
                 gt.dim()
             )));
         }
-        let (h, w) = img.dim();
-        let how = Inference {
-            plan: TilePlan::new(h, w, DEFAULT_TILE, DEFAULT_HALO, factor),
-            blend: Blend::Crop,
-            averaging: seg.meta().inference.averaging,
-            monte_carlo: None,
-        };
+        let how = Inference::model_default(seg);
         let map = segment_image_with(seg, img.view(), &how)?;
         let eight_bit = |p: f32| (p.clamp(0.0, 1.0) * 255.0).round() / 255.0;
         maps.push(map.iter().map(|&p| eight_bit(p)).collect::<Vec<f32>>());

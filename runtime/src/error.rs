@@ -51,6 +51,12 @@ pub enum Error {
         width: usize,
         factor: usize,
     },
+    /// Tile and halo sizes that cannot make a tiling (a tile smaller than the halo).
+    #[error("tiling: {0}")]
+    Tiling(String),
+    /// An image that cannot be segmented as it is (no finite pixel at all).
+    #[error("{name}: {reason}")]
+    Input { name: String, reason: String },
     /// The architecture description is inconsistent.
     #[error("invalid architecture: {0}")]
     Arch(String),

@@ -24,9 +24,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::engine::{Averaging, Inference, Segmenter, ThreadPool, intensity_stats, segment_tiled};
+use crate::engine::{
+    Averaging, Inference, Segmenter, ThreadPool, intensity_stats, require_finite_pixels,
+    segment_tiled,
+};
 use crate::error::{Error, Result};
-use crate::tiling::{self, Blend, RowSource, TilePlan};
+use crate::tiling::{Blend, RowSource, Tiling};
 
 /// Version of this interface; changes when a signature or struct layout changes.
 pub const SKIPSEG_ABI_VERSION: u32 = 1;
@@ -82,11 +85,12 @@ pub enum SkipsegBlend {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct SkipsegOptions {
-    /// Tile core size in pixels (>= 1; rounded up to the down-sampling factor).
+    /// Tile core size in pixels (rounded up to the down-sampling factor); 0 = the
+    /// default: windows as large as memory allows, the whole image when it fits.
     pub tile: u32,
     /// Context around each tile in pixels (rounded up to the down-sampling factor);
-    /// the receptive radius makes tiling exact.
-    pub halo: u32,
+    /// -1 = the halo the model records (measured so that tiles equal the whole image).
+    pub halo: i32,
     /// Test-time averaging, as [`SkipsegAveraging`].
     pub averaging: i32,
     /// How tiles are combined, as [`SkipsegBlend`].
@@ -107,6 +111,8 @@ pub struct SkipsegModelInfo {
     pub receptive_radius: u32,
     /// The averaging the model records, as [`SkipsegAveraging`].
     pub default_averaging: i32,
+    /// The halo of default tiling (the one the model records, or the fallback).
+    pub default_halo: u32,
 }
 
 /// A loaded model (opaque to C).
@@ -140,6 +146,8 @@ impl From<Error> for Failure {
             Error::InputShape { .. }
             | Error::NotMultiple { .. }
             | Error::Image { .. }
+            | Error::Tiling(_)
+            | Error::Input { .. }
             | Error::Zarr { .. } => SkipsegStatus::ErrInvalidArgument,
             Error::Engine { .. } => SkipsegStatus::ErrInference,
         };
@@ -183,8 +191,8 @@ pub extern "C" fn skipseg_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// Fill `out` with the defaults of `segment-run predict`: tile 512, halo 64, the
-/// model's averaging, crop blending, 1 thread.
+/// Fill `out` with the defaults of `segment-run predict`: default tiles (tile 0), the
+/// model's halo (-1), the model's averaging, crop blending, 1 thread.
 ///
 /// # Safety
 /// `out` is null or points to writable memory for one `SkipsegOptions`.
@@ -200,8 +208,8 @@ pub unsafe extern "C" fn skipseg_options_default(out: *mut SkipsegOptions) -> Sk
 
 fn default_options() -> SkipsegOptions {
     SkipsegOptions {
-        tile: tiling::DEFAULT_TILE as u32,
-        halo: tiling::DEFAULT_HALO as u32,
+        tile: 0,
+        halo: -1,
         averaging: SkipsegAveraging::ModelDefault as i32,
         blend: SkipsegBlend::Crop as i32,
         threads: 1,
@@ -312,6 +320,7 @@ pub unsafe extern "C" fn skipseg_model_info(
             down_factor: meta.arch.down_factor() as u32,
             receptive_radius: meta.arch.plan().receptive_radius() as u32,
             default_averaging: averaging_code(meta.inference.averaging),
+            default_halo: model.segmenter.default_halo() as u32,
         };
         Ok(())
     })
@@ -504,18 +513,15 @@ fn segment_buffer(
         1 => Blend::Linear,
         other => return Err(invalid(format!("blend: unknown value {other}"))),
     };
-    if options.tile == 0 || options.threads == 0 {
-        return Err(invalid("tile and threads must be at least 1"));
+    if options.threads == 0 {
+        return Err(invalid("threads must be at least 1"));
     }
-    let plan = TilePlan::new(
-        image.height,
-        image.width,
-        options.tile as usize,
-        options.halo as usize,
-        meta.arch.down_factor(),
-    );
+    // 0 = the model's default, as `segment-run predict` without --tile / --halo
     let how = Inference {
-        plan,
+        tiling: Tiling {
+            tile: (options.tile > 0).then_some(options.tile as usize),
+            halo: (options.halo >= 0).then_some(options.halo as usize),
+        },
         blend,
         averaging,
         monte_carlo: None,
@@ -528,6 +534,7 @@ fn segment_buffer(
     let width = image.width;
     let mut run = || -> Result<()> {
         let stats = intensity_stats(&mut rows())?;
+        require_finite_pixels(&stats, "image")?;
         segment_tiled(
             seg,
             &mut rows(),

@@ -9,6 +9,8 @@ pub mod arch;
 pub mod calibrate;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "image")]
+pub mod images;
 #[cfg(feature = "ffi")]
 pub mod ffi;
 pub mod io;
@@ -26,7 +28,8 @@ pub mod volume;
 pub use arch::ArchSpec;
 pub use engine::{
     Averaging, Inference, MonteCarlo, Options, Segmenter, Symmetry, ThreadPool, intensity_stats,
-    segment_image, segment_image_with, segment_region, segment_tiled,
+    require_finite_pixels, segment_image, segment_image_with, segment_region, segment_tiled,
 };
 pub use error::{Error, Result};
+pub use tiling::Tiling;
 pub use onnx::{IntensityStats, ModelMeta, Normalisation, Preprocessing};

@@ -392,6 +392,61 @@ pub fn evaluate_stack(slices: &[SlicePair<'_>], thinning: bool) -> StackEvaluati
     }
 }
 
+/// [`evaluate_stack`] on image files: a label image (PNG, folder of PNGs, or multi-page
+/// TIFF; 255 = cell, 0 = membrane) and a proposal of the same kind (cell-high, or
+/// membrane-high with `membrane_high`). Returns the slice names and the evaluation; a
+/// mismatch in slice count or size names both files.
+#[cfg(feature = "image")]
+pub fn evaluate_files(
+    labels: &std::path::Path,
+    proposal: &std::path::Path,
+    thinning: bool,
+    membrane_high: bool,
+) -> crate::error::Result<(Vec<String>, StackEvaluation)> {
+    let bad = |reason: String| crate::error::Error::Image {
+        path: proposal.to_path_buf(),
+        reason,
+    };
+    let gt = crate::io::read_slices(labels)?;
+    let mut prop = crate::io::read_slices(proposal)?;
+    if gt.len() != prop.len() {
+        return Err(bad(format!(
+            "{} slices, but {} has {}",
+            prop.len(),
+            labels.display(),
+            gt.len()
+        )));
+    }
+    for (g, p) in gt.iter().zip(prop.iter_mut()) {
+        if g.pixels.dim() != p.pixels.dim() {
+            return Err(bad(format!(
+                "slice {} is {:?} but label slice {} is {:?}",
+                p.name,
+                p.pixels.dim(),
+                g.name,
+                g.pixels.dim()
+            )));
+        }
+        if membrane_high {
+            p.pixels.mapv_inplace(|v| 1.0 - v);
+        }
+    }
+    let flat = |s: &crate::io::Slice| s.pixels.iter().copied().collect::<Vec<f32>>();
+    let gt_data: Vec<Vec<f32>> = gt.iter().map(flat).collect();
+    let prop_data: Vec<Vec<f32>> = prop.iter().map(flat).collect();
+    let pairs: Vec<SlicePair<'_>> = gt
+        .iter()
+        .zip(gt_data.iter().zip(&prop_data))
+        .map(|(s, (g, p))| SlicePair {
+            ground_truth: g,
+            proposal: p,
+            width: s.pixels.ncols(),
+        })
+        .collect();
+    let names = gt.iter().map(|s| s.name.clone()).collect();
+    Ok((names, evaluate_stack(&pairs, thinning)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,37 +1,49 @@
 //! The one place that knows tile geometry.
 //!
-//! An image of any size is covered by a grid of non-overlapping *cores* (`tile` x
-//! `tile`, the last row and column cut at the image edge). Each core is run inside a
-//! *window* that extends it by `halo` pixels on every side and is rounded up to the
-//! model's down-sampling factor; every window of an image has the same size, so one
-//! compiled plan serves them all. Windows start at multiples of the factor (core origins
-//! and the halo are multiples of it), so decimation inside the network sees the same
-//! pixel grid as whole-image inference. Window pixels outside the image are read by
-//! reflection (mirror without repeating the edge pixel).
+//! An image of any size is covered by a grid of non-overlapping *cores* (at most
+//! `core_h` x `core_w`, the last row and column cut at the image edge). Each core is run
+//! inside a *window* of `window_h` x `window_w` pixels: its core plus `halo` pixels of
+//! context on every side, **moved inside the image** where it would cross the image's
+//! border, so that the network's own zero padding applies at the border exactly as when
+//! the whole image is run as one window. Every window of an image has the same size, so
+//! one compiled plan serves them all, and windows start at multiples of the model's
+//! down-sampling factor (so decimation inside the network sees the same pixel grid as
+//! whole-image inference).
+//!
+//! The image is first extended to the *padded size*: height and width rounded up to the
+//! factor, the few extra rows and columns (fewer than the factor) read by reflection.
+//! This is the one input a whole-image run can take, and a window never reaches past it:
+//! a window is at most the padded image (an image smaller than a tile is one window, the
+//! whole image). With a halo at least the distance over which the network's output
+//! depends on its input (the model records the one measured, see
+//! [`crate::onnx::InferenceDefaults::halo`]), tiled output equals whole-image output.
 //!
 //! With `crop` blending each output pixel comes from exactly one tile (the core that
-//! contains it); with `linear` blending neighbouring windows overlap by the halo and
-//! are averaged with weights that fall linearly to zero across the halo.
+//! contains it); with `linear` blending neighbouring windows overlap and are averaged
+//! with weights that fall linearly to zero towards window edges inside the image (an
+//! edge on the image border keeps full weight: nothing lies beyond it).
 //!
 //! [`stitch`] runs a window function over every tile in bounded memory: the image comes
 //! from a [`RowSource`] read top to bottom once, a [`RowCache`] keeps only the rows the
-//! current band of tiles (and the reflection of later bands) still needs, and finished
-//! output rows are handed out in order as soon as no later tile touches them. Peak
-//! memory is about `(window + tile) x width` input rows plus `tile x width` output rows,
-//! whatever the image height.
+//! current band of tiles still needs, and finished output rows are handed out in order
+//! as soon as no later tile touches them. Peak memory is about `(window + tile) x width`
+//! input rows plus `tile x width` output rows, whatever the image height.
 
 use std::collections::VecDeque;
 
 use ndarray::{Array2, ArrayView2};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// Default tile core size of `segment-run predict` (pixels).
-pub const DEFAULT_TILE: usize = 512;
-/// Default halo of `segment-run predict` (pixels): a trade of speed for exactness; a
-/// halo of the model's receptive radius makes tiling exact (see `bench/` for the
-/// difference the default makes).
-pub const DEFAULT_HALO: usize = 64;
+/// Largest activation map of one window that default tiling allows, in bytes: windows
+/// are sized so that the widest map of the network stays within it (the small shipped
+/// model: 2880 x 2880 windows; Table 1: about 1440 x 1440).
+pub const DEFAULT_WINDOW_MAP_BYTES: usize = 256 << 20;
+
+/// Halo used when neither the user nor the model says (a model exported before the
+/// halo was measured): a trade of speed for exactness; `segment-run tune-halo` measures
+/// and records a model's own.
+pub const FALLBACK_HALO: usize = 128;
 
 /// How overlapping tile outputs are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +55,13 @@ pub enum Blend {
     Linear,
 }
 
-/// One tile: its window (input, in image coordinates, may extend past the image) and
-/// its core (the output it owns with `Blend::Crop`).
+/// One tile: its window (input, in image coordinates, inside the padded image) and its
+/// core (the output it owns with `Blend::Crop`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
     pub row: usize,
     pub col: usize,
-    /// Window origin in image coordinates (negative: above/left of the image).
+    /// Window origin in image coordinates (never negative).
     pub window_y: isize,
     pub window_x: isize,
     pub core_y: usize,
@@ -63,12 +75,15 @@ pub struct Tile {
 pub struct TilePlan {
     pub height: usize,
     pub width: usize,
-    /// Core size (a multiple of `factor`).
-    pub tile: usize,
-    /// Context on every side (a multiple of `factor`).
+    /// Core height and width (multiples of `factor`; the last row and column of cores
+    /// are cut at the image edge).
+    pub core_h: usize,
+    pub core_w: usize,
+    /// Context on every side (a multiple of `factor`) that windows give their cores,
+    /// where the image has it.
     pub halo: usize,
     pub factor: usize,
-    /// Window size (all windows of this image).
+    /// Window size (all windows of this image; at most the padded image).
     pub window_h: usize,
     pub window_w: usize,
     pub rows: usize,
@@ -80,27 +95,115 @@ pub fn round_up(v: usize, m: usize) -> usize {
     v.div_ceil(m) * m
 }
 
+/// What tiles to cut: a core size and a halo, each `None` for the default (the halo the
+/// model records; cores as large as [`DEFAULT_WINDOW_MAP_BYTES`] allows, balanced so
+/// that windows overlap as little as they can).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tiling {
+    pub tile: Option<usize>,
+    pub halo: Option<usize>,
+}
+
 impl TilePlan {
-    /// Plan tiles of (at most) `tile` x `tile` with `halo` context for an image of
+    /// Plan cores of (at most) `tile` x `tile` with `halo` context for an image of
     /// `height` x `width`; `tile` and `halo` are rounded up to `factor`, and a tile larger
-    /// than the image shrinks to the image (rounded up).
-    pub fn new(height: usize, width: usize, tile: usize, halo: usize, factor: usize) -> Self {
+    /// than the image shrinks to the padded image. Refused: a tile smaller than the halo
+    /// where the image needs more than one tile (each window would compute many times
+    /// the pixels it keeps).
+    pub fn new(
+        height: usize,
+        width: usize,
+        tile: usize,
+        halo: usize,
+        factor: usize,
+    ) -> Result<Self> {
         assert!(
             height > 0 && width > 0 && factor > 0,
             "empty image or zero factor"
         );
         let tile = round_up(tile.max(1), factor);
         let halo = round_up(halo, factor);
-        let core_h = tile.min(round_up(height, factor));
-        let core_w = tile.min(round_up(width, factor));
+        let (ph, pw) = (round_up(height, factor), round_up(width, factor));
+        if tile < halo && (tile < ph || tile < pw) {
+            let window = tile + 2 * halo;
+            return Err(Error::Tiling(format!(
+                "a tile of {tile} px is smaller than the halo of {halo} px: every {window} x \
+                 {window} window would keep only its {tile} x {tile} core ({:.0}x the work); \
+                 use a tile of at least {halo} px (or leave --tile out for the default)",
+                (window * window) as f64 / (tile * tile) as f64
+            )));
+        }
+        Ok(Self::with_cores(
+            height,
+            width,
+            tile.min(ph),
+            tile.min(pw),
+            halo,
+            factor,
+        ))
+    }
+
+    /// The default plan: windows of at most `max_window` x `max_window` pixels (rounded
+    /// down to `factor`), as few per axis as fit, with cores of equal size (so that
+    /// windows overlap as little as they can); an image whose padded size fits is one
+    /// window, the whole image.
+    pub fn fitted(
+        height: usize,
+        width: usize,
+        max_window: usize,
+        halo: usize,
+        factor: usize,
+    ) -> Result<Self> {
+        assert!(
+            height > 0 && width > 0 && factor > 0,
+            "empty image or zero factor"
+        );
+        let halo = round_up(halo, factor);
+        let max_window = max_window / factor * factor;
+        let core = |n: usize| -> Result<usize> {
+            let padded = round_up(n, factor);
+            if padded <= max_window {
+                return Ok(padded);
+            }
+            if max_window < 2 * halo + factor {
+                return Err(Error::Tiling(format!(
+                    "windows of at most {max_window} px cannot hold a halo of {halo} px on \
+                     both sides of a core"
+                )));
+            }
+            let pieces = (1..=padded)
+                .find(|&k| round_up(padded.div_ceil(k), factor) + 2 * halo <= max_window)
+                .expect("one core per factor fits");
+            Ok(round_up(padded.div_ceil(pieces), factor))
+        };
+        Ok(Self::with_cores(
+            height,
+            width,
+            core(height)?,
+            core(width)?,
+            halo,
+            factor,
+        ))
+    }
+
+    fn with_cores(
+        height: usize,
+        width: usize,
+        core_h: usize,
+        core_w: usize,
+        halo: usize,
+        factor: usize,
+    ) -> Self {
+        let (ph, pw) = (round_up(height, factor), round_up(width, factor));
         Self {
             height,
             width,
-            tile,
+            core_h,
+            core_w,
             halo,
             factor,
-            window_h: core_h + 2 * halo,
-            window_w: core_w + 2 * halo,
+            window_h: (core_h + 2 * halo).min(ph),
+            window_w: (core_w + 2 * halo).min(pw),
             rows: height.div_ceil(core_h),
             cols: width.div_ceil(core_w),
         }
@@ -108,18 +211,37 @@ impl TilePlan {
 
     /// Core height and width (every core but the last row's and column's).
     pub fn core_size(&self) -> (usize, usize) {
-        (self.window_h - 2 * self.halo, self.window_w - 2 * self.halo)
+        (self.core_h, self.core_w)
+    }
+
+    /// Height and width of the padded image (rounded up to the factor).
+    pub fn padded_size(&self) -> (usize, usize) {
+        (
+            round_up(self.height, self.factor),
+            round_up(self.width, self.factor),
+        )
+    }
+
+    /// Pixels computed per image pixel (1.0: one window, the whole image).
+    pub fn overhead(&self) -> f64 {
+        (self.rows * self.cols * self.window_h * self.window_w) as f64
+            / (self.height * self.width) as f64
     }
 
     /// Tile at grid position (row, col).
     pub fn tile(&self, row: usize, col: usize) -> Tile {
         let (ch, cw) = self.core_size();
         let (core_y, core_x) = (row * ch, col * cw);
+        let (ph, pw) = self.padded_size();
+        // the core with its halo, moved inside the padded image
+        let place = |core: usize, window: usize, padded: usize| {
+            core.saturating_sub(self.halo).min(padded - window) as isize
+        };
         Tile {
             row,
             col,
-            window_y: core_y as isize - self.halo as isize,
-            window_x: core_x as isize - self.halo as isize,
+            window_y: place(core_y, self.window_h, ph),
+            window_x: place(core_x, self.window_w, pw),
             core_y,
             core_x,
             core_h: ch.min(self.height - core_y),
@@ -137,18 +259,26 @@ impl TilePlan {
         reflect_index(v, n)
     }
 
-    /// Blending weight of window pixel (wy, wx) for `Blend::Linear`: 1 in the core,
-    /// falling linearly to 0 across the halo (never exactly 0 inside the window).
-    pub fn linear_weight(&self, wy: usize, wx: usize) -> f32 {
-        let ramp = |v: usize, n: usize| {
-            let h = self.halo as f32;
+    /// Blending weight of window pixel (wy, wx) of `tile` for `Blend::Linear`: 1 in the
+    /// core, falling linearly towards window edges inside the image over the halo
+    /// (never exactly 0 inside the window); an edge on the padded image's border keeps
+    /// weight 1.
+    pub fn linear_weight(&self, tile: &Tile, wy: usize, wx: usize) -> f32 {
+        let (ph, pw) = self.padded_size();
+        let ramp = |v: usize, origin: isize, n: usize, padded: usize| {
             if self.halo == 0 {
                 return 1.0;
             }
-            let d = (v as f32 + 0.5).min(n as f32 - v as f32 - 0.5);
-            (d / h).min(1.0)
+            let h = self.halo as f32;
+            let low = if origin == 0 { f32::INFINITY } else { v as f32 + 0.5 };
+            let high = if origin as usize + n >= padded {
+                f32::INFINITY
+            } else {
+                n as f32 - v as f32 - 0.5
+            };
+            (low.min(high) / h).min(1.0)
         };
-        ramp(wy, self.window_h) * ramp(wx, self.window_w)
+        ramp(wy, tile.window_y, self.window_h, ph) * ramp(wx, tile.window_x, self.window_w, pw)
     }
 }
 
@@ -429,7 +559,7 @@ pub fn stitch_region(
                 let wx = (x as isize - t.window_x) as usize;
                 let (ry, rx) = (y - region.y0, x - region.x0);
                 if weighted {
-                    let weight = plan.linear_weight(wy, wx);
+                    let weight = plan.linear_weight(t, wy, wx);
                     sums[[ry, rx]] += weight * out[[wy, wx]];
                     weights[[ry, rx]] += weight;
                 } else {
@@ -497,7 +627,7 @@ pub fn stitch<S: RowSource + ?Sized>(
                 for x in x0..x1 {
                     let wx = (x as isize - t.window_x) as usize;
                     if weighted {
-                        let weight = plan.linear_weight(wy, wx);
+                        let weight = plan.linear_weight(&t, wy, wx);
                         s[x] += weight * out[[wy, wx]];
                         wt[x] += weight;
                     } else {
@@ -510,12 +640,12 @@ pub fn stitch<S: RowSource + ?Sized>(
         }
         // rows no later tile touches are final
         let done = match blend {
-            Blend::Crop => ((r + 1) * (plan.window_h - 2 * plan.halo)).min(h),
+            Blend::Crop => ((r + 1) * plan.core_h).min(h),
             Blend::Linear => {
                 if r + 1 == plan.rows {
                     h
                 } else {
-                    (plan.tile(r + 1, 0).window_y.max(0) as usize).min(h)
+                    (plan.tile(r + 1, 0).window_y as usize).min(h)
                 }
             }
         };
@@ -544,10 +674,15 @@ mod tests {
         #[test]
         fn every_pixel_is_owned_by_exactly_one_core(
             h in 1usize..300, w in 1usize..300, tile in 1usize..200, halo in 0usize..40,
-            factor_log in 0u32..5,
+            factor_log in 0u32..5, fitted in any::<bool>(),
         ) {
             let factor = 1usize << factor_log;
-            let plan = TilePlan::new(h, w, tile, halo, factor);
+            let plan = if fitted {
+                TilePlan::fitted(h, w, tile + 2 * halo + factor, halo, factor)
+            } else {
+                TilePlan::new(h, w, tile.max(halo), halo, factor)
+            }.expect("a plan");
+            let (ph, pw) = plan.padded_size();
             let mut owner = vec![0u8; h * w];
             for t in plan.tiles() {
                 prop_assert!(t.core_h > 0 && t.core_w > 0);
@@ -556,12 +691,16 @@ mod tests {
                         owner[y * w + x] += 1;
                     }
                 }
-                // the core lies inside its window, at offset `halo`
-                prop_assert_eq!(t.window_y + plan.halo as isize, t.core_y as isize);
-                prop_assert!(t.core_h <= plan.window_h - 2 * plan.halo);
+                // the core lies inside its window with `halo` of context on each side,
+                // or all the padded image has on that side
+                let (wy, wx) = (t.window_y as usize, t.window_x as usize);
+                prop_assert!(wy <= t.core_y.saturating_sub(plan.halo));
+                prop_assert!(wx <= t.core_x.saturating_sub(plan.halo));
+                prop_assert!(wy + plan.window_h >= (t.core_y + t.core_h + plan.halo).min(ph));
+                prop_assert!(wx + plan.window_w >= (t.core_x + t.core_w + plan.halo).min(pw));
                 // windows are aligned to the down-sampling grid and sized for the network
-                prop_assert_eq!(t.window_y.rem_euclid(factor as isize), 0);
-                prop_assert_eq!(t.window_x.rem_euclid(factor as isize), 0);
+                prop_assert_eq!(wy % factor, 0);
+                prop_assert_eq!(wx % factor, 0);
                 prop_assert_eq!(plan.window_h % factor, 0);
                 prop_assert_eq!(plan.window_w % factor, 0);
             }
@@ -569,47 +708,91 @@ mod tests {
         }
 
         #[test]
-        fn windows_never_read_outside_the_padded_image(
+        fn windows_stay_inside_the_padded_image(
             h in 1usize..300, w in 1usize..300, tile in 1usize..200, halo in 0usize..40,
             factor_log in 0u32..5,
         ) {
             let factor = 1usize << factor_log;
-            let plan = TilePlan::new(h, w, tile, halo, factor);
+            let plan = TilePlan::new(h, w, tile.max(halo), halo, factor).expect("a plan");
+            let (ph, pw) = plan.padded_size();
             for t in plan.tiles() {
-                for wy in [0, plan.window_h - 1] {
-                    let y = TilePlan::source_index(t.window_y + wy as isize, h);
-                    prop_assert!(y < h);
-                }
-                for wx in [0, plan.window_w - 1] {
-                    let x = TilePlan::source_index(t.window_x + wx as isize, w);
-                    prop_assert!(x < w);
-                }
-                // the padded image a window spans: at most halo + factor beyond each edge
-                prop_assert!(t.window_y >= -(plan.halo as isize));
-                prop_assert!(t.window_y + plan.window_h as isize <= (h + plan.halo + plan.tile) as isize);
+                prop_assert!(t.window_y >= 0 && t.window_x >= 0);
+                prop_assert!(t.window_y as usize + plan.window_h <= ph);
+                prop_assert!(t.window_x as usize + plan.window_w <= pw);
+                // only the padding (fewer rows than the factor) is read by reflection
+                prop_assert!(ph - h < factor && pw - w < factor);
+            }
+        }
+
+        /// The default plan: windows within the limit, cores of one size per axis, and
+        /// as few of them as fit.
+        #[test]
+        fn fitted_plans_use_the_fewest_windows_that_fit(
+            h in 1usize..3000, w in 1usize..3000, max_window in 64usize..1200,
+            halo in 0usize..24, factor_log in 0u32..5,
+        ) {
+            let factor = 1usize << factor_log;
+            let plan = TilePlan::fitted(h, w, max_window, halo, factor).expect("a plan");
+            prop_assert!(plan.window_h <= max_window / factor * factor || plan.rows == 1);
+            prop_assert!(plan.window_w <= max_window / factor * factor || plan.cols == 1);
+            if plan.rows > 1 {
+                // one core fewer would not fit
+                let fewer = round_up(round_up(h, factor).div_ceil(plan.rows - 1), factor);
+                prop_assert!(fewer + 2 * plan.halo > max_window / factor * factor);
             }
         }
     }
+
+    #[test]
+    fn fitted_plans_by_hand() {
+        // the whole image when it fits: one window, no halo needed
+        let p = TilePlan::fitted(2048, 1536, 2880, 128, 16).expect("plan");
+        assert_eq!((p.rows, p.cols, p.window_h, p.window_w), (1, 1, 2048, 1536));
+        assert_eq!(p.overhead(), 1.0);
+        // 4096: two cores of 2048 per axis, windows of 2048 + 2 x 128
+        let p = TilePlan::fitted(4096, 4096, 2880, 128, 16).expect("plan");
+        assert_eq!((p.rows, p.core_h, p.window_h), (2, 2048, 2304));
+        assert_eq!(p.tile(0, 0).window_y, 0);
+        assert_eq!(p.tile(1, 1).window_x, 4096 - 2304);
+        assert!((p.overhead() - 4.0 * 2304.0 * 2304.0 / 4096.0 / 4096.0).abs() < 1e-12);
+        // a window limit that cannot hold the halo twice is refused
+        assert!(TilePlan::fitted(4096, 4096, 256, 128, 16).is_err());
+    }
+
+    #[test]
+    fn a_tile_smaller_than_the_halo_is_refused_with_the_numbers() {
+        let e = TilePlan::new(1000, 1000, 16, 128, 16).expect_err("refused");
+        let msg = e.to_string();
+        assert!(msg.contains("16 px") && msg.contains("128 px"), "{msg}");
+        // unless the tile covers the image anyway
+        assert!(TilePlan::new(100, 100, 112, 128, 16).is_ok());
+    }
+
+    #[test]
+    fn windows_are_moved_inside_the_image_by_hand() {
+        // 100 rows, factor 4 (padded 100), tile 40, halo 8: windows of 56 rows
+        let p = TilePlan::new(100, 8, 40, 8, 4).expect("plan");
+        assert_eq!((p.rows, p.window_h), (3, 56));
+        let origins: Vec<isize> = (0..3).map(|r| p.tile(r, 0).window_y).collect();
+        // 0 (not -8), 32, and 44 = 100 - 56 (not 72, which would cross the border)
+        assert_eq!(origins, vec![0, 32, 44]);
+    }
+
 
     fn pattern(h: usize, w: usize) -> Array2<f32> {
         Array2::from_shape_fn((h, w), |(y, x)| ((y * 31 + x * 17) % 97) as f32 / 97.0)
     }
 
-    /// 3x3 mean over the reflected image: the reference computed on the whole image.
-    fn box3_whole(img: &Array2<f32>) -> Array2<f32> {
+    /// The 3x3 filter run on the whole image as one window: the image reflected to the
+    /// padded size (a multiple of `factor`), zero beyond it, cut back to the image.
+    fn box3_whole(img: &Array2<f32>, factor: usize) -> Array2<f32> {
         let (h, w) = img.dim();
-        Array2::from_shape_fn((h, w), |(y, x)| {
-            let mut s = 0.0;
-            for dy in -1isize..=1 {
-                for dx in -1isize..=1 {
-                    s += img[[
-                        reflect_index(y as isize + dy, h),
-                        reflect_index(x as isize + dx, w),
-                    ]];
-                }
-            }
-            s / 9.0
-        })
+        let padded = Array2::from_shape_fn((round_up(h, factor), round_up(w, factor)), |(y, x)| {
+            img[[reflect_index(y as isize, h), reflect_index(x as isize, w)]]
+        });
+        box3_window(padded.view())
+            .slice(ndarray::s![..h, ..w])
+            .to_owned()
     }
 
     /// The same filter inside one window (zero outside it, as a network's padding).
@@ -671,7 +854,7 @@ mod tests {
             factor_log in 0u32..4, linear in any::<bool>(),
         ) {
             let factor = 1usize << factor_log;
-            let plan = TilePlan::new(h, w, tile, halo, factor);
+            let plan = TilePlan::new(h, w, tile.max(halo), halo, factor).expect("plan");
             let img = pattern(h, w);
             let blend = if linear { Blend::Linear } else { Blend::Crop };
             let (out, tiles, read) = run_stitch(&img, &plan, blend, |win| win.mapv(|v| 2.0 * v + 1.0));
@@ -679,7 +862,7 @@ mod tests {
             prop_assert_eq!(read, h);
             // crop writes each pixel once: exact; linear sums the weighted outputs of up
             // to k x k overlapping windows in f32: rounding grows with k^2
-            let core = (plan.window_h - 2 * plan.halo) as f32;
+            let core = plan.core_h as f32;
             let k = plan.window_h as f32 / core + 1.0;
             let tol = if linear { 1e-6 * k * k } else { 0.0 };
             for (o, i) in out.iter().zip(img.iter()) {
@@ -691,22 +874,24 @@ mod tests {
             for b in 0..plan.rows {
                 cache.load_band(b, &mut src).expect("load");
             }
-            let core = plan.window_h - 2 * plan.halo;
+            let core = plan.core_h;
             prop_assert!(cache.peak_rows <= plan.window_h + core,
                 "{} rows cached, window {} + tile {}", cache.peak_rows, plan.window_h, core);
         }
 
         /// A 3x3 filter (receptive radius 1) tiled with a halo of at least 1 equals the
-        /// filter over the whole reflected image.
+        /// filter run on the whole image as one window (zero beyond the padded image),
+        /// with either blend: windows moved inside the image see the border as it is.
         #[test]
         fn a_halo_covering_the_receptive_radius_is_seam_free(
             h in 2usize..90, w in 2usize..90, tile in 1usize..40, halo in 1usize..12,
-            factor_log in 0u32..3,
+            factor_log in 0u32..3, linear in any::<bool>(),
         ) {
-            let plan = TilePlan::new(h, w, tile, halo, 1usize << factor_log);
+            let factor = 1usize << factor_log;
+            let plan = TilePlan::new(h, w, tile.max(halo), halo, factor).expect("plan");
             let img = pattern(h, w);
-            let (out, _, _) = run_stitch(&img, &plan, Blend::Crop, box3_window);
-            let whole = box3_whole(&img);
+            let (out, _, _) = run_stitch(&img, &plan, if linear { Blend::Linear } else { Blend::Crop }, box3_window);
+            let whole = box3_whole(&img, factor);
             for (o, r) in out.iter().zip(whole.iter()) {
                 prop_assert!((o - r).abs() < 1e-5, "{} vs {}", o, r);
             }
@@ -716,9 +901,9 @@ mod tests {
     #[test]
     fn without_a_halo_the_box_filter_shows_seams() {
         let img = pattern(64, 64);
-        let plan = TilePlan::new(64, 64, 16, 0, 1);
+        let plan = TilePlan::new(64, 64, 16, 0, 1).expect("plan");
         let (out, _, _) = run_stitch(&img, &plan, Blend::Crop, box3_window);
-        let whole = box3_whole(&img);
+        let whole = box3_whole(&img, 1);
         let worst = out
             .iter()
             .zip(whole.iter())
@@ -738,9 +923,10 @@ mod tests {
 
     #[test]
     fn small_image_is_one_tile() {
-        let p = TilePlan::new(30, 20, 512, 8, 16);
+        let p = TilePlan::new(30, 20, 512, 8, 16).expect("plan");
         assert_eq!((p.rows, p.cols), (1, 1));
-        assert_eq!((p.window_h, p.window_w), (32 + 32, 32 + 32));
+        // the whole padded image, no mirrored halo around it
+        assert_eq!((p.window_h, p.window_w), (32, 32));
         assert_eq!(p.halo, 16);
     }
 
@@ -757,7 +943,7 @@ mod tests {
             a in 0.0f64..1.0, b in 0.0f64..1.0, c in 0.0f64..1.0, d in 0.0f64..1.0,
         ) {
             let factor = 1usize << factor_log;
-            let plan = TilePlan::new(h, w, tile, halo, factor);
+            let plan = TilePlan::new(h, w, tile.max(halo), halo, factor).expect("plan");
             let img = pattern(h, w);
             let blend = if linear { Blend::Linear } else { Blend::Crop };
             let (whole, _, _) = run_stitch(&img, &plan, blend, box3_window);

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::io::zarr::{ZarrImage, ZarrOutput};
 use crate::onnx::{IntensityStats, Normalisation};
-use crate::tiling::Region;
+use crate::tiling::{Region, TilePlan};
 
 /// Shard `index` of `count` (0-based: a Slurm array's `$SLURM_ARRAY_TASK_ID`, a
 /// Kubernetes Indexed Job's `$JOB_COMPLETION_INDEX`).
@@ -225,7 +225,13 @@ fn io_err(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> E
 
 /// The run record `.skipseg/run.json`: what must be equal for two workers to share an
 /// output (the shard count is not in it: a run may be resumed with another N).
-fn run_record(seg: &Segmenter, input: &ZarrImage, opts: &VolumeOptions, grid: &BlockGrid) -> Value {
+fn run_record(
+    seg: &Segmenter,
+    input: &ZarrImage,
+    opts: &VolumeOptions,
+    plan: &TilePlan,
+    grid: &BlockGrid,
+) -> Value {
     let how = &opts.inference;
     json!({
         "model": seg.source_name(),
@@ -234,8 +240,8 @@ fn run_record(seg: &Segmenter, input: &ZarrImage, opts: &VolumeOptions, grid: &B
         "input_array": input.array_path,
         "shape": input.shape,
         "chunks": input.chunks,
-        "tile": how.plan.tile,
-        "halo": how.plan.halo,
+        "tile": [plan.core_h, plan.core_w],
+        "halo": plan.halo,
         "blend": format!("{:?}", how.blend),
         "averaging": format!("{:?}", how.averaging),
         "monte_carlo": how.monte_carlo.map(|m| json!({"samples": m.samples, "seed": m.seed})),
@@ -402,19 +408,15 @@ pub fn segment_volume(
     let started = std::time::Instant::now();
     let how = &opts.inference;
     let (h, w) = (input.height(), input.width());
-    assert_eq!(
-        (how.plan.height, how.plan.width),
-        (h, w),
-        "the tile plan is for the input's slices"
-    );
-    let grid = BlockGrid::new(&input.shape, &input.chunks, how.plan.core_size());
-    let record = run_record(seg, input, opts, &grid);
+    let plan = seg.tile_plan(&how.tiling, h, w)?;
+    let grid = BlockGrid::new(&input.shape, &input.chunks, plan.core_size());
+    let record = run_record(seg, input, opts, &plan, &grid);
     let state = claim_output(output, &record)?;
     let provenance = json!({
         "model": seg.source_name(),
         "input": input.root.display().to_string(),
-        "tile": how.plan.tile,
-        "halo": how.plan.halo,
+        "tile": [plan.core_h, plan.core_w],
+        "halo": plan.halo,
         "averaging": format!("{:?}", how.averaging),
         "version": env!("CARGO_PKG_VERSION"),
     });
@@ -431,7 +433,7 @@ pub fn segment_volume(
     let tiles_of = |b: usize| {
         let block = grid.block(b);
         (grid.slices_of(&block.lead_chunk).len()
-            * how.plan.tiles_reaching(how.blend, &block.region).len()) as u64
+            * plan.tiles_reaching(how.blend, &block.region).len()) as u64
     };
     let total: u64 = todo.iter().map(|&b| tiles_of(b)).sum();
     let mut tiles_done = 0u64;
@@ -463,7 +465,12 @@ pub fn segment_volume(
                 Some(n) => *n,
                 None => {
                     let stats = if per_image {
-                        slice_stats(input, s)?
+                        let stats = slice_stats(input, s)?;
+                        crate::engine::require_finite_pixels(
+                            &stats,
+                            &format!("{} slice {s}", input.root.display()),
+                        )?;
+                        stats
                     } else {
                         IntensityStats::default()
                     };
@@ -474,6 +481,7 @@ pub fn segment_volume(
             };
             let prob = segment_region(
                 seg,
+                &plan,
                 &mut |r| input.read_rect(s, r),
                 norm,
                 how,

@@ -457,3 +457,43 @@ fn a_model_that_makes_the_engine_panic() {
     assert_refused(&o, &["panics.onnx", "engine failed"]);
     assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));
 }
+
+/// A float image without a single finite pixel has nothing to segment: refused with
+/// exit 2 and a line naming it, no output written, and the pages before it in the
+/// same run keep their outputs.
+#[test]
+fn an_all_nan_image_is_refused() {
+    let dir = tmp("all-nan");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).expect("dir");
+    std::fs::copy(slice(), input.join("a_good.png")).expect("copy");
+    let path = input.join("b_blank.tif");
+    let file = std::fs::File::create(&path).expect("create");
+    let mut enc = tiff::encoder::TiffEncoder::new(file).expect("tiff");
+    enc.write_image::<tiff::encoder::colortype::Gray32Float>(64, 48, &vec![f32::NAN; 64 * 48])
+        .expect("write tiff");
+    let out = dir.join("out");
+    let o = predict(&input, &out, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("b_blank.tif") && err.contains("no finite pixel"),
+        "{err}"
+    );
+    assert_eq!(files_in(&out), vec!["a_good.png".to_string()]);
+}
+
+/// A tile much smaller than the halo would compute many times the pixels it keeps:
+/// refused with the numbers, before anything is written.
+#[test]
+fn a_tile_smaller_than_the_halo_is_refused() {
+    let out = tmp("tile-below-halo").join("out");
+    let o = predict(&slice(), &out, &["--tile", "16", "--halo", "128"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("tile of 16 px") && err.contains("halo of 128 px"),
+        "{err}"
+    );
+    assert!(files_in(&out).is_empty());
+}

@@ -116,7 +116,7 @@ fn eval_of_labels_against_themselves_is_perfect() {
 /// same probabilities as in-memory tiled inference through the library.
 #[test]
 fn float_tiff_output_equals_in_memory_inference() {
-    use skipseg_runtime::tiling::{Blend, TilePlan};
+    use skipseg_runtime::tiling::{Blend, Tiling};
     let out = tmp("predict-float");
     let input = root().join("data/isbi2012/test/images/03.png");
     let o = bin()
@@ -133,10 +133,12 @@ fn float_tiff_output_equals_in_memory_inference() {
     let seg = skipseg_runtime::Segmenter::from_path(&root().join("models/isbi-small-bce.onnx"))
         .expect("model");
     let image = skipseg_runtime::io::read_slices(&input).expect("input");
-    let (h, w) = image[0].pixels.dim();
     // the library with what the model records as its defaults (averaging included)
     let how = skipseg_runtime::Inference {
-        plan: TilePlan::new(h, w, 200, 40, seg.meta().arch.down_factor()),
+        tiling: Tiling {
+            tile: Some(200),
+            halo: Some(40),
+        },
         blend: Blend::Crop,
         averaging: seg.meta().inference.averaging,
         monte_carlo: None,

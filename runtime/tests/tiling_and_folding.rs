@@ -4,7 +4,7 @@
 
 use ndarray::Array2;
 use skipseg_runtime::onnx::{self, op_histogram};
-use skipseg_runtime::tiling::{Blend, TilePlan};
+use skipseg_runtime::tiling::{Blend, Tiling};
 use skipseg_runtime::{Options, Segmenter, npy, segment_image};
 
 mod common;
@@ -79,26 +79,31 @@ fn random_image(h: usize, w: usize, seed: u64) -> Array2<f32> {
     })
 }
 
+/// Tiles whose windows are moved inside the image and carry a halo of the receptive
+/// radius equal the whole image run as one window (computed without the tiler) to
+/// float rounding: every core pixel sees all the context it would in one window, and
+/// the network's own zero padding at the image border.
 #[test]
 fn tiles_with_receptive_halo_equal_whole_image() {
     for dir in fixtures() {
         let seg = Segmenter::from_path(&dir.join("model.onnx")).expect("loads");
         let arch = &seg.meta().arch;
         let (factor, radius) = (arch.down_factor(), arch.plan().receptive_radius());
-        for (h, w) in [(75, 61), (40, 97)] {
+        let halo = radius.div_ceil(factor) * factor;
+        // large enough for windows (tile + 2 halo) smaller than the image; sides that are
+        // and are not multiples of the factor
+        for (h, w) in [(5 * halo + 11, 4 * halo + 3), (4 * halo, 6 * halo)] {
             let img = random_image(h, w, (h * w) as u64);
-            let whole = segment_image(
-                &seg,
-                img.view(),
-                &TilePlan::new(h, w, 1 << 12, radius, factor),
-                Blend::Crop,
-            )
-            .expect("whole");
-            for tile in [factor, 3 * factor, 24] {
-                let plan = TilePlan::new(h, w, tile, radius, factor);
-                assert!(plan.rows * plan.cols > 1);
-                let tiled = segment_image(&seg, img.view(), &plan, Blend::Crop).expect("tiled");
-                let d = max_abs(whole.as_slice().expect("c"), tiled.as_slice().expect("c"));
+            let whole = common::one_window(&seg, &img);
+            for tile in [halo, halo + 2 * factor] {
+                let tiling = Tiling {
+                    tile: Some(tile),
+                    halo: Some(radius),
+                };
+                let plan = seg.tile_plan(&tiling, h, w).expect("plan");
+                assert!(plan.rows * plan.cols > 1 && plan.window_h < h);
+                let tiled = segment_image(&seg, img.view(), tiling, Blend::Crop).expect("tiled");
+                let d = max_abs(whole.iter(), tiled.iter());
                 assert!(
                     d <= 1e-5,
                     "{}: tile {tile} differs from whole-image by {d}",
@@ -106,8 +111,9 @@ fn tiles_with_receptive_halo_equal_whole_image() {
                 );
                 // linear blending mixes in halo pixels, which see the window edge: close
                 // to, but not exactly, the whole-image result
-                let linear = segment_image(&seg, img.view(), &plan, Blend::Linear).expect("linear");
-                let d = max_abs(whole.as_slice().expect("c"), linear.as_slice().expect("c"));
+                let linear =
+                    segment_image(&seg, img.view(), tiling, Blend::Linear).expect("linear");
+                let d = max_abs(whole.iter(), linear.iter());
                 assert!(
                     d <= 0.1,
                     "{}: linear blend far from whole-image ({d})",
@@ -115,9 +121,12 @@ fn tiles_with_receptive_halo_equal_whole_image() {
                 );
             }
             // a halo far below the radius shows seams: the equality above can fail
-            let plan = TilePlan::new(h, w, factor, 0, factor);
-            let tiled = segment_image(&seg, img.view(), &plan, Blend::Crop).expect("tiled");
-            let d = max_abs(whole.as_slice().expect("c"), tiled.as_slice().expect("c"));
+            let tiling = Tiling {
+                tile: Some(factor),
+                halo: Some(0),
+            };
+            let tiled = segment_image(&seg, img.view(), tiling, Blend::Crop).expect("tiled");
+            let d = max_abs(whole.iter(), tiled.iter());
             assert!(d > 1e-3, "{}: no halo yet no seams ({d})", dir.display());
         }
     }
@@ -136,9 +145,12 @@ fn dihedral_averaging_equals_averaging_by_hand() {
     let img = Array2::from_shape_fn((h, w), |(y, x)| {
         (((y * 37 + x * 11) % 29) as f32 / 29.0 + (y as f32 / h as f32)) / 2.0
     });
-    let plan = |h, w| TilePlan::new(h, w, 4096, 2 * factor, factor);
+    let whole = Tiling {
+        tile: Some(4096),
+        halo: Some(2 * factor),
+    };
     let how = Inference {
-        plan: plan(h, w),
+        tiling: whole,
         blend: Blend::Crop,
         averaging: Averaging::Dihedral,
         monte_carlo: None,
@@ -147,12 +159,11 @@ fn dihedral_averaging_equals_averaging_by_hand() {
     let mut by_hand = Array2::<f32>::zeros((h, w));
     for t in Averaging::Dihedral.symmetries() {
         let seen = t.apply(img.view());
-        let (sh, sw) = seen.dim();
-        let out = segment_image(&seg, seen.view(), &plan(sh, sw), Blend::Crop).expect("run");
+        let out = segment_image(&seg, seen.view(), whole, Blend::Crop).expect("run");
         by_hand = by_hand + t.undo(out.view());
     }
     by_hand.mapv_inplace(|v| v / 8.0);
-    let single = segment_image(&seg, img.view(), &plan(h, w), Blend::Crop).expect("single");
+    let single = segment_image(&seg, img.view(), whole, Blend::Crop).expect("single");
     let diff = max_abs(
         averaged.as_slice().expect("std"),
         by_hand.as_slice().expect("std"),

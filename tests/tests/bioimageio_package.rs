@@ -51,9 +51,12 @@ fn the_package_passes_bioimageio_core_and_loads_as_a_model() {
         Segmenter::from_proto(pkg.model.clone(), &pkg.declared.source_name).expect("load");
     package::check_package_model(&pkg.declared, &from_pkg).expect("consistent");
     let crop = sample.slice(ndarray::s![..200, ..300]).to_owned();
-    let plan = tiling::TilePlan::new(200, 300, 128, 32, 16);
-    let a = segment_image(&seg, crop.view(), &plan, tiling::Blend::Crop).expect("onnx");
-    let b = segment_image(&from_pkg, crop.view(), &plan, tiling::Blend::Crop).expect("package");
+    let tiles = tiling::Tiling {
+        tile: Some(128),
+        halo: Some(32),
+    };
+    let a = segment_image(&seg, crop.view(), tiles, tiling::Blend::Crop).expect("onnx");
+    let b = segment_image(&from_pkg, crop.view(), tiles, tiling::Blend::Crop).expect("package");
     assert!(
         a == b,
         "the package segments differently from the ONNX file"

@@ -16,7 +16,7 @@ use ndarray::{Array2, Array4, ArrayD};
 use skipseg_parity::{level, max_abs_diff};
 use skipseg_runtime::arch::{ArchSpec, BlockKind};
 use skipseg_runtime::passes::dropout::{MaskRng, mask_sites, sample_mask};
-use skipseg_runtime::tiling::{Blend, TilePlan};
+use skipseg_runtime::tiling::{Blend, Tiling};
 use skipseg_runtime::{Averaging, Inference, MonteCarlo, Options, Preprocessing, Segmenter};
 use skipseg_train::backend::{Cpu, CpuTrain};
 use skipseg_train::model::ResFcn;
@@ -240,7 +240,10 @@ fn a_seed_fixes_the_map_and_threads_do_not_matter() {
         )
         .expect("loads");
         let how = Inference {
-            plan: TilePlan::new(70, 90, 32, 16, spec.down_factor()),
+            tiling: Tiling {
+                tile: Some(32),
+                halo: Some(16),
+            },
             blend: Blend::Crop,
             averaging: Averaging::Flips,
             monte_carlo: mc,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use skipseg_parity::{oracle_python, run_oracle, workspace_root};
 use skipseg_runtime::io::zarr::ZarrImage;
-use skipseg_runtime::tiling::{Blend, TilePlan};
+use skipseg_runtime::tiling::{Blend, Tiling};
 use skipseg_runtime::volume::{Shard, VolumeOptions, segment_volume};
 use skipseg_runtime::{Averaging, Inference, Segmenter, io};
 
@@ -18,9 +18,12 @@ fn model() -> Segmenter {
     Segmenter::from_path(&workspace_root().join("models/isbi-small-bce.onnx")).expect("model")
 }
 
-fn inference(h: usize, w: usize, blend: Blend, seg: &Segmenter) -> Inference {
+fn inference(blend: Blend) -> Inference {
     Inference {
-        plan: TilePlan::new(h, w, 64, 32, seg.meta().arch.down_factor()),
+        tiling: Tiling {
+            tile: Some(64),
+            halo: Some(32),
+        },
         blend,
         averaging: Averaging::None,
         monte_carlo: None,
@@ -31,7 +34,7 @@ fn inference(h: usize, w: usize, blend: Blend, seg: &Segmenter) -> Inference {
 fn through_files(seg: &Segmenter, file: &Path, blend: Blend) -> Vec<Vec<f32>> {
     let page = io::list_pages(file).expect("pages").remove(0);
     let stats = skipseg_runtime::intensity_stats(&mut page.open().expect("open")).expect("stats");
-    let how = inference(page.height, page.width, blend, seg);
+    let how = inference(blend);
     let mut rows = Vec::new();
     skipseg_runtime::segment_tiled(
         seg,
@@ -54,7 +57,7 @@ fn check(python: &Path, dir: &Path, name: &str, files: &[&str], float: bool, ble
     let out = dir.join(format!("{name}-{float}-{blend:?}.out.zarr"));
     let _ = std::fs::remove_dir_all(&out);
     let opts = VolumeOptions {
-        inference: inference(input.height(), input.width(), blend, &seg),
+        inference: inference(blend),
         float,
         shard: Shard::ALL,
     };

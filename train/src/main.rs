@@ -231,7 +231,10 @@ fn run(cli: Cli) -> Result<()> {
             averaging,
         } => {
             let cfg = training::read_config(&run)?;
-            let inference = skipseg_runtime::onnx::InferenceDefaults { averaging };
+            let inference = skipseg_runtime::onnx::InferenceDefaults {
+                averaging,
+                ..Default::default()
+            };
             training::export_best::<Cpu>(
                 &cfg,
                 &run,

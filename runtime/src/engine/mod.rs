@@ -10,13 +10,21 @@ use std::sync::{Arc, Mutex};
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, ArrayViewD, Axis, Ix4};
 use tract_onnx::prelude::*;
 
+pub mod bench;
+pub mod halo;
 pub mod ops;
+
+pub use halo::{
+    HALO_TOLERANCE, HALO_TOLERANCE_TEXT, HaloMeasurement, HaloTrial, measure_halo, whole_image,
+};
 
 use crate::error::{Error, Result};
 pub use crate::onnx::Averaging;
 use crate::onnx::{self, IntensityStats, ModelMeta, Normalisation, pb};
 use crate::passes::dropout::{MaskRng, MaskSite};
-use crate::tiling::{self, ArrayRows, Blend, Region, RowSink, RowSource, Tile, TilePlan};
+use crate::tiling::{
+    self, ArrayRows, Blend, Region, RowSink, RowSource, Tile, TilePlan, Tiling,
+};
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -37,6 +45,9 @@ pub struct Segmenter {
     executor: Option<tract_linalg::multithread::Executor>,
     /// The dropout mask inputs (graph inputs 1..), when kept for Monte-Carlo sampling.
     masks: Vec<MaskSite>,
+    /// What window sizes must be multiples of: the down-sampling factor, or the size
+    /// step a bioimage.io package declares.
+    size_step: usize,
 }
 
 /// How a [`Segmenter`] prepares and runs its model.
@@ -149,16 +160,62 @@ impl Segmenter {
         if let Some(graph) = proto.graph.as_mut() {
             onnx::name_nodes_uniquely(graph);
         }
+        let size_step = meta.arch.down_factor();
         Ok(Self {
             source_name: source_name.to_string(),
             proto,
             meta,
+            size_step,
             plans: Mutex::new(Vec::new()),
             executor: (options.threads > 1)
                 .then(|| thread_pool(options.threads))
                 .transpose()?,
             masks,
         })
+    }
+
+    /// Make window sizes multiples of `step` (a multiple of the down-sampling factor, as
+    /// a bioimage.io package may declare); a step the network cannot take is ignored.
+    pub fn set_size_step(&mut self, step: usize) {
+        let factor = self.meta.arch.down_factor();
+        if step >= factor && step.is_multiple_of(factor) {
+            self.size_step = step;
+        }
+    }
+
+    /// What window sizes are multiples of ([`Self::set_size_step`]).
+    pub fn size_step(&self) -> usize {
+        self.size_step
+    }
+
+    /// The halo of default tiling: the one the model records (measured by
+    /// [`measure_halo`]), else [`tiling::FALLBACK_HALO`].
+    pub fn default_halo(&self) -> usize {
+        self.meta.inference.halo.unwrap_or(tiling::FALLBACK_HALO)
+    }
+
+    /// The largest window side of default tiling: the widest activation map of the
+    /// network stays within [`tiling::DEFAULT_WINDOW_MAP_BYTES`].
+    pub fn default_max_window(&self) -> usize {
+        let bytes_per_pixel = self.meta.arch.plan().widest_map_bytes_per_pixel().max(1);
+        let pixels = tiling::DEFAULT_WINDOW_MAP_BYTES / bytes_per_pixel;
+        ((pixels as f64).sqrt() as usize).max(self.size_step)
+    }
+
+    /// The tiles for an image of `height` x `width`: `tiling`'s tile and halo, or the
+    /// defaults ([`Self::default_halo`]; cores fitted to [`Self::default_max_window`]).
+    pub fn tile_plan(&self, tiling: &Tiling, height: usize, width: usize) -> Result<TilePlan> {
+        let halo = tiling.halo.unwrap_or_else(|| self.default_halo());
+        match tiling.tile {
+            Some(tile) => TilePlan::new(height, width, tile, halo, self.size_step),
+            None => TilePlan::fitted(
+                height,
+                width,
+                self.default_max_window(),
+                halo,
+                self.size_step,
+            ),
+        }
     }
 
     /// The dropout mask inputs kept for Monte-Carlo sampling (empty: the model has no
@@ -596,16 +653,37 @@ impl Averaging {
 
 const FLIPS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
 
-/// How an image is run through the network: its tiles, how they are blended, and the
-/// test-time averaging of each window.
+/// How an image is run through the network: its tiles (the plan for each image is made
+/// by [`Segmenter::tile_plan`]), how they are blended, and the test-time averaging of
+/// each window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Inference {
-    pub plan: TilePlan,
+    pub tiling: Tiling,
     pub blend: Blend,
     pub averaging: Averaging,
     /// Monte-Carlo dropout (needs a model with dropout loaded with
     /// [`Options::monte_carlo_dropout`]); `None` or 0 samples: the deterministic model.
     pub monte_carlo: Option<MonteCarlo>,
+}
+
+impl Inference {
+    /// One pass per window, default tiles, crop blending: the model's network as it is.
+    pub fn one_pass() -> Self {
+        Self {
+            tiling: Tiling::default(),
+            blend: Blend::Crop,
+            averaging: Averaging::None,
+            monte_carlo: None,
+        }
+    }
+
+    /// The model's defaults: default tiles, crop blending, the averaging it records.
+    pub fn model_default(seg: &Segmenter) -> Self {
+        Self {
+            averaging: seg.meta().inference.averaging,
+            ..Self::one_pass()
+        }
+    }
 }
 
 /// The intensity statistics of an image read row by row (the first of two passes over a
@@ -619,6 +697,19 @@ pub fn intensity_stats(source: &mut dyn RowSource) -> Result<IntensityStats> {
         stats.add(&row);
     }
     Ok(stats)
+}
+
+/// Refuse an image without a single finite pixel (all NaN or infinite): there is
+/// nothing to segment, and its statistics would be undefined. `name` names the image.
+pub fn require_finite_pixels(stats: &IntensityStats, name: &str) -> Result<()> {
+    if stats.count() == 0 {
+        return Err(Error::Input {
+            name: name.to_string(),
+            reason: "no finite pixel (every value is NaN or infinite): nothing to segment"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Tiled inference over an image of any size (see [`crate::tiling`]): `source` yields
@@ -636,10 +727,11 @@ pub fn segment_tiled(
     on_tile: &mut dyn FnMut(),
     emit_row: &mut RowSink<'_>,
 ) -> Result<()> {
-    let mut run_window = window_runner(seg, norm, how)?;
+    let plan = seg.tile_plan(&how.tiling, source.height(), source.width())?;
+    let mut run_window = window_runner(seg, norm, how, &plan)?;
     tiling::stitch(
         source,
-        &how.plan,
+        &plan,
         how.blend,
         &mut run_window,
         on_tile,
@@ -650,17 +742,19 @@ pub fn segment_tiled(
 /// Tiled inference over one rectangle of an image (see [`tiling::stitch_region`]):
 /// bit-identical to the same pixels of [`segment_tiled`] over the whole image (same
 /// windows, same blending, same Monte-Carlo masks), reading only the pixels its tiles
-/// need through `read`. `norm` must come from the whole image's statistics.
+/// need through `read`. `norm` must come from the whole image's statistics, `plan` is
+/// the whole image's ([`Segmenter::tile_plan`]).
 pub fn segment_region(
     seg: &Segmenter,
+    plan: &TilePlan,
     read: &mut dyn FnMut(&Region) -> Result<Array2<f32>>,
     norm: Normalisation,
     how: &Inference,
     region: &Region,
     on_tile: &mut dyn FnMut(),
 ) -> Result<Array2<f32>> {
-    let mut run_window = window_runner(seg, norm, how)?;
-    tiling::stitch_region(&how.plan, how.blend, region, read, &mut run_window, on_tile)
+    let mut run_window = window_runner(seg, norm, how, plan)?;
+    tiling::stitch_region(plan, how.blend, region, read, &mut run_window, on_tile)
 }
 
 /// The network over one window: normalisation, test-time averaging and Monte-Carlo
@@ -670,6 +764,7 @@ fn window_runner<'a>(
     seg: &'a Segmenter,
     norm: Normalisation,
     how: &Inference,
+    plan: &TilePlan,
 ) -> Result<impl FnMut(&Tile, ArrayView2<'_, f32>) -> Result<Array2<f32>> + 'a> {
     let channels = seg.meta().arch.in_channels;
     let symmetries = how.averaging.symmetries();
@@ -686,7 +781,7 @@ fn window_runner<'a>(
             },
         });
     }
-    let cols = how.plan.cols as u64;
+    let cols = plan.cols as u64;
     Ok(
         move |tile: &Tile, window: ArrayView2<'_, f32>| -> Result<Array2<f32>> {
             // the tile's place in reading order
@@ -734,21 +829,20 @@ fn window_runner<'a>(
     )
 }
 
-/// [`segment_image_with`] without test-time averaging.
+/// [`segment_image_with`] without test-time averaging, with explicit tiles.
 pub fn segment_image(
     seg: &Segmenter,
     image: ArrayView2<'_, f32>,
-    plan: &TilePlan,
+    tiling: Tiling,
     blend: Blend,
 ) -> Result<Array2<f32>> {
     segment_image_with(
         seg,
         image,
         &Inference {
-            plan: *plan,
+            tiling,
             blend,
-            averaging: Averaging::None,
-            monte_carlo: None,
+            ..Inference::one_pass()
         },
     )
 }

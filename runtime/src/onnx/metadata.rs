@@ -211,6 +211,12 @@ impl std::str::FromStr for Averaging {
 pub struct InferenceDefaults {
     #[serde(default)]
     pub averaging: Averaging,
+    /// The smallest halo (pixels) at which tiled output equals the whole image run as one
+    /// window within 1/255 on a reference image, measured by `segment-run tune-halo`
+    /// ([`crate::engine::measure_halo`]); the default halo of tiled inference. `None`:
+    /// not measured (tiling then uses [`crate::tiling::FALLBACK_HALO`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halo: Option<usize>,
 }
 
 /// What the runtime needs to know about a skipseg model beyond its graph.
@@ -303,7 +309,10 @@ mod tests {
             )
             .expect("arch"),
             preprocessing: prep,
-            inference: InferenceDefaults { averaging },
+            inference: InferenceDefaults {
+                averaging,
+                halo: None,
+            },
         }
     }
 

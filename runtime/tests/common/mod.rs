@@ -67,3 +67,29 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// The whole image as one network run, without the tiler: the image reflected to the
+/// next multiple of the down-sampling factor (numpy's "reflect"), normalised with its
+/// own statistics as the model says, run once, cut back. The reference tiled inference
+/// must equal.
+#[allow(dead_code)]
+pub fn one_window(
+    seg: &skipseg_runtime::Segmenter,
+    img: &ndarray::Array2<f32>,
+) -> ndarray::Array2<f32> {
+    let (h, w) = img.dim();
+    let f = seg.meta().arch.down_factor();
+    let reflect = |v: usize, n: usize| if v < n { v } else { 2 * (n - 1) - v };
+    let norm = seg
+        .meta()
+        .preprocessing
+        .for_image(&skipseg_runtime::IntensityStats::of(img.iter()));
+    let (ph, pw) = (h.div_ceil(f) * f, w.div_ceil(f) * f);
+    let c = seg.meta().arch.in_channels;
+    let input = ndarray::Array4::from_shape_fn((1, c, ph, pw), |(_, _, y, x)| {
+        let v = img[[reflect(y, h), reflect(x, w)]];
+        if v.is_finite() { norm.apply(v) } else { 0.0 }
+    });
+    let out = seg.run(input.view().into_dyn()).expect("one window");
+    out.slice(ndarray::s![0, 0, ..h, ..w]).to_owned()
+}

@@ -1,0 +1,71 @@
+//! Timing the engine on one window (`segment-run bench`): start-up and the median of
+//! repeated runs on a deterministic input, optionally tract's per-node profile.
+
+use std::time::Instant;
+
+use ndarray::Array4;
+
+use super::{Profile, Segmenter};
+use crate::error::Result;
+
+/// What [`time_window`] measured (seconds).
+#[derive(Debug, Clone)]
+pub struct WindowTiming {
+    pub size: usize,
+    /// Compiling tract's plan for the size.
+    pub optimise: f64,
+    pub first_run: f64,
+    /// Every timed run, in order.
+    pub runs: Vec<f64>,
+    pub median: f64,
+    /// FLOPs of one window (2 per multiply-accumulate).
+    pub flops: f64,
+    pub profile: Option<Profile>,
+}
+
+/// Time `seg` on a `size` x `size` window: the plan's compilation, a first run, one more
+/// warm-up, then `repeats` timed runs; with `profile`, tract's per-node times too.
+pub fn time_window(
+    seg: &Segmenter,
+    size: usize,
+    repeats: usize,
+    profile: bool,
+) -> Result<WindowTiming> {
+    let repeats = repeats.max(1);
+    let channels = seg.meta().arch.in_channels;
+    seg.check_input_shape(&[1, channels, size, size])?;
+    let input = Array4::from_shape_fn((1, channels, size, size), |(_, c, y, x)| {
+        // deterministic standardised-looking texture; speed does not depend on values
+        (((y * 31 + x * 17 + c * 7) % 97) as f32 / 48.0 - 1.0) * 1.7
+    })
+    .into_dyn();
+    let t = Instant::now();
+    seg.plan_ops(size, size)?;
+    let optimise = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    seg.run(input.view())?;
+    let first_run = t.elapsed().as_secs_f64();
+    seg.run(input.view())?; // second warm-up
+    let mut runs = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        seg.run(input.view())?;
+        runs.push(t.elapsed().as_secs_f64());
+    }
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let flops = seg.meta().arch.plan().cost(size, size).flops() as f64;
+    let profile = profile
+        .then(|| seg.profile(input.view(), repeats))
+        .transpose()?;
+    Ok(WindowTiming {
+        size,
+        optimise,
+        first_run,
+        runs,
+        median,
+        flops,
+        profile,
+    })
+}
