@@ -16,7 +16,9 @@ cargo build --release -q -p skipseg-runtime --bin segment-run --example syntheti
 work=target/bench/memory
 mkdir -p "$work"
 threads=${THREADS:-2}
-echo "| image | tiles (512 + halo 64) | input PNG | wall s | MP/s | peak RSS (MiB) | RSS / smallest |"
+# EXTRA: more predict options, e.g. EXTRA="--tta none"
+EXTRA_TEXT=${EXTRA:+, $EXTRA}
+echo "| image | tiles (default) | input PNG | wall s | MP/s | peak RSS (MiB) | RSS / smallest |"
 echo "|---|---|---|---|---|---|---|"
 first=""
 for n in "${sizes[@]}"; do
@@ -24,7 +26,7 @@ for n in "${sizes[@]}"; do
   [ -f "$img" ] || target/release/examples/synthetic_image "$img" "$n" > /dev/null
   rm -rf "$work/out"
   /usr/bin/time -v -o "$work/time-$n.txt" target/release/segment-run predict "$img" \
-    -o "$work/out" --threads "$threads" > "$work/summary-$n.txt"
+    -o "$work/out" --threads "$threads" ${EXTRA:-} > "$work/summary-$n.txt"
   rss_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time-$n.txt")
   wall=$(awk -F'): ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time-$n.txt" \
     | awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }')
@@ -36,4 +38,4 @@ for n in "${sizes[@]}"; do
     printf "| %dx%d | %d | %d MB | %.1f | %.2f | %d | %.2f |\n", n, n, t, s, w, n*n/1e6/w, r, r/f }'
 done
 echo
-echo "(segment-run predict IMAGE -o OUT --threads $threads, default model, tile 512, halo 64; $(nproc) cores)"
+echo "(segment-run predict IMAGE -o OUT --threads $threads, default model and tiles$EXTRA_TEXT; $(nproc) cores)"

@@ -11,6 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n512=${1:-30}; n2048=${2:-8}
+if [ ! -x /usr/bin/time ]; then
+  echo "installing GNU time (Debian package 'time')" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq time >&2
+fi
 cargo build --release -q -p skipseg-runtime --bin segment-run --example synthetic_image
 bash scripts/oracle-venv.sh >&2
 py=target/oracle-venv/bin/python

@@ -189,7 +189,11 @@ fn main() {
             let (tr, ti) = scores(&split(&tiled, sh, sw), &truth, sw);
             println!(
                 "| {} tile {}, halo {}, {} | {} | {secs:.1} | {max:.2e} | {mean:.2e} | {:.4}% | {:+.4} | {:+.4} |",
-                if tiling.tile.is_none() { "default:" } else { "" },
+                if tiling.tile.is_none() {
+                    "default:"
+                } else {
+                    ""
+                },
                 plan.core_h,
                 plan.halo,
                 match blend {

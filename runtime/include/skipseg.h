@@ -57,11 +57,12 @@ typedef struct SkipsegModel SkipsegModel;
 // Options of [`skipseg_segment`]; start from [`skipseg_options_default`] (what
 // `segment-run predict` uses).
 typedef struct SkipsegOptions {
-  // Tile core size in pixels (>= 1; rounded up to the down-sampling factor).
+  // Tile core size in pixels (rounded up to the down-sampling factor); 0 = the
+  // default: windows as large as memory allows, the whole image when it fits.
   uint32_t tile;
   // Context around each tile in pixels (rounded up to the down-sampling factor);
-  // the receptive radius makes tiling exact.
-  uint32_t halo;
+  // -1 = the halo the model records (measured so that tiles equal the whole image).
+  int32_t halo;
   // Test-time averaging, as [`SkipsegAveraging`].
   int32_t averaging;
   // How tiles are combined, as [`SkipsegBlend`].
@@ -80,6 +81,8 @@ typedef struct SkipsegModelInfo {
   uint32_t receptive_radius;
   // The averaging the model records, as [`SkipsegAveraging`].
   int32_t default_averaging;
+  // The halo of default tiling (the one the model records, or the fallback).
+  uint32_t default_halo;
 } SkipsegModelInfo;
 
 #ifdef __cplusplus
@@ -93,8 +96,8 @@ uint32_t skipseg_abi_version(void);
 // string stays valid until this thread's next skipseg call; never null.
 const char *skipseg_last_error(void);
 
-// Fill `out` with the defaults of `segment-run predict`: tile 512, halo 64, the
-// model's averaging, crop blending, 1 thread.
+// Fill `out` with the defaults of `segment-run predict`: default tiles (tile 0), the
+// model's halo (-1), the model's averaging, crop blending, 1 thread.
 //
 // # Safety
 // `out` is null or points to writable memory for one `SkipsegOptions`.

@@ -516,6 +516,12 @@ fn segment_buffer(
     if options.threads == 0 {
         return Err(invalid("threads must be at least 1"));
     }
+    if options.halo < -1 {
+        return Err(invalid(format!(
+            "halo: {} (pixels, or -1 for the model's)",
+            options.halo
+        )));
+    }
     // 0 = the model's default, as `segment-run predict` without --tile / --halo
     let how = Inference {
         tiling: Tiling {

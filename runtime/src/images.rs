@@ -121,10 +121,16 @@ struct Loaded {
 
 /// What the calling thread tells the writer.
 enum ToWriter {
-    Begin { page: Page, plan: TilePlan },
+    Begin {
+        page: Page,
+        plan: TilePlan,
+    },
     /// Finished rows (input intensities and probabilities, `width` values each).
     Rows(Vec<(Vec<f32>, Vec<f32>)>),
-    End { missing: u64, compute_seconds: f64 },
+    End {
+        missing: u64,
+        compute_seconds: f64,
+    },
 }
 
 /// Segment every page of `pages` into `output` (a folder, created if missing) with the
@@ -172,7 +178,11 @@ pub fn segment_images(
         // a writer that failed made the calling thread stop too: its error is the cause
         written?;
         let mut reports = computed?;
-        reports.extend(done_rx.try_iter().inspect(|r| events(Event::PageWritten(r))));
+        reports.extend(
+            done_rx
+                .try_iter()
+                .inspect(|r| events(Event::PageWritten(r))),
+        );
         Ok(reports)
     })
 }

@@ -9,10 +9,10 @@ pub mod arch;
 pub mod calibrate;
 pub mod engine;
 pub mod error;
-#[cfg(feature = "image")]
-pub mod images;
 #[cfg(feature = "ffi")]
 pub mod ffi;
+#[cfg(feature = "image")]
+pub mod images;
 pub mod io;
 pub mod kernels;
 pub mod metrics;
@@ -31,5 +31,5 @@ pub use engine::{
     require_finite_pixels, segment_image, segment_image_with, segment_region, segment_tiled,
 };
 pub use error::{Error, Result};
-pub use tiling::Tiling;
 pub use onnx::{IntensityStats, ModelMeta, Normalisation, Preprocessing};
+pub use tiling::Tiling;

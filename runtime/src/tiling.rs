@@ -270,7 +270,11 @@ impl TilePlan {
                 return 1.0;
             }
             let h = self.halo as f32;
-            let low = if origin == 0 { f32::INFINITY } else { v as f32 + 0.5 };
+            let low = if origin == 0 {
+                f32::INFINITY
+            } else {
+                v as f32 + 0.5
+            };
             let high = if origin as usize + n >= padded {
                 f32::INFINITY
             } else {
@@ -678,7 +682,7 @@ mod tests {
         ) {
             let factor = 1usize << factor_log;
             let plan = if fitted {
-                TilePlan::fitted(h, w, tile + 2 * halo + factor, halo, factor)
+                TilePlan::fitted(h, w, round_up(tile, factor) + 2 * round_up(halo, factor) + factor, halo, factor)
             } else {
                 TilePlan::new(h, w, tile.max(halo), halo, factor)
             }.expect("a plan");
@@ -777,7 +781,6 @@ mod tests {
         // 0 (not -8), 32, and 44 = 100 - 56 (not 72, which would cross the border)
         assert_eq!(origins, vec![0, 32, 44]);
     }
-
 
     fn pattern(h: usize, w: usize) -> Array2<f32> {
         Array2::from_shape_fn((h, w), |(y, x)| ((y * 31 + x * 17) % 97) as f32 / 97.0)
@@ -880,17 +883,18 @@ mod tests {
         }
 
         /// A 3x3 filter (receptive radius 1) tiled with a halo of at least 1 equals the
-        /// filter run on the whole image as one window (zero beyond the padded image),
-        /// with either blend: windows moved inside the image see the border as it is.
+        /// filter run on the whole image as one window (zero beyond the padded image):
+        /// windows moved inside the image see the border as it is. (Linear blending is
+        /// not exact: it mixes in window margins, which see the window's edge.)
         #[test]
         fn a_halo_covering_the_receptive_radius_is_seam_free(
             h in 2usize..90, w in 2usize..90, tile in 1usize..40, halo in 1usize..12,
-            factor_log in 0u32..3, linear in any::<bool>(),
+            factor_log in 0u32..3,
         ) {
             let factor = 1usize << factor_log;
             let plan = TilePlan::new(h, w, tile.max(halo), halo, factor).expect("plan");
             let img = pattern(h, w);
-            let (out, _, _) = run_stitch(&img, &plan, if linear { Blend::Linear } else { Blend::Crop }, box3_window);
+            let (out, _, _) = run_stitch(&img, &plan, Blend::Crop, box3_window);
             let whole = box3_whole(&img, factor);
             for (o, r) in out.iter().zip(whole.iter()) {
                 prop_assert!((o - r).abs() < 1e-5, "{} vs {}", o, r);

@@ -406,14 +406,14 @@ fn bad_arguments_get_error_codes() {
     // SAFETY: initialised above
     let options = unsafe { options.assume_init() };
     for (field, value) in [
-        ("tile", 0i64),
+        ("halo", -2i64),
         ("averaging", 9),
         ("blend", -3),
         ("threads", 0),
     ] {
         let mut o2 = options;
         match field {
-            "tile" => o2.tile = value as u32,
+            "halo" => o2.halo = value as i32,
             "averaging" => o2.averaging = value as i32,
             "blend" => o2.blend = value as i32,
             _ => o2.threads = value as u32,

@@ -103,7 +103,7 @@ fn tiles_with_receptive_halo_equal_whole_image() {
                 let plan = seg.tile_plan(&tiling, h, w).expect("plan");
                 assert!(plan.rows * plan.cols > 1 && plan.window_h < h);
                 let tiled = segment_image(&seg, img.view(), tiling, Blend::Crop).expect("tiled");
-                let d = max_abs(whole.iter(), tiled.iter());
+                let d = common::max_abs(whole.iter(), tiled.iter());
                 assert!(
                     d <= 1e-5,
                     "{}: tile {tile} differs from whole-image by {d}",
@@ -113,7 +113,7 @@ fn tiles_with_receptive_halo_equal_whole_image() {
                 // to, but not exactly, the whole-image result
                 let linear =
                     segment_image(&seg, img.view(), tiling, Blend::Linear).expect("linear");
-                let d = max_abs(whole.iter(), linear.iter());
+                let d = common::max_abs(whole.iter(), linear.iter());
                 assert!(
                     d <= 0.1,
                     "{}: linear blend far from whole-image ({d})",
@@ -126,7 +126,7 @@ fn tiles_with_receptive_halo_equal_whole_image() {
                 halo: Some(0),
             };
             let tiled = segment_image(&seg, img.view(), tiling, Blend::Crop).expect("tiled");
-            let d = max_abs(whole.iter(), tiled.iter());
+            let d = common::max_abs(whole.iter(), tiled.iter());
             assert!(d > 1e-3, "{}: no halo yet no seams ({d})", dir.display());
         }
     }

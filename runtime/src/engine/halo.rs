@@ -72,7 +72,9 @@ pub fn measure_halo(seg: &Segmenter, references: &[Array2<f32>]) -> Result<HaloM
     let limit = round_up(radius, step);
     let tile = round_up(MEASURE_TILE, step);
     if references.is_empty() {
-        return Err(Error::Tiling("no reference image to measure the halo on".into()));
+        return Err(Error::Tiling(
+            "no reference image to measure the halo on".into(),
+        ));
     }
     let wholes = references
         .iter()

@@ -22,9 +22,7 @@ use crate::error::{Error, Result};
 pub use crate::onnx::Averaging;
 use crate::onnx::{self, IntensityStats, ModelMeta, Normalisation, pb};
 use crate::passes::dropout::{MaskRng, MaskSite};
-use crate::tiling::{
-    self, ArrayRows, Blend, Region, RowSink, RowSource, Tile, TilePlan, Tiling,
-};
+use crate::tiling::{self, ArrayRows, Blend, Region, RowSink, RowSource, Tile, TilePlan, Tiling};
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -705,8 +703,7 @@ pub fn require_finite_pixels(stats: &IntensityStats, name: &str) -> Result<()> {
     if stats.count() == 0 {
         return Err(Error::Input {
             name: name.to_string(),
-            reason: "no finite pixel (every value is NaN or infinite): nothing to segment"
-                .into(),
+            reason: "no finite pixel (every value is NaN or infinite): nothing to segment".into(),
         });
     }
     Ok(())
@@ -729,14 +726,7 @@ pub fn segment_tiled(
 ) -> Result<()> {
     let plan = seg.tile_plan(&how.tiling, source.height(), source.width())?;
     let mut run_window = window_runner(seg, norm, how, &plan)?;
-    tiling::stitch(
-        source,
-        &plan,
-        how.blend,
-        &mut run_window,
-        on_tile,
-        emit_row,
-    )
+    tiling::stitch(source, &plan, how.blend, &mut run_window, on_tile, emit_row)
 }
 
 /// Tiled inference over one rectangle of an image (see [`tiling::stitch_region`]):

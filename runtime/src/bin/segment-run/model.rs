@@ -47,7 +47,11 @@ pub fn read_model(path: Option<&Path>) -> Result<ModelFile> {
 
 /// The engine for the model at `path`; a package's declarations are checked against the
 /// network, and its declared size step becomes the engine's window step.
-pub fn load_model(path: Option<&Path>, threads: usize, monte_carlo_dropout: bool) -> Result<Segmenter> {
+pub fn load_model(
+    path: Option<&Path>,
+    threads: usize,
+    monte_carlo_dropout: bool,
+) -> Result<Segmenter> {
     let file = read_model(path)?;
     let options = skipseg_runtime::Options {
         threads,

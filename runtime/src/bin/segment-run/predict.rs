@@ -143,45 +143,51 @@ pub fn run(args: Args) -> Result<()> {
         Averaging::Flips => " x 4 flips",
         Averaging::Dihedral => " x 8 symmetries",
     };
-    images::segment_images(&seg, &pages, &args.output, &opts, &mut |event| match event {
-        Event::PageStarted { name, tiles } => {
-            if let Some(b) = bar.take() {
-                b.finish_and_clear();
+    images::segment_images(
+        &seg,
+        &pages,
+        &args.output,
+        &opts,
+        &mut |event| match event {
+            Event::PageStarted { name, tiles } => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                bar = Some(tile_progress_bar(Some(tiles as u64), name.to_string()));
             }
-            bar = Some(tile_progress_bar(Some(tiles as u64), name.to_string()));
-        }
-        Event::TileDone => {
-            if let Some(b) = &bar {
-                b.inc(1);
+            Event::TileDone => {
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
             }
-        }
-        Event::PageWritten(r) => {
-            if r.missing > 0 {
-                eprintln!(
-                    "warning: {}: {} NaN/infinite pixels treated as missing (left out of \
+            Event::PageWritten(r) => {
+                if r.missing > 0 {
+                    eprintln!(
+                        "warning: {}: {} NaN/infinite pixels treated as missing (left out of \
                      the image statistics, seen by the network as the mean intensity)",
-                    r.name, r.missing
+                        r.name, r.missing
+                    );
+                }
+                let p = &r.plan;
+                println!(
+                    "{}: {}x{}, {} tiles of {}x{}{per_symmetry}, {:.2} s, {:.2} MP/s -> {}",
+                    r.name,
+                    r.width,
+                    r.height,
+                    p.rows * p.cols,
+                    p.window_w,
+                    p.window_h,
+                    r.compute_seconds,
+                    (r.width * r.height) as f64 / 1e6 / r.compute_seconds.max(1e-9),
+                    r.written
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
-            let p = &r.plan;
-            println!(
-                "{}: {}x{}, {} tiles of {}x{}{per_symmetry}, {:.2} s, {:.2} MP/s -> {}",
-                r.name,
-                r.width,
-                r.height,
-                p.rows * p.cols,
-                p.window_w,
-                p.window_h,
-                r.compute_seconds,
-                (r.width * r.height) as f64 / 1e6 / r.compute_seconds.max(1e-9),
-                r.written
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-    })?;
+        },
+    )?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
