@@ -286,6 +286,18 @@ impl TilePlan {
     }
 }
 
+/// One row of a window: image row `src` from column `x0` on, reflected past its end
+/// (a window reaches at most into the padding of fewer columns than the factor).
+fn fill_window_row(dst: &mut [f32], src: &[f32], x0: isize) {
+    let n = src.len();
+    let start = x0 as usize;
+    let inside = n.saturating_sub(start).min(dst.len());
+    dst[..inside].copy_from_slice(&src[start..start + inside]);
+    for (k, v) in dst.iter_mut().enumerate().skip(inside) {
+        *v = src[reflect_index(x0 + k as isize, n)];
+    }
+}
+
 /// Reflect an index into [0, n) without repeating the edge (numpy's "reflect").
 pub fn reflect_index(v: isize, n: usize) -> usize {
     if n == 1 {
@@ -613,9 +625,11 @@ pub fn stitch<S: RowSource + ?Sized>(
             let t = plan.tile(r, c);
             for wy in 0..wh {
                 let src = cache.row(reflect_index(t.window_y + wy as isize, h));
-                for (wx, v) in window.row_mut(wy).iter_mut().enumerate() {
-                    *v = src[reflect_index(t.window_x + wx as isize, w)];
-                }
+                fill_window_row(
+                    window.row_mut(wy).as_slice_mut().expect("standard layout"),
+                    src,
+                    t.window_x,
+                );
             }
             let out = run_window(&t, window.view())?;
             assert_eq!(out.dim(), (wh, ww), "window output size");
@@ -628,16 +642,19 @@ pub fn stitch<S: RowSource + ?Sized>(
             for y in y0..y1 {
                 let wy = (y as isize - t.window_y) as usize;
                 let (s, wt) = &mut sums[y - first];
-                for x in x0..x1 {
-                    let wx = (x as isize - t.window_x) as usize;
-                    if weighted {
+                let out_row = out.row(wy);
+                let out_row = out_row.as_slice().expect("standard layout");
+                let wx0 = (x0 as isize - t.window_x) as usize;
+                if weighted {
+                    for x in x0..x1 {
+                        let wx = (x as isize - t.window_x) as usize;
                         let weight = plan.linear_weight(&t, wy, wx);
-                        s[x] += weight * out[[wy, wx]];
+                        s[x] += weight * out_row[wx];
                         wt[x] += weight;
-                    } else {
-                        // each pixel belongs to exactly one core
-                        s[x] = out[[wy, wx]];
                     }
+                } else {
+                    // each pixel belongs to exactly one core
+                    s[x0..x1].copy_from_slice(&out_row[wx0..wx0 + (x1 - x0)]);
                 }
             }
             on_tile();

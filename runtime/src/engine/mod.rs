@@ -259,14 +259,18 @@ impl Segmenter {
     /// probability `[1, 1, H, W]`.
     fn execute(&self, h: usize, w: usize, inputs: TVec<TValue>) -> Result<Array4<f32>> {
         let plan = self.plan(h, w)?;
-        let outputs = self.guarded(|| self.in_pool(|| plan.run(inputs)))?;
-        let out = outputs[0]
-            .to_plain_array_view::<f32>()
+        let mut outputs = self.guarded(|| self.in_pool(|| plan.run(inputs)))?;
+        if outputs.is_empty() {
+            return Err(self.engine_err("the plan returned no output"));
+        }
+        // the output tensor is this run's own: taken without a copy
+        outputs
+            .remove(0)
+            .into_tensor()
+            .into_plain_array::<f32>()
             .map_err(|e| self.engine_err(e))?
             .into_dimensionality::<Ix4>()
-            .map_err(|e| self.engine_err(e))?
-            .to_owned();
-        Ok(out)
+            .map_err(|e| self.engine_err(e))
     }
 
     /// One Monte-Carlo sample for the window `input` (`[1, C, H, W]`): masks drawn from
@@ -367,6 +371,24 @@ impl Segmenter {
                 pool.install(|| inputs.par_iter().map(|x| self.run(x.view())).collect())
             }
             _ => inputs.iter().map(|x| self.run(x.view())).collect(),
+        }
+    }
+
+    /// [`Self::run_many`] on owned inputs, which go to the engine without a copy.
+    pub fn run_windows(&self, inputs: Vec<Array4<f32>>) -> Result<Vec<Array4<f32>>> {
+        let one = |x: Array4<f32>| -> Result<Array4<f32>> {
+            let (h, w) = self.check_input_shape(x.shape())?;
+            if !self.masks.is_empty() {
+                return self.run4(x.view(), h, w);
+            }
+            self.execute(h, w, tvec!(x.into_tensor().into_tvalue()))
+        };
+        match &self.executor {
+            Some(tract_linalg::multithread::Executor::MultiThread(pool)) if inputs.len() > 1 => {
+                use rayon::prelude::*;
+                pool.install(|| inputs.into_par_iter().map(one).collect())
+            }
+            _ => inputs.into_iter().map(one).collect(),
         }
     }
 
@@ -602,6 +624,11 @@ pub struct Symmetry {
 }
 
 impl Symmetry {
+    /// No transpose, no flip.
+    pub fn is_identity(self) -> bool {
+        !(self.transpose || self.flip_rows || self.flip_cols)
+    }
+
     /// The image seen through this symmetry.
     pub fn apply(self, a: ArrayView2<'_, f32>) -> Array2<f32> {
         let mut v = if self.transpose { a.reversed_axes() } else { a };
@@ -781,22 +808,23 @@ fn window_runner<'a>(
                 .map(|t| {
                     let seen = t.apply(window);
                     let (h, w) = seen.dim();
-                    Array4::from_shape_fn((1, channels, h, w), |(_, _, y, x)| {
-                        norm.apply(seen[[y, x]])
-                    })
+                    let mut data = Vec::with_capacity(channels * h * w);
+                    for _ in 0..channels {
+                        data.extend(seen.iter().map(|&v| norm.apply(v)));
+                    }
+                    Array4::from_shape_vec((1, channels, h, w), data)
+                        .expect("length is the shape's product")
                 })
                 .collect();
-            let views: Vec<ArrayViewD<'_, f32>> =
-                inputs.iter().map(|x| x.view().into_dyn()).collect();
             let (outputs, per_symmetry) = match monte_carlo {
-                None => (seg.run_many(&views)?, 1),
+                None => (seg.run_windows(inputs)?, 1),
                 Some(mc) => {
                     // symmetry-major: sample k of symmetry s at s * samples + k
-                    let mut outs = Vec::with_capacity(views.len() * mc.samples);
-                    for (s, v) in views.iter().enumerate() {
+                    let mut outs = Vec::with_capacity(inputs.len() * mc.samples);
+                    for (s, v) in inputs.iter().enumerate() {
                         for k in 0..mc.samples {
                             outs.push(seg.run_sample(
-                                v.view(),
+                                v.view().into_dyn(),
                                 &[mc.seed, window_index, s as u64, k as u64],
                             )?);
                         }
@@ -804,17 +832,27 @@ fn window_runner<'a>(
                     (outs, mc.samples)
                 }
             };
+            let n = outputs.len();
             let mut sum: Option<Array2<f32>> = None;
             for (i, out) in outputs.into_iter().enumerate() {
                 let t = symmetries[i / per_symmetry];
-                let out = t.undo(out.index_axis(Axis(0), 0).index_axis(Axis(0), 0));
+                let out = out.index_axis_move(Axis(0), 0).index_axis_move(Axis(0), 0);
+                let out = if t.is_identity() {
+                    out.as_standard_layout().into_owned()
+                } else {
+                    t.undo(out.view())
+                };
                 sum = Some(match sum {
                     Some(acc) => acc + out,
                     None => out,
                 });
             }
-            let n = (symmetries.len() * per_symmetry) as f32;
-            Ok(sum.expect("at least the identity").mapv_into(|v| v / n))
+            let sum = sum.expect("at least the identity");
+            Ok(if n == 1 {
+                sum
+            } else {
+                sum.mapv_into(|v| v / n as f32)
+            })
         },
     )
 }
