@@ -348,3 +348,52 @@ fn monte_carlo_sampling_of_a_model_without_dropout_is_refused() {
     assert!(err.contains("trained with dropout"), "{err}");
     assert!(!out.join("00.png").exists(), "no output written");
 }
+
+/// `quantize` without labels uses the percentile rule (it needed --validation-images
+/// before issue 18); the written model is int8 (QDQ) and segments; `--method auto`
+/// without labels is refused with the reason.
+#[test]
+fn quantize_needs_no_labels_by_default() {
+    let dir = tmp("quantize-plain");
+    let cal = dir.join("cal");
+    std::fs::create_dir_all(&cal).expect("dir");
+    std::fs::copy(
+        root().join("data/isbi2012/train/images/00.png"),
+        cal.join("00.png"),
+    )
+    .expect("copy");
+    let model = common::fixture_dirs()[0].join("model.onnx");
+    let out = dir.join("int8.onnx");
+    let o = bin()
+        .arg("quantize")
+        .arg("--model")
+        .arg(&model)
+        .arg("--calibration")
+        .arg(&cal)
+        .args(["--max-side", "128", "-o"])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("percentile 99.99"), "{text}");
+    let proto = skipseg_runtime::onnx::read_model(&out).expect("written");
+    let ops = skipseg_runtime::onnx::op_histogram(&proto);
+    assert!(
+        ops.iter().any(|(op, _)| op == "QuantizeLinear"),
+        "not quantized: {ops:?}"
+    );
+    let o = bin()
+        .arg("quantize")
+        .arg("--model")
+        .arg(&model)
+        .arg("--calibration")
+        .arg(&cal)
+        .args(["--method", "auto", "-o"])
+        .arg(dir.join("auto.onnx"))
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("labelled"));
+    assert!(!dir.join("auto.onnx").exists());
+}
