@@ -103,7 +103,7 @@ fn main() {
         "model {}, receptive radius {radius} px, default halo {} / largest window {}, test-time averaging {averaging:?}",
         model.display(),
         seg.default_halo(),
-        seg.default_max_window()
+        seg.default_max_window(3072)
     );
     for (title, images, labels) in [
         ("test slices (no labels)", "data/isbi2012/test/images", None),

@@ -35,10 +35,25 @@ use ndarray::{Array2, ArrayView2};
 
 use crate::error::{Error, Result};
 
-/// Largest activation map of one window that default tiling allows, in bytes: windows
-/// are sized so that the widest map of the network stays within it (the small shipped
-/// model: 2880 x 2880 windows; Table 1: about 1440 x 1440).
-pub const DEFAULT_WINDOW_MAP_BYTES: usize = 256 << 20;
+/// Peak memory default tiling plans for, in bytes. Measured (bench/memory.sh, small
+/// model): a window's activations take about 4x its widest map, the row bands about 3
+/// window heights of full-width f32 rows, and the process, model and plan about
+/// [`BASELINE_BYTES`]; windows are the largest that keep the sum within this.
+pub const DEFAULT_MEMORY_BYTES: usize = 1 << 30;
+/// What the process needs besides windows and row bands (model, plan, buffers).
+pub const BASELINE_BYTES: usize = 144 << 20;
+
+/// The largest window side default tiling uses for images `width` wide with a network
+/// whose widest map takes `map_bytes_per_pixel`: the largest `s` with
+/// `4 x map x s^2 + 12 x width x s <= DEFAULT_MEMORY_BYTES - BASELINE_BYTES` (activations
+/// of one window, plus the input band of window + core rows and the output band of core
+/// rows, 4 bytes a value).
+pub fn default_max_window(map_bytes_per_pixel: usize, width: usize) -> usize {
+    let a = 4.0 * map_bytes_per_pixel.max(1) as f64;
+    let b = 12.0 * width as f64;
+    let c = (DEFAULT_MEMORY_BYTES - BASELINE_BYTES) as f64;
+    ((-b + (b * b + 4.0 * a * c).sqrt()) / (2.0 * a)) as usize
+}
 
 /// Halo used when neither the user nor the model says (a model exported before the
 /// halo was measured): a trade of speed for exactness; `segment-run tune-halo` measures
@@ -96,7 +111,7 @@ pub fn round_up(v: usize, m: usize) -> usize {
 }
 
 /// What tiles to cut: a core size and a halo, each `None` for the default (the halo the
-/// model records; cores as large as [`DEFAULT_WINDOW_MAP_BYTES`] allows, balanced so
+/// model records; cores as large as [`DEFAULT_MEMORY_BYTES`] allows, balanced so
 /// that windows overlap as little as they can).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tiling {
@@ -762,6 +777,23 @@ mod tests {
                 prop_assert!(fewer + 2 * plan.halo > max_window / factor * factor);
             }
         }
+    }
+
+    #[test]
+    fn default_window_keeps_the_memory_formula() {
+        let budget = (DEFAULT_MEMORY_BYTES - BASELINE_BYTES) as f64;
+        let cost = |s: usize, map: usize, width: usize| {
+            4.0 * map as f64 * (s * s) as f64 + 12.0 * (width * s) as f64
+        };
+        for (map, width) in [(32, 2048), (32, 16384), (128, 4096), (4, 1 << 18)] {
+            let s = default_max_window(map, width);
+            // the largest side within the budget: one more pixel would exceed it
+            assert!(cost(s, map, width) <= budget, "{map} {width}: {s}");
+            assert!(cost(s + 1, map, width) > budget, "{map} {width}: {s}");
+        }
+        // the small preset (32 B/px): a 2048-wide slice fits one 2048 window
+        assert!(default_max_window(32, 2048) >= 2048);
+        assert!(default_max_window(32, 16384) < 2048);
     }
 
     #[test]

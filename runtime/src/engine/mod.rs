@@ -192,12 +192,12 @@ impl Segmenter {
         self.meta.inference.halo.unwrap_or(tiling::FALLBACK_HALO)
     }
 
-    /// The largest window side of default tiling: the widest activation map of the
-    /// network stays within [`tiling::DEFAULT_WINDOW_MAP_BYTES`].
-    pub fn default_max_window(&self) -> usize {
-        let bytes_per_pixel = self.meta.arch.plan().widest_map_bytes_per_pixel().max(1);
-        let pixels = tiling::DEFAULT_WINDOW_MAP_BYTES / bytes_per_pixel;
-        ((pixels as f64).sqrt() as usize).max(self.size_step)
+    /// The largest window side of default tiling for images `width` wide: one window's
+    /// activations and the row bands stay within [`tiling::DEFAULT_MEMORY_BYTES`]
+    /// ([`tiling::default_max_window`]).
+    pub fn default_max_window(&self, width: usize) -> usize {
+        let map = self.meta.arch.plan().widest_map_bytes_per_pixel();
+        tiling::default_max_window(map, width).max(self.size_step)
     }
 
     /// The tiles for an image of `height` x `width`: `tiling`'s tile and halo, or the
@@ -209,7 +209,7 @@ impl Segmenter {
             None => TilePlan::fitted(
                 height,
                 width,
-                self.default_max_window(),
+                self.default_max_window(width),
                 halo,
                 self.size_step,
             ),

@@ -34,13 +34,14 @@ pub fn run(args: Args) -> Result<()> {
     );
     println!("preprocessing: {}", meta.preprocessing.describe());
     println!(
-        "default tiling: halo {} px ({}), windows up to {} px a side (the whole image when it fits)",
+        "default tiling: halo {} px ({}); windows up to {} px a side for images 2048 px wide, {} px for 16384 (the whole image when it fits; peak memory about 1 GiB)",
         seg.default_halo(),
         match meta.inference.halo {
             Some(_) => "measured: tiles equal the whole image within 1/255",
             None => "not measured for this model: segment-run tune-halo records it",
         },
-        seg.default_max_window()
+        seg.default_max_window(2048),
+        seg.default_max_window(16384)
     );
     let masks = proto.graph.as_ref().map_or(0, |g| {
         skipseg_runtime::passes::dropout::mask_inputs(g).len()
