@@ -176,3 +176,48 @@ fn dihedral_averaging_equals_averaging_by_hand() {
     );
     assert!(change > 1e-4, "averaging must change the output: {change}");
 }
+
+/// The measured halo is what it claims, checked against one whole-image window computed
+/// without the tiler: tiles with it equal the whole image within 1/255; one step less
+/// (if it was tried) does not. It is recorded in the model's metadata, and the default
+/// plan uses it.
+#[test]
+fn measured_halo_is_the_smallest_that_equals_the_whole_image() {
+    use skipseg_runtime::engine::{HALO_TOLERANCE, MEASURE_TILE_PX, record_halo};
+    for dir in fixtures() {
+        let mut proto = onnx::read_model(&dir.join("model.onnx")).expect("model");
+        let seg = Segmenter::from_proto(proto.clone(), "fixture").expect("loads");
+        let factor = seg.meta().arch.down_factor();
+        let radius = seg.meta().arch.plan().receptive_radius();
+        let side = MEASURE_TILE_PX + 2 * radius.div_ceil(factor) * factor + 3 * factor;
+        let reference = random_image(side, side + factor, 7);
+        let m = record_halo(&mut proto, "fixture", std::slice::from_ref(&reference), 1)
+            .expect("measured");
+        let tuned = Segmenter::from_proto(proto, "fixture").expect("loads");
+        assert_eq!(tuned.meta().inference.halo, Some(m.halo));
+        assert_eq!(tuned.default_halo(), m.halo);
+        let whole = common::one_window(&seg, &reference);
+        let tiled = |halo: usize| {
+            let tiling = Tiling {
+                tile: Some(MEASURE_TILE_PX.max(halo)),
+                halo: Some(halo),
+            };
+            segment_image(&seg, reference.view(), tiling, Blend::Crop).expect("tiled")
+        };
+        let d = common::max_abs(whole.iter(), tiled(m.halo).iter());
+        assert!(
+            d <= HALO_TOLERANCE,
+            "{}: halo {} differs by {d}",
+            dir.display(),
+            m.halo
+        );
+        if m.halo > factor {
+            let d = common::max_abs(whole.iter(), tiled(m.halo - factor).iter());
+            assert!(
+                d > HALO_TOLERANCE,
+                "{}: a smaller halo would do ({d})",
+                dir.display()
+            );
+        }
+    }
+}

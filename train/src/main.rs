@@ -52,6 +52,12 @@ enum Command {
         /// it unless told otherwise with --tta): none, flips (4 passes) or dihedral (8).
         #[arg(long, value_enum, default_value = "none")]
         averaging: skipseg_runtime::Averaging,
+        /// Reference images (PNG/TIFF, larger than 1024 px a side, e.g. a 1536 x 1536
+        /// mosaic from `segment-run`'s examples/synthetic_image) to measure the halo at
+        /// which tiles equal the whole image on, recorded in the model as its default
+        /// halo (as `segment-run tune-halo` does). Without it, none is recorded.
+        #[arg(long)]
+        halo_reference: Vec<PathBuf>,
     },
     /// The paper's skip ablation (Table 3, Fig. 3): train one architecture four times
     /// with the same recipe and seed (long+short skips, short only, long only, neither)
@@ -229,6 +235,7 @@ fn run(cli: Cli) -> Result<()> {
             output,
             select,
             averaging,
+            halo_reference,
         } => {
             let cfg = training::read_config(&run)?;
             let inference = skipseg_runtime::onnx::InferenceDefaults {
@@ -243,6 +250,29 @@ fn run(cli: Cli) -> Result<()> {
                 &output,
                 &Default::default(),
             )?;
+            if !halo_reference.is_empty() {
+                let mut references = Vec::new();
+                for path in &halo_reference {
+                    references.extend(
+                        skipseg_runtime::io::read_slices(path)?
+                            .into_iter()
+                            .map(|s| s.pixels),
+                    );
+                }
+                let mut proto = skipseg_runtime::onnx::read_model(&output)?;
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let m = skipseg_runtime::engine::record_halo(
+                    &mut proto,
+                    &output.display().to_string(),
+                    &references,
+                    threads,
+                )?;
+                skipseg_runtime::onnx::write_model(&proto, &output)?;
+                println!(
+                    "measured halo {} px (tiles equal the whole image within 1/255), recorded",
+                    m.halo
+                );
+            }
             println!(
                 "exported the {} checkpoint of {} to {}",
                 match select {

@@ -21,7 +21,7 @@ pub const HALO_TOLERANCE_TEXT: &str = "1/255";
 
 /// The core size tiles are cut to while measuring: small, so that the reference images
 /// hold many seams.
-pub const MEASURE_TILE: usize = 128;
+pub const MEASURE_TILE_PX: usize = 128;
 
 /// The difference tiling with one halo makes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,15 +62,15 @@ pub fn whole_image(seg: &Segmenter, image: ArrayView2<'_, f32>) -> Result<Array2
 }
 
 /// Measure the smallest halo (a multiple of the down-sampling factor) at which cores of
-/// [`MEASURE_TILE`] tiled over each of `references` equal the whole image within
+/// [`MEASURE_TILE_PX`] tiled over each of `references` equal the whole image within
 /// [`HALO_TOLERANCE`] everywhere (one pass, crop blending). References must be larger
-/// than a window (`MEASURE_TILE + 2 x halo`) for a halo to be tested on them at all:
+/// than a window (`MEASURE_TILE_PX + 2 x halo`) for a halo to be tested on them at all:
 /// smaller ones are one window and equal the whole image whatever the halo.
 pub fn measure_halo(seg: &Segmenter, references: &[Array2<f32>]) -> Result<HaloMeasurement> {
     let step = seg.size_step();
     let radius = seg.meta().arch.plan().receptive_radius();
     let limit = round_up(radius, step);
-    let tile = round_up(MEASURE_TILE, step);
+    let tile = round_up(MEASURE_TILE_PX, step);
     if references.is_empty() {
         return Err(Error::Tiling(
             "no reference image to measure the halo on".into(),
@@ -136,4 +136,27 @@ pub fn measure_halo(seg: &Segmenter, references: &[Array2<f32>]) -> Result<HaloM
         trials,
         receptive_radius: radius,
     })
+}
+
+/// Measure the halo of the model in `proto` on `references` ([`measure_halo`], with
+/// `threads` engine threads) and record it in `proto`'s metadata as its default halo.
+pub fn record_halo(
+    proto: &mut crate::onnx::pb::ModelProto,
+    source_name: &str,
+    references: &[Array2<f32>],
+    threads: usize,
+) -> Result<HaloMeasurement> {
+    let seg = Segmenter::with_options(
+        proto.clone(),
+        source_name,
+        &super::Options {
+            threads,
+            ..Default::default()
+        },
+    )?;
+    let m = measure_halo(&seg, references)?;
+    let mut meta = crate::onnx::ModelMeta::from_model(proto, source_name)?;
+    meta.inference.halo = Some(m.halo);
+    meta.write_into(proto);
+    Ok(m)
 }

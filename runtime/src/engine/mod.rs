@@ -15,7 +15,8 @@ pub mod halo;
 pub mod ops;
 
 pub use halo::{
-    HALO_TOLERANCE, HALO_TOLERANCE_TEXT, HaloMeasurement, HaloTrial, measure_halo, whole_image,
+    HALO_TOLERANCE, HALO_TOLERANCE_TEXT, HaloMeasurement, HaloTrial, MEASURE_TILE_PX, measure_halo,
+    record_halo, whole_image,
 };
 
 use crate::error::{Error, Result};

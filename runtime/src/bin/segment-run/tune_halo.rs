@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use skipseg_runtime::engine::{HALO_TOLERANCE_TEXT, measure_halo};
-use skipseg_runtime::{ModelMeta, Segmenter, io, onnx};
+use skipseg_runtime::engine::{HALO_TOLERANCE_TEXT, record_halo};
+use skipseg_runtime::{io, onnx};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,19 +28,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let mut proto = onnx::read_model(&args.model)?;
     let name = args.model.display().to_string();
-    let seg = Segmenter::with_options(
-        proto.clone(),
-        &name,
-        &skipseg_runtime::Options {
-            threads: args.threads.unwrap_or_else(crate::all_cores),
-            ..Default::default()
-        },
-    )?;
     let mut references = Vec::new();
     for path in &args.reference {
         references.extend(io::read_slices(path)?.into_iter().map(|s| s.pixels));
     }
-    let m = measure_halo(&seg, &references)?;
+    let threads = args.threads.unwrap_or_else(crate::all_cores);
+    let m = record_halo(&mut proto, &name, &references, threads)?;
     println!("| halo px | max abs difference | pixels within {HALO_TOLERANCE_TEXT} |");
     println!("|---|---|---|");
     for t in &m.trials {
@@ -51,9 +44,6 @@ pub fn run(args: Args) -> Result<()> {
             100.0 * t.within
         );
     }
-    let mut meta = ModelMeta::from_model(&proto, &name)?;
-    meta.inference.halo = Some(m.halo);
-    meta.write_into(&mut proto);
     onnx::write_model(&proto, &args.output)?;
     println!(
         "halo {} px (receptive radius {} px): tiles equal the whole image within {HALO_TOLERANCE_TEXT}; wrote {}",
