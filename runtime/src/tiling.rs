@@ -105,6 +105,14 @@ pub struct TilePlan {
     pub cols: usize,
 }
 
+/// Plans are for non-empty images and a non-zero factor (callers check images first).
+fn assert_sizes(height: usize, width: usize, factor: usize) {
+    assert!(
+        height > 0 && width > 0 && factor > 0,
+        "empty image or zero factor"
+    );
+}
+
 /// Round `v` up to a multiple of `m` (m >= 1).
 pub fn round_up(v: usize, m: usize) -> usize {
     v.div_ceil(m) * m
@@ -132,10 +140,7 @@ impl TilePlan {
         halo: usize,
         factor: usize,
     ) -> Result<Self> {
-        assert!(
-            height > 0 && width > 0 && factor > 0,
-            "empty image or zero factor"
-        );
+        assert_sizes(height, width, factor);
         let tile = round_up(tile.max(1), factor);
         let halo = round_up(halo, factor);
         let (ph, pw) = (round_up(height, factor), round_up(width, factor));
@@ -169,10 +174,7 @@ impl TilePlan {
         halo: usize,
         factor: usize,
     ) -> Result<Self> {
-        assert!(
-            height > 0 && width > 0 && factor > 0,
-            "empty image or zero factor"
-        );
+        assert_sizes(height, width, factor);
         let halo = round_up(halo, factor);
         let max_window = max_window / factor * factor;
         let core = |n: usize| -> Result<usize> {
@@ -764,10 +766,13 @@ mod tests {
         /// as few of them as fit.
         #[test]
         fn fitted_plans_use_the_fewest_windows_that_fit(
-            h in 1usize..3000, w in 1usize..3000, max_window in 64usize..1200,
+            h in 1usize..3000, w in 1usize..3000, spare in 0usize..1200,
             halo in 0usize..24, factor_log in 0u32..5,
         ) {
             let factor = 1usize << factor_log;
+            // a limit that holds the halo twice and one factor (smaller ones are refused,
+            // see fitted_plans_by_hand)
+            let max_window = 2 * round_up(halo, factor) + factor + spare;
             let plan = TilePlan::fitted(h, w, max_window, halo, factor).expect("a plan");
             prop_assert!(plan.window_h <= max_window / factor * factor || plan.rows == 1);
             prop_assert!(plan.window_w <= max_window / factor * factor || plan.cols == 1);

@@ -363,17 +363,21 @@ fn quantize_needs_no_labels_by_default() {
     )
     .expect("copy");
     let model = common::fixture_dirs()[0].join("model.onnx");
+    let quantize = |extra: &[&str], out: &Path| {
+        bin()
+            .arg("quantize")
+            .arg("--model")
+            .arg(&model)
+            .arg("--calibration")
+            .arg(&cal)
+            .args(extra)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .expect("runs")
+    };
     let out = dir.join("int8.onnx");
-    let o = bin()
-        .arg("quantize")
-        .arg("--model")
-        .arg(&model)
-        .arg("--calibration")
-        .arg(&cal)
-        .args(["--max-side", "128", "-o"])
-        .arg(&out)
-        .output()
-        .expect("runs");
+    let o = quantize(&["--max-side", "128"], &out);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(text.contains("percentile 99.99"), "{text}");
@@ -383,16 +387,7 @@ fn quantize_needs_no_labels_by_default() {
         ops.iter().any(|(op, _)| op == "QuantizeLinear"),
         "not quantized: {ops:?}"
     );
-    let o = bin()
-        .arg("quantize")
-        .arg("--model")
-        .arg(&model)
-        .arg("--calibration")
-        .arg(&cal)
-        .args(["--method", "auto", "-o"])
-        .arg(dir.join("auto.onnx"))
-        .output()
-        .expect("runs");
+    let o = quantize(&["--method", "auto"], &dir.join("auto.onnx"));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("labelled"));
     assert!(!dir.join("auto.onnx").exists());
