@@ -13,8 +13,10 @@ import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+from ort_time import session  # noqa: E402
 
 
 def main() -> int:
@@ -23,11 +25,7 @@ def main() -> int:
     meta = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
     prep = json.loads(meta["skipseg.preprocessing"])
     started = time.perf_counter()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    sess = session(model, threads)
     name = sess.get_inputs()[0].name
     session_s = time.perf_counter() - started
     files = sorted(f for f in os.listdir(src) if f.endswith(".png"))

@@ -14,15 +14,21 @@ import numpy as np
 import onnxruntime as ort
 
 
-def main() -> int:
-    path, size, threads, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    batch = int(sys.argv[sys.argv.index("--batch") + 1]) if "--batch" in sys.argv else 1
-    t0 = time.perf_counter()
+def session(path: str, threads: int) -> ort.InferenceSession:
+    """The peer's session: default graph optimisations, one inter-op thread, THREADS
+    intra-op threads, sequential execution (bench/ort_pipeline.py uses it too)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def main() -> int:
+    path, size, threads, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    batch = int(sys.argv[sys.argv.index("--batch") + 1]) if "--batch" in sys.argv else 1
+    t0 = time.perf_counter()
+    sess = session(path, threads)
     inp = sess.get_inputs()[0]
     channels = inp.shape[1] if isinstance(inp.shape[1], int) else 1
     x = np.random.default_rng(1).standard_normal((batch, channels, size, size)).astype(np.float32)

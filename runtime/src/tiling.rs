@@ -650,6 +650,8 @@ pub fn stitch<S: RowSource + ?Sized>(
             }
             let out = run_window(&t, window.view())?;
             assert_eq!(out.dim(), (wh, ww), "window output size");
+            // rows are copied as slices (no copy when the output is standard already)
+            let out = out.as_standard_layout();
             // output rows/cols this tile contributes to
             let (y0, y1) = plan.reach(blend, r, true);
             let (x0, x1) = plan.reach(blend, c, false);

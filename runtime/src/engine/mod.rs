@@ -361,22 +361,12 @@ impl Segmenter {
         self.execute(h, w, tvec!(input.to_owned().into_tensor().into_tvalue()))
     }
 
-    /// Run several independent windows (e.g. the symmetries of one tile): concurrently
+    /// Run several independent windows (e.g. the symmetries of one tile), each a
+    /// normalised `[1, C, H, W]` input handed to the engine without a copy: concurrently
     /// on the thread pool when there is one (each window is a task; its convolutions
     /// still split into tasks that idle threads steal), in order otherwise. Outputs come
     /// in the order of `inputs`.
-    pub fn run_many(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<Array4<f32>>> {
-        match &self.executor {
-            Some(tract_linalg::multithread::Executor::MultiThread(pool)) if inputs.len() > 1 => {
-                use rayon::prelude::*;
-                pool.install(|| inputs.par_iter().map(|x| self.run(x.view())).collect())
-            }
-            _ => inputs.iter().map(|x| self.run(x.view())).collect(),
-        }
-    }
-
-    /// [`Self::run_many`] on owned inputs, which go to the engine without a copy.
-    pub fn run_windows(&self, inputs: Vec<Array4<f32>>) -> Result<Vec<Array4<f32>>> {
+    pub fn run_many(&self, inputs: Vec<Array4<f32>>) -> Result<Vec<Array4<f32>>> {
         let one = |x: Array4<f32>| -> Result<Array4<f32>> {
             let (h, w) = self.check_input_shape(x.shape())?;
             if !self.masks.is_empty() {
@@ -807,7 +797,12 @@ fn window_runner<'a>(
             let inputs: Vec<Array4<f32>> = symmetries
                 .iter()
                 .map(|t| {
-                    let seen = t.apply(window);
+                    // the identity needs no transformed copy of the window
+                    let seen = if t.is_identity() {
+                        ndarray::CowArray::from(window)
+                    } else {
+                        ndarray::CowArray::from(t.apply(window))
+                    };
                     let (h, w) = seen.dim();
                     let mut data = Vec::with_capacity(channels * h * w);
                     for _ in 0..channels {
@@ -818,7 +813,7 @@ fn window_runner<'a>(
                 })
                 .collect();
             let (outputs, per_symmetry) = match monte_carlo {
-                None => (seg.run_windows(inputs)?, 1),
+                None => (seg.run_many(inputs)?, 1),
                 Some(mc) => {
                     // symmetry-major: sample k of symmetry s at s * samples + k
                     let mut outs = Vec::with_capacity(inputs.len() * mc.samples);
@@ -839,7 +834,8 @@ fn window_runner<'a>(
                 let t = symmetries[i / per_symmetry];
                 let out = out.index_axis_move(Axis(0), 0).index_axis_move(Axis(0), 0);
                 let out = if t.is_identity() {
-                    out.as_standard_layout().into_owned()
+                    // a plane of the engine's own standard-layout output: no copy
+                    out
                 } else {
                     t.undo(out.view())
                 };
