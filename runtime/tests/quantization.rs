@@ -82,6 +82,7 @@ fn ladder(
         &Options {
             fold_batch_norm: false,
             fuse_convolutions: false,
+            chain_int8: true,
             threads: 1,
             monte_carlo_dropout: false,
         },
@@ -190,5 +191,64 @@ fn quantization_ladder_on_the_fixtures() {
             .to_string_lossy()
             .into_owned();
         check(&label, false, ladder(&label, &proto, &inputs, &inputs));
+    }
+}
+
+/// int8 chaining ([`skipseg_runtime::passes::chain_int8`]) changes no value: the shipped
+/// int8 model with `u8` codes handed from convolution to convolution against the same
+/// model handing over floats, bit for bit, on ISBI slices, 1 and 2 threads. And the
+/// chain is there: models/small.json has 13 bottleneck blocks (1 + 2 + 3 down, 1 across,
+/// 3 + 2 + 1 up), each with two inner hand-overs, plus head -> classifier: 27.
+#[test]
+fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
+    use skipseg_runtime::passes::chain_int8::{INPUT_CODES, OUTPUT_CODES};
+    let path = root().join("models/isbi-small-int8.onnx");
+    let proto = onnx::read_model(&path).expect("model");
+    let meta = onnx::ModelMeta::from_model(&proto, "isbi-small-int8").expect("meta");
+    let flagged = |seg: &Segmenter, name: &str| {
+        seg.proto()
+            .graph
+            .as_ref()
+            .expect("graph")
+            .node
+            .iter()
+            .filter(|n| n.attribute.iter().any(|a| a.name == name && a.i == 1))
+            .count()
+    };
+    let inputs: Vec<Array4<f32>> = ["25", "28"]
+        .iter()
+        .map(|n| {
+            let s = io::read_slices(&root().join(format!("data/isbi2012/train/images/{n}.png")))
+                .expect("slice")
+                .remove(0);
+            calibrate::window(s.pixels.view(), &meta, 512).expect("window")
+        })
+        .collect();
+    for threads in [1, 2] {
+        let make = |chain_int8| {
+            Segmenter::with_options(
+                proto.clone(),
+                "isbi-small-int8",
+                &Options {
+                    chain_int8,
+                    threads,
+                    ..Options::default()
+                },
+            )
+            .expect("loads")
+        };
+        let (plain, chained) = (make(false), make(true));
+        assert_eq!(flagged(&plain, INPUT_CODES), 0);
+        assert_eq!(flagged(&chained, INPUT_CODES), 27);
+        assert_eq!(flagged(&chained, OUTPUT_CODES), 27);
+        let (a, b) = (run(&plain, &inputs), run(&chained, &inputs));
+        let differing = a
+            .iter()
+            .zip(&b)
+            .flat_map(|(x, y)| x.iter().zip(y.iter()))
+            .filter(|(p, q)| p.to_bits() != q.to_bits())
+            .count();
+        eprintln!("{threads} thread(s): {differing} pixels differ");
+        assert_eq!(differing, 0, "{threads} thread(s)");
     }
 }

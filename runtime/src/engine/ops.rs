@@ -11,7 +11,8 @@ use tract_onnx::pb::NodeProto;
 use crate::kernels::conv::{
     Activation, ConvError, DirectConv, FakeQuant, InputTransform, Residual,
 };
-use crate::kernels::qconv::QuantConv;
+use crate::kernels::qconv::{Activations, ActivationsMut, CodeOutput, QuantConv, QuantInput};
+use crate::passes::chain_int8::{INPUT_CODES, OUTPUT_CODES};
 use crate::passes::fuse_conv::{FUSED_CONV, FUSED_QCONV};
 
 /// tract's ONNX front end with skipseg's operators registered.
@@ -58,18 +59,49 @@ impl ConvKernel {
         }
     }
 
+    /// Whether the input is the `u8` codes the convolution before wrote.
+    pub fn reads_codes(&self) -> bool {
+        matches!(self, ConvKernel::Int8(c) if c.input().reads_codes())
+    }
+
+    /// Whether the output is the `u8` codes of the next convolution.
+    pub fn writes_codes(&self) -> bool {
+        matches!(self, ConvKernel::Int8(c) if c.code_output().is_some())
+    }
+
+    fn input_type(&self) -> DatumType {
+        if self.reads_codes() {
+            u8::datum_type()
+        } else {
+            f32::datum_type()
+        }
+    }
+
+    fn output_type(&self) -> DatumType {
+        if self.writes_codes() {
+            u8::datum_type()
+        } else {
+            f32::datum_type()
+        }
+    }
+
     fn run_image(
         &self,
-        input: ndarray::ArrayView2<'_, f32>,
+        input: Activations<'_>,
         h: usize,
         w: usize,
         residual: Residual<'_>,
-        output: ndarray::ArrayViewMut2<'_, f32>,
+        output: ActivationsMut<'_>,
         pool: Option<&rayon::ThreadPool>,
     ) -> Result<(), ConvError> {
-        match self {
-            ConvKernel::Float(c) => c.run_image(input, h, w, residual, output, pool),
-            ConvKernel::Int8(c) => c.run_image(input, h, w, residual, output, pool),
+        match (self, input, output) {
+            (ConvKernel::Float(c), Activations::Float(x), ActivationsMut::Float(o)) => {
+                c.run_image(x, h, w, residual, o, pool)
+            }
+            (ConvKernel::Float(_), _, _) => Err(ConvError::Shape(
+                "a float convolution reads and writes floats".into(),
+            )),
+            (ConvKernel::Int8(c), x, o) => c.run_image(x, h, w, residual, o, pool),
         }
     }
 
@@ -91,6 +123,30 @@ fn float_attr(node: &NodeProto, name: &str) -> TractResult<Option<(Vec<usize>, V
     Ok(Some((t.dims.iter().map(|&d| d as usize).collect(), data)))
 }
 
+/// The pre-activation attributes `{prefix}pre_scale`, `{prefix}pre_shift`,
+/// `{prefix}pre_relu`.
+fn pre_transform(node: &NodeProto, prefix: &str) -> TractResult<InputTransform> {
+    Ok(InputTransform {
+        scale: float_attr(node, &format!("{prefix}pre_scale"))?.map(|v| v.1),
+        shift: float_attr(node, &format!("{prefix}pre_shift"))?.map(|v| v.1),
+        relu: node
+            .get_attr_opt::<i64>(&format!("{prefix}pre_relu"))?
+            .unwrap_or(0)
+            != 0,
+        fake_quant: None,
+    })
+}
+
+/// The quantization attributes `{prefix}x_scale`, `{prefix}x_zero_point`.
+fn quantization(node: &NodeProto, prefix: &str) -> TractResult<FakeQuant> {
+    let zero: i64 = node.get_attr(&format!("{prefix}x_zero_point"))?;
+    Ok(FakeQuant {
+        scale: node.get_attr(&format!("{prefix}x_scale"))?,
+        zero: u8::try_from(zero)
+            .map_err(|_| format_err!("{}: {prefix}x_zero_point {zero} is not a u8", node.name))?,
+    })
+}
+
 fn parse_fused_conv(
     _ctx: &ParsingContext,
     node: &NodeProto,
@@ -106,12 +162,7 @@ fn parse_fused_conv(
         node.name
     );
     let bias = float_attr(node, "bias")?.map(|b| b.1).unwrap_or_default();
-    let pre = InputTransform {
-        scale: float_attr(node, "pre_scale")?.map(|v| v.1),
-        shift: float_attr(node, "pre_shift")?.map(|v| v.1),
-        relu: node.get_attr_opt::<i64>("pre_relu")?.unwrap_or(0) != 0,
-        fake_quant: None,
-    };
+    let pre = pre_transform(node, "")?;
     let bad = |e: ConvError| format_err!("{}: {e}", node.name);
     let conv = if node.op_type == FUSED_QCONV {
         let weight = crate::onnx::tensor_i8(t)
@@ -119,11 +170,24 @@ fn parse_fused_conv(
         let scales = float_attr(node, "weight_scale")?
             .ok_or_else(|| format_err!("{}: no weight_scale", node.name))?
             .1;
-        let zero: i64 = node.get_attr("x_zero_point")?;
-        let quant = FakeQuant {
-            scale: node.get_attr("x_scale")?,
-            zero: u8::try_from(zero)
-                .map_err(|_| format_err!("{}: x_zero_point {zero} is not a u8", node.name))?,
+        let quant = quantization(node, "")?;
+        let input = if node.get_attr_opt::<i64>(INPUT_CODES)?.unwrap_or(0) != 0 {
+            ensure!(
+                pre == InputTransform::default(),
+                "{}: an input of codes has its pre-activation applied already",
+                node.name
+            );
+            QuantInput::Codes { quant }
+        } else {
+            QuantInput::Float { pre, quant }
+        };
+        let output = if node.get_attr_opt::<i64>(OUTPUT_CODES)?.unwrap_or(0) != 0 {
+            Some(CodeOutput {
+                pre: pre_transform(node, "output_")?,
+                quant: quantization(node, "output_")?,
+            })
+        } else {
+            None
         };
         ConvKernel::Int8(Arc::new(
             QuantConv::new(
@@ -133,9 +197,9 @@ fn parse_fused_conv(
                 &weight,
                 &scales,
                 &bias,
-                quant,
-                pre,
+                input,
                 Activation::None,
+                output,
             )
             .map_err(bad)?,
         ))
@@ -190,8 +254,11 @@ impl Expansion for FusedConvExpansion {
             1 + (self.0.residual != ResidualInput::None) as usize,
         )?;
         check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&inputs[0].datum_type, self.0.conv.input_type())?;
+        s.equals(&outputs[0].datum_type, self.0.conv.output_type())?;
+        if self.0.residual != ResidualInput::None {
+            s.equals(&inputs[1].datum_type, f32::datum_type())?;
+        }
         s.equals(&inputs[0].rank, 4)?;
         s.equals(&outputs[0].rank, 4)?;
         s.equals(&inputs[0].shape[1], self.0.conv.input_channels().to_dim())?;
@@ -266,7 +333,7 @@ impl Op for FusedConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let c = &self.conv;
         Ok(vec![format!(
-            "{}{}x{} {}->{}{}",
+            "{}{}x{} {}->{}{}{}",
             match c {
                 ConvKernel::Float(f) if f.is_winograd() => "winograd F(2x2,3x3) ".into(),
                 ConvKernel::Float(_) => String::new(),
@@ -280,6 +347,12 @@ impl Op for FusedConv {
                 ResidualInput::None => "",
                 ResidualInput::Same => " + residual",
                 ResidualInput::Upsampled => " + up-sampled residual",
+            },
+            match (c.reads_codes(), c.writes_codes()) {
+                (false, false) => "",
+                (true, false) => ", u8 in",
+                (false, true) => ", u8 out",
+                (true, true) => ", u8 in and out",
             }
         )])
     }
@@ -326,11 +399,24 @@ impl EvalOp for FusedConv {
                 [n, cout, h, w]
             );
         }
+        ensure!(
+            inputs[0].datum_type() == conv.input_type()
+                && inputs
+                    .get(1)
+                    .is_none_or(|r| r.datum_type() == f32::datum_type()),
+            "{FUSED_CONV}: inputs of {:?}, expected {:?} and f32 residuals",
+            inputs.iter().map(|i| i.datum_type()).collect::<Vec<_>>(),
+            conv.input_type()
+        );
         // The residual sum is written over the residual itself when nothing else holds
         // it (tract has released it): no output buffer to allocate and fault in.
-        let in_place = self.residual == ResidualInput::Same && inputs[1].is_exclusive();
+        let in_place = self.residual == ResidualInput::Same
+            && !conv.writes_codes()
+            && inputs[1].is_exclusive();
         let mut out = if in_place {
             inputs.pop().expect("two inputs").into_tensor()
+        } else if conv.writes_codes() {
+            Tensor::zero::<u8>(&[n, cout, h, w])?
         } else {
             Tensor::zero::<f32>(&[n, cout, h, w])?
         };
@@ -340,7 +426,6 @@ impl EvalOp for FusedConv {
             return Ok(tvec!(out.into_tvalue()));
         }
         let x = inputs[0].try_as_plain_ram()?;
-        let x = x.as_slice::<f32>()?;
         let residual = match self.residual {
             ResidualInput::None => None,
             _ if in_place => None,
@@ -356,10 +441,17 @@ impl EvalOp for FusedConv {
         };
         {
             let mut o = out.try_as_plain_ram_mut()?;
-            let o = o.as_slice_mut::<f32>()?;
-            for (i, out_i) in o.chunks_mut(cout * plane).enumerate() {
-                let xi =
-                    ndarray::ArrayView2::from_shape((c, plane), &x[i * c * plane..][..c * plane])?;
+            for i in 0..n {
+                let xi = match conv.reads_codes() {
+                    true => Activations::Codes(ndarray::ArrayView2::from_shape(
+                        (c, plane),
+                        &x.as_slice::<u8>()?[i * c * plane..][..c * plane],
+                    )?),
+                    false => Activations::Float(ndarray::ArrayView2::from_shape(
+                        (c, plane),
+                        &x.as_slice::<f32>()?[i * c * plane..][..c * plane],
+                    )?),
+                };
                 let ri = residual
                     .map(|r| {
                         ndarray::ArrayView2::from_shape(
@@ -374,7 +466,16 @@ impl EvalOp for FusedConv {
                     (ResidualInput::Upsampled, Some(r)) => Residual::AddUpsampled(r),
                     _ => Residual::None,
                 };
-                let oi = ndarray::ArrayViewMut2::from_shape((cout, plane), out_i)?;
+                let oi = match conv.writes_codes() {
+                    true => ActivationsMut::Codes(ndarray::ArrayViewMut2::from_shape(
+                        (cout, plane),
+                        &mut o.as_slice_mut::<u8>()?[i * cout * plane..][..cout * plane],
+                    )?),
+                    false => ActivationsMut::Float(ndarray::ArrayViewMut2::from_shape(
+                        (cout, plane),
+                        &mut o.as_slice_mut::<f32>()?[i * cout * plane..][..cout * plane],
+                    )?),
+                };
                 conv.run_image(xi, h, w, residual, oi, pool)?;
             }
         }
@@ -385,7 +486,7 @@ impl EvalOp for FusedConv {
 impl TypedOp for FusedConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let x = inputs[0];
-        ensure!(x.rank() == 4 && x.datum_type == f32::datum_type());
+        ensure!(x.rank() == 4 && x.datum_type == self.conv.input_type());
         let mut shape = x.shape.to_tvec();
         shape[1] = self.conv.output_channels().to_dim();
         if self.residual == ResidualInput::Same {
@@ -394,7 +495,7 @@ impl TypedOp for FusedConv {
                 "residual shape differs from the output's"
             );
         }
-        Ok(tvec!(f32::fact(shape)))
+        Ok(tvec!(self.conv.output_type().fact(shape)))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

@@ -299,15 +299,15 @@ impl DirectConv {
 
 /// Check a convolution's arrays against its channels and image size; the input and the
 /// residual as slices.
-pub(crate) fn check_shapes<'a, 'r>(
+pub(crate) fn check_shapes<'a, 'r, T>(
     cin: usize,
     cout: usize,
     h: usize,
     w: usize,
-    input: ArrayView2<'a, f32>,
+    input: ArrayView2<'a, T>,
     residual: Residual<'r>,
     output: (usize, usize),
-) -> Result<(&'a [f32], Source<'r>), ConvError> {
+) -> Result<(&'a [T], Source<'r>), ConvError> {
     let plane = h * w;
     let residual_dim = match residual {
         Residual::Add(r) | Residual::AddUpsampled(r) => Some(r.dim()),
@@ -348,15 +348,15 @@ pub(crate) fn check_shapes<'a, 'r>(
 /// for a panel and several per thread, and call `job(first pixel, run)` for each, on
 /// `pool`'s threads if any.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn for_each_run(
+pub(crate) fn for_each_run<T: Send>(
     kernel: usize,
     row_multiple: usize,
     cin: usize,
     h: usize,
     w: usize,
-    mut output: ArrayViewMut2<'_, f32>,
+    mut output: ArrayViewMut2<'_, T>,
     pool: Option<&rayon::ThreadPool>,
-    job: &(dyn Fn(usize, ArrayViewMut2<'_, f32>) + Sync),
+    job: &(dyn Fn(usize, ArrayViewMut2<'_, T>) + Sync),
 ) {
     let plane = h * w;
     let threads = pool.map_or(1, |p| p.current_num_threads());
@@ -374,7 +374,7 @@ pub(crate) fn for_each_run(
     let run_len = per_run * unit;
     match pool {
         Some(pool) if threads > 1 => {
-            let chunks: Vec<(usize, ArrayViewMut2<'_, f32>)> = output
+            let chunks: Vec<(usize, ArrayViewMut2<'_, T>)> = output
                 .axis_chunks_iter_mut(Axis(1), run_len)
                 .enumerate()
                 .map(|(i, c)| (i * run_len, c))

@@ -2,18 +2,25 @@
 //! `DequantizeLinear(QuantizeLinear(x)) * DequantizeLinear(w_int8)`, computed in
 //! integers.
 //!
-//! The input is float (the previous layer's output) and so is the output: the
-//! pre-activation (scale, shift, ReLU) and the quantization to `u8` happen as the input
-//! is copied into the panel, the requantization (`(acc - zero * sum(w)) * x_scale *
-//! w_scale[oc] + bias`), the residual sum and the ReLU as the output is written. In
-//! between, the multiply-accumulates are `u8 x i8 -> i32` dot products of four input
+//! The input is float (the previous layer's output, [`QuantInput::Float`]): the
+//! pre-activation (scale, shift, ReLU) and the quantization to `u8` happen as it is
+//! copied into the panel. Or it is already `u8` codes ([`QuantInput::Codes`]), written
+//! by the convolution before, which then only need copying. The output is float
+//! (requantization `(acc - zero * sum(w)) * x_scale * w_scale[oc] + bias`, the residual
+//! sum and the ReLU as it is written), or, with a [`CodeOutput`], the `u8` codes of the
+//! next quantized convolution: its pre-activation and its quantization applied to that
+//! float value in the same epilogue, so that between two quantized convolutions the
+//! activations stay 8-bit (a quarter of the memory traffic, no float pass). Both routes
+//! do the same float operations in the same order: chained or not, the codes are equal.
+//! In between, the multiply-accumulates are `u8 x i8 -> i32` dot products of four input
 //! channels (`vpdpbusd`, AVX512-VNNI: 64 per instruction, four times the f32 rate).
 //!
 //! Without VNNI the same convolution runs on the f32 kernels with dequantized weights
-//! and the input quantized and dequantized in the panel ([`crate::kernels::conv::FakeQuant`]):
-//! the same values, up to the order of float sums, at float speed.
+//! and the input quantized and dequantized in the panel ([`crate::kernels::conv::FakeQuant`])
+//! or dequantized from its codes: the same values, up to the order of float sums, at
+//! float speed.
 
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
 
 use super::conv::{
     Activation, ConvError, DirectConv, FakeQuant, InputTransform, OC_BLOCK, Residual, check_shapes,
@@ -37,6 +44,63 @@ const STRIP: usize = 32;
 /// on the f32 emulation (see [`QuantConv::kernel_choice`]).
 pub const MIN_MACS_FOR_INTEGER: usize = 256;
 
+/// What a quantized convolution reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuantInput {
+    /// Float values, transformed by `pre` (scale, shift, ReLU; no quantization) and
+    /// quantized by `quant` as they are read.
+    Float {
+        pre: InputTransform,
+        quant: FakeQuant,
+    },
+    /// The `u8` codes of `quant`, written by the convolution before (its [`CodeOutput`]).
+    Codes { quant: FakeQuant },
+}
+
+impl QuantInput {
+    pub fn quant(&self) -> FakeQuant {
+        match self {
+            QuantInput::Float { quant, .. } | QuantInput::Codes { quant } => *quant,
+        }
+    }
+
+    pub fn reads_codes(&self) -> bool {
+        matches!(self, QuantInput::Codes { .. })
+    }
+}
+
+/// An output written as the `u8` codes the next quantized convolution reads: its
+/// pre-activation (`pre`: scale, shift, ReLU) and its input quantization (`quant`),
+/// applied to this convolution's float output in the epilogue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeOutput {
+    pub pre: InputTransform,
+    pub quant: FakeQuant,
+}
+
+/// The activations a quantized convolution reads, `[channels, h*w]`.
+#[derive(Debug, Clone, Copy)]
+pub enum Activations<'a> {
+    Float(ArrayView2<'a, f32>),
+    Codes(ArrayView2<'a, u8>),
+}
+
+/// The activations a quantized convolution writes, `[channels, h*w]`.
+#[derive(Debug)]
+pub enum ActivationsMut<'a> {
+    Float(ArrayViewMut2<'a, f32>),
+    Codes(ArrayViewMut2<'a, u8>),
+}
+
+impl ActivationsMut<'_> {
+    fn dim(&self) -> (usize, usize) {
+        match self {
+            ActivationsMut::Float(a) => a.dim(),
+            ActivationsMut::Codes(a) => a.dim(),
+        }
+    }
+}
+
 /// A quantized convolution, weights packed for the integer kernel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantConv {
@@ -54,11 +118,12 @@ pub struct QuantConv {
     out_scale: Vec<f32>,
     /// Padded.
     bias: Vec<f32>,
-    input_quant: FakeQuant,
-    /// Scale, shift, ReLU (no quantization: the kernel quantizes).
-    pre: InputTransform,
+    input: QuantInput,
     post: Activation,
-    /// The same convolution in f32 (dequantized weights, fake-quantized input).
+    /// Codes for the next quantized convolution instead of floats.
+    output: Option<CodeOutput>,
+    /// The same convolution in f32 (dequantized weights; float input fake-quantized in
+    /// the panel, codes dequantized before).
     float: DirectConv,
 }
 
@@ -94,8 +159,9 @@ impl QuantKernel {
 
 impl QuantConv {
     /// `weights` `i8` in ONNX order `[cout, cin, kernel, kernel]` with one scale per
-    /// output channel (zero point 0); `bias` float of `cout` (or empty); the input is
-    /// transformed by `pre`, then quantized by `input_quant`.
+    /// output channel (zero point 0); `bias` float of `cout` (or empty); `input` says
+    /// how the input is read and quantized, `output` whether the output is written as
+    /// the next convolution's codes.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cin: usize,
@@ -104,10 +170,11 @@ impl QuantConv {
         weights: &[i8],
         weight_scales: &[f32],
         bias: &[f32],
-        input_quant: FakeQuant,
-        pre: InputTransform,
+        input: QuantInput,
         post: Activation,
+        output: Option<CodeOutput>,
     ) -> Result<Self, ConvError> {
+        let input_quant = input.quant();
         let kk = kernel * kernel;
         if weight_scales.len() != cout {
             return Err(ConvError::Shape(format!(
@@ -122,9 +189,20 @@ impl QuantConv {
                 "quantization scales must be finite and the input scale positive".into(),
             ));
         }
-        if pre.fake_quant.is_some() {
+        let pre_quantizes = match &input {
+            QuantInput::Float { pre, .. } => pre.fake_quant.is_some(),
+            QuantInput::Codes { .. } => false,
+        };
+        if pre_quantizes || output.as_ref().is_some_and(|o| o.pre.fake_quant.is_some()) {
             return Err(ConvError::Unsupported(
                 "the input transform of a quantized conv quantizes already".into(),
+            ));
+        }
+        if let Some(o) = &output
+            && !(o.quant.scale.is_finite() && o.quant.scale > 0.0)
+        {
+            return Err(ConvError::Unsupported(
+                "the output quantization scale must be finite and positive".into(),
             ));
         }
         let dequantized: Vec<f32> = weights
@@ -132,18 +210,15 @@ impl QuantConv {
             .enumerate()
             .map(|(i, &q)| q as f32 * weight_scales.get(i / (cin * kk).max(1)).unwrap_or(&0.0))
             .collect();
-        let float = DirectConv::new(
-            cin,
-            cout,
-            kernel,
-            &dequantized,
-            bias,
-            InputTransform {
-                fake_quant: Some(input_quant),
+        let float_pre = match &input {
+            QuantInput::Float { pre, quant } => InputTransform {
+                fake_quant: Some(*quant),
                 ..pre.clone()
             },
-            post,
-        )?;
+            // dequantized codes are the values already
+            QuantInput::Codes { .. } => InputTransform::default(),
+        };
+        let float = DirectConv::new(cin, cout, kernel, &dequantized, bias, float_pre, post)?;
         let groups = cin.div_ceil(4);
         let blocks = cout.div_ceil(OC_BLOCK);
         let mut packed = vec![0i32; blocks * groups * kk * OC_BLOCK];
@@ -183,11 +258,21 @@ impl QuantConv {
             correction,
             out_scale,
             bias: padded_bias,
-            input_quant,
-            pre,
+            input,
             post,
+            output,
             float,
         })
+    }
+
+    /// How the input is read.
+    pub fn input(&self) -> &QuantInput {
+        &self.input
+    }
+
+    /// The codes written for the next convolution, if the output is not float.
+    pub fn code_output(&self) -> Option<&CodeOutput> {
+        self.output.as_ref()
     }
 
     pub fn input_channels(&self) -> usize {
@@ -224,80 +309,179 @@ impl QuantConv {
     /// the arguments).
     pub fn run_image(
         &self,
-        input: ArrayView2<'_, f32>,
+        input: Activations<'_>,
         h: usize,
         w: usize,
         residual: Residual<'_>,
-        output: ArrayViewMut2<'_, f32>,
+        output: ActivationsMut<'_>,
         pool: Option<&rayon::ThreadPool>,
     ) -> Result<(), ConvError> {
         self.run_image_with(self.kernel_choice(), input, h, w, residual, output, pool)
     }
 
     /// Run with a given kernel; [`QuantKernel::Float`] runs anywhere, an integer kernel
-    /// the CPU lacks is refused.
+    /// the CPU lacks is refused. The input and output must be floats or codes as the
+    /// convolution was built ([`QuantInput`], [`CodeOutput`]); a residual in the output
+    /// buffer needs a float output.
     #[allow(clippy::too_many_arguments)]
     pub fn run_image_with(
         &self,
         kernel: QuantKernel,
-        input: ArrayView2<'_, f32>,
+        input: Activations<'_>,
         h: usize,
         w: usize,
         residual: Residual<'_>,
-        mut output: ArrayViewMut2<'_, f32>,
+        output: ActivationsMut<'_>,
         pool: Option<&rayon::ThreadPool>,
     ) -> Result<(), ConvError> {
+        let kind = |codes: bool| if codes { "u8 codes" } else { "floats" };
+        let reads_codes = matches!(input, Activations::Codes(_));
+        if reads_codes != self.input.reads_codes() {
+            return Err(ConvError::Shape(format!(
+                "input of {} for a convolution that reads {}",
+                kind(reads_codes),
+                kind(self.input.reads_codes())
+            )));
+        }
+        let writes_codes = matches!(output, ActivationsMut::Codes(_));
+        if writes_codes != self.output.is_some()
+            || (writes_codes && matches!(residual, Residual::InOutput))
+        {
+            return Err(ConvError::Shape(format!(
+                "output of {} for a convolution that writes {}{}",
+                kind(writes_codes),
+                kind(self.output.is_some()),
+                if writes_codes {
+                    " (a residual in the output needs floats)"
+                } else {
+                    ""
+                }
+            )));
+        }
         match kernel {
-            QuantKernel::Float => self.float.run_image(input, h, w, residual, output, pool),
+            QuantKernel::Float => self.run_float(input, h, w, residual, output, pool),
             QuantKernel::Avx512Vnni => {
                 if QuantKernel::detect() != QuantKernel::Avx512Vnni {
                     return Err(ConvError::Unsupported("this CPU has no AVX512-VNNI".into()));
                 }
-                let (input, residual) =
-                    check_shapes(self.cin, self.cout, h, w, input, residual, output.dim())?;
+                let out_dim = output.dim();
+                let (input, residual) = match input {
+                    Activations::Float(x) => {
+                        let (x, r) = check_shapes(self.cin, self.cout, h, w, x, residual, out_dim)?;
+                        (Src::Float(x), r)
+                    }
+                    Activations::Codes(x) => {
+                        let (x, r) = check_shapes(self.cin, self.cout, h, w, x, residual, out_dim)?;
+                        (Src::Codes(x), r)
+                    }
+                };
                 #[cfg(target_arch = "x86_64")]
-                {
-                    let job = |start: usize, chunk: ArrayViewMut2<'_, f32>| {
-                        let run = QRun {
-                            conv: self,
-                            input,
-                            residual,
-                            h,
-                            w,
-                            start,
-                            out: chunk,
+                match output {
+                    ActivationsMut::Float(mut out) => {
+                        let job = |start: usize, chunk: ArrayViewMut2<'_, f32>| {
+                            call_vnni(QRun {
+                                conv: self,
+                                input,
+                                residual,
+                                h,
+                                w,
+                                start,
+                                out: Dst::Float(chunk),
+                            })
                         };
-                        call_vnni(run)
-                    };
-                    for_each_run(
-                        self.kernel,
-                        1,
-                        self.cin,
-                        h,
-                        w,
-                        output.view_mut(),
-                        pool,
-                        &job,
-                    );
+                        for_each_run(self.kernel, 1, self.cin, h, w, out.view_mut(), pool, &job);
+                    }
+                    ActivationsMut::Codes(mut out) => {
+                        let job = |start: usize, chunk: ArrayViewMut2<'_, u8>| {
+                            call_vnni(QRun {
+                                conv: self,
+                                input,
+                                residual,
+                                h,
+                                w,
+                                start,
+                                out: Dst::Codes(chunk),
+                            })
+                        };
+                        for_each_run(self.kernel, 1, self.cin, h, w, out.view_mut(), pool, &job);
+                    }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (input, residual, &mut output, pool);
+                let _ = (input, residual, output, pool);
                 Ok(())
             }
         }
     }
+
+    /// The f32 route: codes in are dequantized first, codes out are written from a float
+    /// output.
+    fn run_float(
+        &self,
+        input: Activations<'_>,
+        h: usize,
+        w: usize,
+        residual: Residual<'_>,
+        output: ActivationsMut<'_>,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Result<(), ConvError> {
+        let dequantized;
+        let input = match input {
+            Activations::Float(x) => x,
+            Activations::Codes(x) => {
+                let q = self.input.quant();
+                dequantized = x.mapv(|c| (c as f32 - q.zero as f32) * q.scale);
+                dequantized.view()
+            }
+        };
+        match (output, &self.output) {
+            (ActivationsMut::Float(out), _) => {
+                self.float.run_image(input, h, w, residual, out, pool)
+            }
+            (ActivationsMut::Codes(mut out), Some(code)) => {
+                let mut values = Array2::<f32>::zeros(out.dim());
+                self.float
+                    .run_image(input, h, w, residual, values.view_mut(), pool)?;
+                let mut row = vec![0.0f32; values.ncols()];
+                for (oc, (src, mut dst)) in
+                    values.rows().into_iter().zip(out.rows_mut()).enumerate()
+                {
+                    let src = src.as_slice().expect("a new array is contiguous");
+                    code.pre.apply_row_float(oc, src, &mut row);
+                    Zip::from(&mut dst)
+                        .and(&row)
+                        .for_each(|d, &v| *d = code.quant.quantize(v));
+                }
+                Ok(())
+            }
+            (ActivationsMut::Codes(_), None) => unreachable!("checked by run_image_with"),
+        }
+    }
+}
+
+/// The input of a run: floats to transform and quantize, or codes.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    Float(&'a [f32]),
+    Codes(&'a [u8]),
+}
+
+/// The output of a run.
+#[cfg(target_arch = "x86_64")]
+enum Dst<'o> {
+    Float(ArrayViewMut2<'o, f32>),
+    Codes(ArrayViewMut2<'o, u8>),
 }
 
 /// One run of output pixels `[start, start + out.ncols())` of every output channel.
 #[cfg(target_arch = "x86_64")]
 struct QRun<'a, 'o> {
     conv: &'a QuantConv,
-    input: &'a [f32],
+    input: Src<'a>,
     residual: Source<'a>,
     h: usize,
     w: usize,
     start: usize,
-    out: ArrayViewMut2<'o, f32>,
+    out: Dst<'o>,
 }
 
 /// The one `unsafe` of skipseg: calling a function compiled for CPU features that are
@@ -321,8 +505,16 @@ fn run_vnni(mut run: QRun<'_, '_>) {
     let kk = kernel * kernel;
     let blocks = conv.cout.div_ceil(OC_BLOCK);
     let plane = run.h * run.w;
-    let len = run.out.ncols();
-    let q = conv.input_quant;
+    let len = match &run.out {
+        Dst::Float(o) => o.ncols(),
+        Dst::Codes(o) => o.ncols(),
+    };
+    let q = conv.input.quant();
+    let identity = InputTransform::default();
+    let pre = match &conv.input {
+        QuantInput::Float { pre, .. } => pre,
+        QuantInput::Codes { .. } => &identity,
+    };
     let (rows, row_len) = if kernel == 3 {
         (len / run.w, run.w)
     } else {
@@ -339,7 +531,20 @@ fn run_vnni(mut run: QRun<'_, '_>) {
     let mut codes: [Vec<u8>; 4] = std::array::from_fn(|_| vec![q.zero; pw]);
     let mut floats = vec![0.0f32; pw];
     let mut values = [0.0f32; STRIP];
+    let mut transformed = [0.0f32; STRIP];
     let mut rtile = [0.0f32; STRIP];
+    let no_output = [0.0f32; STRIP];
+    // codes[at..at + n] from input channel `ic`'s pixels [from, from + n)
+    let mut read = |codes: &mut [u8], ic: usize, at: usize, from: usize, n: usize| match run.input {
+        Src::Float(x) => {
+            let dst = &mut floats[at..at + n];
+            pre.apply_row_float(ic, &x[ic * plane + from..][..n], dst);
+            for (c, &f) in codes[at..at + n].iter_mut().zip(&*dst) {
+                *c = q.quantize(f);
+            }
+        }
+        Src::Codes(x) => codes[at..at + n].copy_from_slice(&x[ic * plane + from..][..n]),
+    };
     for r in 0..rows {
         let mut seg0 = 0;
         while seg0 < row_len {
@@ -359,29 +564,17 @@ fn run_vnni(mut run: QRun<'_, '_>) {
                             if sy < 0 || sy >= run.h as isize {
                                 (0, 0)
                             } else {
-                                let row = &run.input[ic * plane + sy as usize * run.w..][..run.w];
                                 let lo = x_start.saturating_sub(1);
                                 let hi = (x_start + seg + 1).min(run.w);
                                 let first = lo + 1 - x_start;
-                                conv.pre.apply_row_float(
-                                    ic,
-                                    &row[lo..hi],
-                                    &mut floats[first..first + hi - lo],
-                                );
+                                read(codes, ic, first, sy as usize * run.w + lo, hi - lo);
                                 (first, hi - lo)
                             }
                         } else {
-                            let src = &run.input[ic * plane + base..][..seg];
-                            conv.pre.apply_row_float(ic, src, &mut floats[..seg]);
+                            read(codes, ic, 0, base, seg);
                             (0, seg)
                         };
                         codes[..first].fill(q.zero);
-                        for (c, &f) in codes[first..first + count]
-                            .iter_mut()
-                            .zip(&floats[first..first + count])
-                        {
-                            *c = q.quantize(f);
-                        }
                         codes[first + count..].fill(q.zero);
                     }
                     let dst = &mut panel[(g * kernel + ky) * pw..][..pw];
@@ -420,7 +613,8 @@ fn run_vnni(mut run: QRun<'_, '_>) {
                             }
                         }
                     }
-                    // 3. requantize, residual, activation, store the valid part
+                    // 3. requantize, residual, activation, store the valid part (as
+                    // floats, or as the next convolution's codes)
                     let n = STRIP.min(seg - x0);
                     let local = r * row_len + seg0 + x0;
                     for (o, acc_o) in acc.iter().enumerate() {
@@ -434,24 +628,62 @@ fn run_vnni(mut run: QRun<'_, '_>) {
                         for (v, &i) in values.iter_mut().zip(&ints) {
                             *v = (i - corr) as f32 * scale + bias;
                         }
-                        let mut dst_row = run.out.row_mut(oc);
-                        let dst_row = dst_row.as_slice_mut().expect("output rows are contiguous");
-                        let dst = &mut dst_row[local..local + n];
                         let vals = &mut values[..n];
-                        if let Some(res) = residual_strip(
-                            run.residual,
-                            oc,
-                            plane,
-                            run.w,
-                            run.start + local,
-                            dst,
-                            &mut rtile,
-                        ) {
-                            for (v, r) in vals.iter_mut().zip(res) {
-                                *v += r;
+                        let relu = conv.post == Activation::Relu;
+                        match &mut run.out {
+                            Dst::Float(out) => {
+                                let mut dst_row = out.row_mut(oc);
+                                let dst_row =
+                                    dst_row.as_slice_mut().expect("output rows are contiguous");
+                                let dst = &mut dst_row[local..local + n];
+                                if let Some(res) = residual_strip(
+                                    run.residual,
+                                    oc,
+                                    plane,
+                                    run.w,
+                                    run.start + local,
+                                    dst,
+                                    &mut rtile,
+                                ) {
+                                    for (v, r) in vals.iter_mut().zip(res) {
+                                        *v += r;
+                                    }
+                                }
+                                store(vals, None, relu, dst);
+                            }
+                            Dst::Codes(out) => {
+                                // the same operations as a float output read by the next
+                                // convolution: residual, activation, its pre-activation,
+                                // its quantization
+                                if let Some(res) = residual_strip(
+                                    run.residual,
+                                    oc,
+                                    plane,
+                                    run.w,
+                                    run.start + local,
+                                    &no_output[..n],
+                                    &mut rtile,
+                                ) {
+                                    for (v, r) in vals.iter_mut().zip(res) {
+                                        *v += r;
+                                    }
+                                }
+                                if relu {
+                                    for v in vals.iter_mut() {
+                                        *v = v.max(0.0);
+                                    }
+                                }
+                                let code = conv.output.as_ref().expect("a code output");
+                                let t = &mut transformed[..n];
+                                code.pre.apply_row_float(oc, vals, t);
+                                let mut dst_row = out.row_mut(oc);
+                                let dst_row =
+                                    dst_row.as_slice_mut().expect("output rows are contiguous");
+                                for (d, &v) in dst_row[local..local + n].iter_mut().zip(&*t) {
+                                    *d = code.quant.quantize(v);
+                                }
                             }
                         }
-                        store(vals, None, conv.post == Activation::Relu, dst);
                     }
                     x0 += STRIP;
                 }
@@ -504,17 +736,22 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(40))]
+        #![proptest_config(ProptestConfig::with_cases(60))]
         /// Both kernels agree with the integer definition: the integer one up to the
         /// float rounding of the requantization (relative 1e-6 of the output's size), the
         /// f32 one up to f32 sums of exactly representable products (1e-5 relative to
         /// the sum of |terms|). Channel counts cover partial groups of 4 and blocks of 8.
+        /// The input is floats, or the codes of the definition (`codes_in`); the output
+        /// floats, or the codes of a next convolution's pre-activation and quantization
+        /// (`codes_out`), which must lie between the codes of the definition's value
+        /// plus and minus that bound.
         #[test]
         fn kernels_match_the_integer_definition(
             cin in 1usize..21, cout in 1usize..19, k in prop::sample::select(vec![1usize, 3]),
             h in 1usize..7, w in 1usize..75, seed in 0u64..500, zero in 0u8..=255,
             relu in any::<bool>(), shift in any::<bool>(), with_residual in any::<bool>(),
-            threads in 1usize..3,
+            threads in 1usize..3, codes_in in any::<bool>(), codes_out in any::<bool>(),
+            out_zero in 0u8..=255, out_relu in any::<bool>(),
         ) {
             let x = values(cin * h * w, seed);
             let wq: Vec<i8> = values(cout * cin * k * k, seed + 1)
@@ -530,10 +767,33 @@ mod tests {
             };
             let res = with_residual.then(|| values(cout * h * w, seed + 5));
             let post = Activation::None;
-            let conv = QuantConv::new(cin, cout, k, &wq, &ws, &bias, q, pre.clone(), post)
+            let input = if codes_in {
+                QuantInput::Codes { quant: q }
+            } else {
+                QuantInput::Float { pre: pre.clone(), quant: q }
+            };
+            let code_output = codes_out.then(|| CodeOutput {
+                pre: InputTransform {
+                    scale: Some(values(cout, seed + 6).iter().map(|v| v.abs() + 0.5).collect()),
+                    shift: Some(values(cout, seed + 7)),
+                    relu: out_relu,
+                    fake_quant: None,
+                },
+                quant: FakeQuant { scale: 3.0 / 255.0, zero: out_zero },
+            });
+            let conv = QuantConv::new(cin, cout, k, &wq, &ws, &bias, input, post, code_output.clone())
                 .expect("test setup");
             let want = reference(cin, cout, k, h, w, &x, &wq, &ws, &bias, q, &pre, res.as_deref(), post);
             let xin = Array2::from_shape_vec((cin, h * w), x.clone()).expect("test setup");
+            // the definition's codes of the input, for a convolution that reads codes
+            let mut xcodes = Array2::<u8>::zeros((cin, h * w));
+            for ic in 0..cin {
+                let mut t = vec![0.0f32; h * w];
+                pre.apply_row_float(ic, xin.row(ic).as_slice().expect("row"), &mut t);
+                for (c, v) in xcodes.row_mut(ic).iter_mut().zip(&t) {
+                    *c = q.quantize(*v);
+                }
+            }
             let rin = res.as_ref().map(|r| Array2::from_shape_vec((cout, h * w), r.clone()).expect("test setup"));
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("test setup");
             let pool = (threads > 1).then_some(&pool);
@@ -543,15 +803,190 @@ mod tests {
             }
             let terms = (cin * k * k) as f32 * 127.0 * 255.0 * q.scale * 0.0127 + 2.0;
             for kernel in kernels {
-                let mut out = Array2::<f32>::from_elem((cout, h * w), f32::NAN);
                 let residual = match &rin { Some(r) => Residual::Add(r.view()), None => Residual::None };
-                conv.run_image_with(kernel, xin.view(), h, w, residual, out.view_mut(), pool)
-                    .expect("test setup");
+                let input = if codes_in {
+                    Activations::Codes(xcodes.view())
+                } else {
+                    Activations::Float(xin.view())
+                };
                 let bound = if kernel == QuantKernel::Float { 1e-5 * terms } else { 1e-6 * terms };
-                for (i, (a, b)) in out.iter().zip(&want).enumerate() {
-                    prop_assert!((a - b).abs() <= bound, "{kernel:?} pixel {i}: {a} vs {b}");
+                match &code_output {
+                    None => {
+                        let mut out = Array2::<f32>::from_elem((cout, h * w), f32::NAN);
+                        conv.run_image_with(kernel, input, h, w, residual, ActivationsMut::Float(out.view_mut()), pool)
+                            .expect("test setup");
+                        for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                            prop_assert!((a - b).abs() <= bound, "{kernel:?} pixel {i}: {a} vs {b}");
+                        }
+                    }
+                    Some(code) => {
+                        let mut out = Array2::<u8>::from_elem((cout, h * w), 7);
+                        conv.run_image_with(kernel, input, h, w, residual, ActivationsMut::Codes(out.view_mut()), pool)
+                            .expect("test setup");
+                        for (i, (&c, &b)) in out.iter().zip(&want).enumerate() {
+                            let oc = i / (h * w);
+                            let code_of = |v: f32| {
+                                let mut t = [0.0f32];
+                                code.pre.apply_row_float(oc, &[v], &mut t);
+                                code.quant.quantize(t[0])
+                            };
+                            let (lo, hi) = (code_of(b - bound), code_of(b + bound));
+                            prop_assert!(
+                                lo.min(hi) <= c && c <= lo.max(hi),
+                                "{kernel:?} pixel {i}: code {c}, the definition's value {b} gives {lo}..{hi}"
+                            );
+                        }
+                    }
                 }
             }
+        }
+
+        /// Chained or not, the same codes: a producer that writes the next convolution's
+        /// codes and a consumer that reads them give bit for bit the output of the
+        /// producer writing floats that the consumer transforms and quantizes itself.
+        #[test]
+        fn chained_codes_equal_the_float_hand_over(
+            c0 in 1usize..13, c1 in 1usize..13, c2 in 1usize..11,
+            k1 in prop::sample::select(vec![1usize, 3]), k2 in prop::sample::select(vec![1usize, 3]),
+            h in 1usize..6, w in 1usize..70, seed in 0u64..500, threads in 1usize..3,
+        ) {
+            let weights = |n: usize, s: u64| -> Vec<i8> {
+                values(n, s).iter().map(|v| (v * 127.0).round() as i8).collect()
+            };
+            let scales = |n: usize, s: u64| -> Vec<f32> {
+                values(n, s).iter().map(|v| (v.abs() + 0.1) / 50.0).collect()
+            };
+            let q1 = FakeQuant { scale: 2.0 / 255.0, zero: 100 };
+            let q2 = FakeQuant { scale: 1.0 / 255.0, zero: 0 };
+            let pre1 = InputTransform { relu: true, ..Default::default() };
+            let pre2 = InputTransform {
+                scale: Some(values(c1, seed + 1).iter().map(|v| v + 1.5).collect()),
+                shift: Some(values(c1, seed + 2)),
+                relu: true,
+                fake_quant: None,
+            };
+            let (w1, w2) = (weights(c1 * c0 * k1 * k1, seed + 3), weights(c2 * c1 * k2 * k2, seed + 4));
+            let (s1, s2) = (scales(c1, seed + 5), scales(c2, seed + 6));
+            let (b1, b2) = (values(c1, seed + 7), values(c2, seed + 8));
+            let make = |chained: bool| {
+                let first = QuantConv::new(
+                    c0, c1, k1, &w1, &s1, &b1,
+                    QuantInput::Float { pre: pre1.clone(), quant: q1 }, Activation::None,
+                    chained.then(|| CodeOutput { pre: pre2.clone(), quant: q2 }),
+                ).expect("test setup");
+                let second = QuantConv::new(
+                    c1, c2, k2, &w2, &s2, &b2,
+                    if chained { QuantInput::Codes { quant: q2 } } else { QuantInput::Float { pre: pre2.clone(), quant: q2 } },
+                    Activation::None, None,
+                ).expect("test setup");
+                (first, second)
+            };
+            let x = Array2::from_shape_vec((c0, h * w), values(c0 * h * w, seed)).expect("test setup");
+            let r = Array2::from_shape_vec((c1, h * w), values(c1 * h * w, seed + 9)).expect("test setup");
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("test setup");
+            let pool = (threads > 1).then_some(&pool);
+            let mut kernels = vec![QuantKernel::Float];
+            if QuantKernel::detect() == QuantKernel::Avx512Vnni {
+                kernels.push(QuantKernel::Avx512Vnni);
+            }
+            for kernel in kernels {
+                let run = |chained: bool| {
+                    let (first, second) = make(chained);
+                    let mut out = Array2::<f32>::zeros((c2, h * w));
+                    if chained {
+                        let mut mid = Array2::<u8>::zeros((c1, h * w));
+                        first.run_image_with(kernel, Activations::Float(x.view()), h, w, Residual::Add(r.view()), ActivationsMut::Codes(mid.view_mut()), pool).expect("runs");
+                        second.run_image_with(kernel, Activations::Codes(mid.view()), h, w, Residual::None, ActivationsMut::Float(out.view_mut()), pool).expect("runs");
+                    } else {
+                        let mut mid = Array2::<f32>::zeros((c1, h * w));
+                        first.run_image_with(kernel, Activations::Float(x.view()), h, w, Residual::Add(r.view()), ActivationsMut::Float(mid.view_mut()), pool).expect("runs");
+                        second.run_image_with(kernel, Activations::Float(mid.view()), h, w, Residual::None, ActivationsMut::Float(out.view_mut()), pool).expect("runs");
+                    }
+                    out
+                };
+                let (plain, chained) = (run(false), run(true));
+                for (i, (a, b)) in plain.iter().zip(chained.iter()).enumerate() {
+                    prop_assert!(a.to_bits() == b.to_bits(), "{kernel:?} pixel {i}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    /// Inputs and outputs of the wrong kind, and a residual in a code output, are
+    /// refused.
+    #[test]
+    fn activations_of_the_wrong_kind_are_refused() {
+        let q = FakeQuant {
+            scale: 0.1,
+            zero: 0,
+        };
+        let code = CodeOutput {
+            pre: InputTransform::default(),
+            quant: q,
+        };
+        let conv = QuantConv::new(
+            4,
+            4,
+            1,
+            &[1; 16],
+            &[0.1; 4],
+            &[],
+            QuantInput::Codes { quant: q },
+            Activation::None,
+            Some(code),
+        )
+        .expect("test setup");
+        let x = Array2::<f32>::zeros((4, 4));
+        let c = Array2::<u8>::zeros((4, 4));
+        let mut o = Array2::<f32>::zeros((4, 4));
+        let mut oc = Array2::<u8>::zeros((4, 4));
+        for kernel in [QuantKernel::Float, QuantKernel::detect()] {
+            let floats_in = conv.run_image_with(
+                kernel,
+                Activations::Float(x.view()),
+                2,
+                2,
+                Residual::None,
+                ActivationsMut::Codes(oc.view_mut()),
+                None,
+            );
+            assert!(
+                matches!(floats_in, Err(ConvError::Shape(_))),
+                "{floats_in:?}"
+            );
+            let floats_out = conv.run_image_with(
+                kernel,
+                Activations::Codes(c.view()),
+                2,
+                2,
+                Residual::None,
+                ActivationsMut::Float(o.view_mut()),
+                None,
+            );
+            assert!(
+                matches!(floats_out, Err(ConvError::Shape(_))),
+                "{floats_out:?}"
+            );
+            let in_place = conv.run_image_with(
+                kernel,
+                Activations::Codes(c.view()),
+                2,
+                2,
+                Residual::InOutput,
+                ActivationsMut::Codes(oc.view_mut()),
+                None,
+            );
+            assert!(matches!(in_place, Err(ConvError::Shape(_))), "{in_place:?}");
+            conv.run_image_with(
+                kernel,
+                Activations::Codes(c.view()),
+                2,
+                2,
+                Residual::None,
+                ActivationsMut::Codes(oc.view_mut()),
+                None,
+            )
+            .expect("the right kinds run");
         }
     }
 

@@ -1,11 +1,13 @@
 //! ONNX -> ONNX rewrites run before tract sees a model. Each pass finds its pattern,
 //! returns early when it is absent, rewrites, and reports what it changed.
 
+pub mod chain_int8;
 pub mod dropout;
 pub mod fold_bn;
 pub mod fuse_conv;
 pub mod quantize;
 
+pub use chain_int8::{ChainReport, chain_quantized_convs};
 pub use fold_bn::{FoldReport, fold_batch_norms};
 pub use fuse_conv::{FuseReport, fuse_convolutions};
 pub use quantize::{ActivationRange, QuantizeReport, conv_inputs, quantize_convs};
