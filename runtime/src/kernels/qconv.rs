@@ -545,45 +545,67 @@ fn run_vnni(mut run: QRun<'_, '_>) {
         }
         Src::Codes(x) => codes[at..at + n].copy_from_slice(&x[ic * plane + from..][..n]),
     };
+    // 1. transformed, quantized input, four channels interleaved per pixel: panel row
+    // `slot` of every group gets input row `sy` (3x3: columns `base % w - 1 ..= base % w +
+    // seg`) or pixels `[base, base + seg)` (1x1)
+    let mut fill = |panel: &mut [u32], slot: usize, sy: isize, base: usize, seg: usize| {
+        for g in 0..groups {
+            for (lane, codes) in codes.iter_mut().enumerate() {
+                let ic = 4 * g + lane;
+                // columns of the panel row that hold image pixels
+                let (first, count) = if ic >= conv.cin {
+                    (0, 0)
+                } else if kernel == 3 {
+                    if sy < 0 || sy >= run.h as isize {
+                        (0, 0)
+                    } else {
+                        let x_start = base % run.w;
+                        let lo = x_start.saturating_sub(1);
+                        let hi = (x_start + seg + 1).min(run.w);
+                        let first = lo + 1 - x_start;
+                        read(codes, ic, first, sy as usize * run.w + lo, hi - lo);
+                        (first, hi - lo)
+                    }
+                } else {
+                    read(codes, ic, 0, base, seg);
+                    (0, seg)
+                };
+                codes[..first].fill(q.zero);
+                codes[first + count..].fill(q.zero);
+            }
+            let dst = &mut panel[(g * kernel + slot) * pw..][..pw];
+            let [c0, c1, c2, c3] = &codes;
+            for ((((d, &a), &b), &c), &e) in dst.iter_mut().zip(c0).zip(c1).zip(c2).zip(c3) {
+                *d = u32::from_le_bytes([a, b, c, e]);
+            }
+        }
+    };
+    // 3x3 over whole rows: the panel is a ring of three input rows, and each output row
+    // quantizes one new input row instead of three
+    let ring = kernel == 3 && seg_len >= row_len;
+    let mut held = [isize::MIN; 3];
     for r in 0..rows {
         let mut seg0 = 0;
         while seg0 < row_len {
             let seg = seg_len.min(row_len - seg0);
             let base = run.start + r * row_len + seg0;
-            // 1. transformed, quantized input, four channels interleaved per pixel
-            for g in 0..groups {
-                for ky in 0..kernel {
-                    for (lane, codes) in codes.iter_mut().enumerate() {
-                        let ic = 4 * g + lane;
-                        // columns of the panel row that hold image pixels
-                        let (first, count) = if ic >= conv.cin {
-                            (0, 0)
-                        } else if kernel == 3 {
-                            let (y, x_start) = (base / run.w, base % run.w);
-                            let sy = y as isize + ky as isize - 1;
-                            if sy < 0 || sy >= run.h as isize {
-                                (0, 0)
-                            } else {
-                                let lo = x_start.saturating_sub(1);
-                                let hi = (x_start + seg + 1).min(run.w);
-                                let first = lo + 1 - x_start;
-                                read(codes, ic, first, sy as usize * run.w + lo, hi - lo);
-                                (first, hi - lo)
-                            }
-                        } else {
-                            read(codes, ic, 0, base, seg);
-                            (0, seg)
-                        };
-                        codes[..first].fill(q.zero);
-                        codes[first + count..].fill(q.zero);
+            // the panel row of each kernel row
+            let mut slots = [0usize, 1, 2];
+            if kernel == 3 {
+                let y = (base / run.w) as isize;
+                for (ky, slot) in slots.iter_mut().enumerate() {
+                    let sy = y + ky as isize - 1;
+                    if ring {
+                        *slot = sy.rem_euclid(3) as usize;
+                        if held[*slot] == sy {
+                            continue;
+                        }
+                        held[*slot] = sy;
                     }
-                    let dst = &mut panel[(g * kernel + ky) * pw..][..pw];
-                    let [c0, c1, c2, c3] = &codes;
-                    for ((((d, &a), &b), &c), &e) in dst.iter_mut().zip(c0).zip(c1).zip(c2).zip(c3)
-                    {
-                        *d = u32::from_le_bytes([a, b, c, e]);
-                    }
+                    fill(&mut panel, *slot, sy, base, seg);
                 }
+            } else {
+                fill(&mut panel, 0, 0, base, seg);
             }
             // 2. blocks of 8 output channels, 32 pixels at a time, in i32
             for b in 0..blocks {
@@ -593,7 +615,8 @@ fn run_vnni(mut run: QRun<'_, '_>) {
                     let mut acc = [[_mm512_setzero_si512(); 2]; OC_BLOCK];
                     for (g, wg) in wb.chunks_exact(kk * OC_BLOCK).enumerate() {
                         for ky in 0..kernel {
-                            let row = &panel[(g * kernel + ky) * pw + x0..][..STRIP + kernel - 1];
+                            let row =
+                                &panel[(g * kernel + slots[ky]) * pw + x0..][..STRIP + kernel - 1];
                             for kx in 0..kernel {
                                 let a0: __m512i = bytemuck::pod_read_unaligned(
                                     bytemuck::cast_slice(&row[kx..kx + 16]),
@@ -909,6 +932,76 @@ mod tests {
                     prop_assert!(a.to_bits() == b.to_bits(), "{kernel:?} pixel {i}: {a} vs {b}");
                 }
             }
+        }
+    }
+
+    /// Rows too wide for one panel are cut into segments (3x3 with 256 input channels:
+    /// 320-pixel segments, so 700 pixels make three); there the integer kernel fills the
+    /// panel per segment instead of as a ring of rows. It must still agree with the f32
+    /// route (checked against the definition above), float or code input.
+    #[test]
+    fn segmented_rows_agree_with_the_f32_route() {
+        if QuantKernel::detect() != QuantKernel::Avx512Vnni {
+            eprintln!("NOTE: no AVX512-VNNI here: SKIPPED");
+            return;
+        }
+        let (cin, cout, h, w) = (256, 9, 3, 700);
+        let wq: Vec<i8> = values(cout * cin * 9, 1)
+            .iter()
+            .map(|v| (v * 127.0) as i8)
+            .collect();
+        let ws = vec![0.001; cout];
+        let q = FakeQuant {
+            scale: 2.0 / 255.0,
+            zero: 128,
+        };
+        let x = Array2::from_shape_vec((cin, h * w), values(cin * h * w, 2)).expect("test setup");
+        let codes = x.mapv(|v| q.quantize(v));
+        for codes_in in [false, true] {
+            let input = if codes_in {
+                QuantInput::Codes { quant: q }
+            } else {
+                QuantInput::Float {
+                    pre: InputTransform {
+                        relu: true,
+                        ..Default::default()
+                    },
+                    quant: q,
+                }
+            };
+            let conv = QuantConv::new(cin, cout, 3, &wq, &ws, &[], input, Activation::None, None)
+                .expect("test setup");
+            let run = |kernel| {
+                let mut out = Array2::<f32>::zeros((cout, h * w));
+                let x = if codes_in {
+                    Activations::Codes(codes.view())
+                } else {
+                    Activations::Float(x.view())
+                };
+                conv.run_image_with(
+                    kernel,
+                    x,
+                    h,
+                    w,
+                    Residual::None,
+                    ActivationsMut::Float(out.view_mut()),
+                    None,
+                )
+                .expect("runs");
+                out
+            };
+            let (a, b) = (run(QuantKernel::Float), run(QuantKernel::Avx512Vnni));
+            // f32 sums of up to 2304 exactly representable products of size <= 0.32
+            let bound = 1e-5 * (cin * 9) as f32 * 0.32;
+            let worst = a
+                .iter()
+                .zip(b.iter())
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= bound,
+                "codes in {codes_in}: max abs {worst} > {bound}"
+            );
         }
     }
 

@@ -2,15 +2,17 @@
 //! activations between two quantized convolutions stay 8-bit.
 //!
 //! Where the output of a fused quantized convolution (`SkipsegQConv`) is read by exactly
-//! one node, another `SkipsegQConv` that takes it as its input (not as its residual), and
-//! by no graph output, the producer writes the consumer's `u8` codes: the consumer's
+//! one node, another `SkipsegQConv` that takes it as its input (not as its residual) and
+//! runs on the integer kernel (at least [`MIN_MACS_FOR_INTEGER`] multiply-accumulates per
+//! pixel: a smaller one runs in f32 and would only dequantize the codes again), and by no
+//! graph output, the producer writes the consumer's `u8` codes: the consumer's
 //! pre-activation and input quantization move to the producer's epilogue
 //! (`output_pre_scale`, `output_pre_shift`, `output_pre_relu`, `output_x_scale`,
 //! `output_x_zero_point`, and [`OUTPUT_CODES`] = 1), and the consumer reads codes
 //! ([`INPUT_CODES`] = 1; it keeps `x_scale` and `x_zero_point`, which its integer sums
-//! need). In skipseg's networks these are the inner convolutions of bottleneck blocks and
-//! the head before the classifier; the residual stream, which a sum and two readers
-//! need in float, stays float.
+//! need). In skipseg's networks these are the inner convolutions of bottleneck blocks;
+//! the residual stream, which a sum and two readers need in float, stays float, and so
+//! does the head's output, which the 8 -> 1 classifier reads.
 //!
 //! The arithmetic is unchanged: the producer applies, in the same order, the same float
 //! operations the consumer applied to the float it read (see [`crate::kernels::qconv`]).
@@ -18,6 +20,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::fuse_conv::{DOMAIN, FUSED_QCONV};
+use crate::kernels::qconv::MIN_MACS_FOR_INTEGER;
 use crate::onnx::{self, pb};
 
 /// Attribute of a `SkipsegQConv` that reads the `u8` codes its producer wrote.
@@ -39,6 +42,18 @@ pub struct ChainReport {
 
 fn is_qconv(node: &pb::NodeProto) -> bool {
     node.op_type == FUSED_QCONV && node.domain == DOMAIN
+}
+
+/// Multiply-accumulates per output pixel of a fused convolution: the product of its
+/// weight's dimensions.
+fn macs_per_pixel(node: &pb::NodeProto) -> Option<usize> {
+    let weight = node
+        .attribute
+        .iter()
+        .find(|a| a.name == "weight")?
+        .t
+        .as_ref()?;
+    Some(weight.dims.iter().map(|&d| d.max(0) as usize).product())
 }
 
 fn has_flag(node: &pb::NodeProto, name: &str) -> bool {
@@ -72,6 +87,7 @@ pub fn chain_quantized_convs(model: &mut pb::ModelProto) -> ChainReport {
             && j != i
             && is_qconv(&graph.node[j])
             && !has_flag(&graph.node[j], INPUT_CODES)
+            && macs_per_pixel(&graph.node[j]).is_some_and(|m| m >= MIN_MACS_FOR_INTEGER)
             && COPIED
                 .iter()
                 .all(|name| graph.node[j].attribute.iter().any(|a| a.name == *name))
@@ -119,6 +135,10 @@ mod tests {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![output.into()],
             attribute: vec![
+                onnx::tensor_attr(
+                    "weight",
+                    onnx::i8_tensor("weight", &[8, 8, 3, 3], &[0; 576]),
+                ),
                 onnx::int("pre_relu", pre_relu as i64),
                 onnx::float("x_scale", 0.5),
                 onnx::int("x_zero_point", 3),
@@ -187,6 +207,15 @@ mod tests {
         assert!(attr(c, OUTPUT_CODES).is_none());
         assert!(attr(d, INPUT_CODES).is_none() && attr(d, OUTPUT_CODES).is_none());
         // once is enough
+        assert_eq!(chain_quantized_convs(&mut m).chained, 0);
+    }
+
+    #[test]
+    fn a_consumer_run_in_f32_reads_floats() {
+        let mut small = qconv("b", &["ya"], "yb", true);
+        small.attribute[0] =
+            onnx::tensor_attr("weight", onnx::i8_tensor("weight", &[1, 8, 1, 1], &[0; 8]));
+        let mut m = model(vec![qconv("a", &["x"], "ya", true), small], &["yb"]);
         assert_eq!(chain_quantized_convs(&mut m).chained, 0);
     }
 
