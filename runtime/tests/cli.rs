@@ -392,3 +392,26 @@ fn quantize_needs_no_labels_by_default() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("labelled"));
     assert!(!dir.join("auto.onnx").exists());
 }
+
+/// segment-run sets mimalloc's purge delay without starting itself again: by default it
+/// reports -1 (purging off) from the process it is; a delay the user puts in the
+/// environment is read by mimalloc itself and reported as given, which also shows that
+/// the option segment-run sets is that one (`bench --json` reports the delay in force).
+#[test]
+fn the_allocator_is_configured_in_process_and_the_users_choice_wins() {
+    let run = |delay: Option<&str>| {
+        let mut cmd = bin();
+        cmd.args(["bench", "--size", "64", "--repeats", "1", "--json"]);
+        cmd.env_remove("MIMALLOC_PURGE_DELAY");
+        if let Some(d) = delay {
+            cmd.env("MIMALLOC_PURGE_DELAY", d);
+        }
+        let out = cmd.output().expect("runs");
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let default = run(None);
+    assert_eq!(default["allocator_purge_delay_ms"], -1, "{default}");
+    let chosen = run(Some("123"));
+    assert_eq!(chosen["allocator_purge_delay_ms"], 123, "{chosen}");
+}

@@ -30,7 +30,9 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+/// `purge_delay`: mimalloc's purge delay in force (ms; -1: never), reported with the
+/// timings because it changes them (main.rs).
+pub fn run(args: Args, purge_delay: std::os::raw::c_long) -> Result<()> {
     anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
     anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
     let started = Instant::now();
@@ -50,6 +52,7 @@ pub fn run(args: Args) -> Result<()> {
             "runs_ms": t.runs.iter().map(|r| r * 1e3).collect::<Vec<_>>(),
             "median_ms": t.median * 1e3,
             "gflops": t.flops / 1e9,
+            "allocator_purge_delay_ms": purge_delay,
         });
         if let Some(p) = &t.profile {
             out["profile"] = serde_json::json!({
@@ -68,6 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         args.size,
         args.threads
     );
+    println!("allocator: mimalloc, purge delay {purge_delay} ms (-1: never)");
     println!(
         "start-up {:.0} ms (load + passes {:.0}, optimise {:.0}, first run {:.0})",
         (load + t.optimise + t.first_run) * 1e3,

@@ -58,30 +58,40 @@ enum Command {
 /// mimalloc returns memory freed for more than its purge delay to the kernel; the
 /// activation maps of a large window (512 MB a map for Table 1 at 2048²) are freed and
 /// allocated again every window, and faulting them back in cost 25 % of the run
-/// (docs/PERFORMANCE.md). The option is read from the environment only, so segment-run
-/// starts itself again with it set (same process id, arguments and environment
-/// otherwise) unless the user chose a value.
-const ALLOCATOR_SETTING: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "-1");
+/// (docs/PERFORMANCE.md). So segment-run turns purging off (delay -1) as it starts,
+/// through mimalloc's option API, unless the user set `MIMALLOC_PURGE_DELAY` (mimalloc
+/// reads that itself). No re-execution: the binary runs wherever it can start (under
+/// qemu-user, in sandboxes that forbid exec of /proc/self/exe).
+const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 
-fn configure_allocator() {
-    #[cfg(unix)]
-    if std::env::var_os(ALLOCATOR_SETTING.0).is_none()
-        && let Ok(exe) = std::env::current_exe()
-    {
-        use std::os::unix::process::CommandExt;
-        // exec returns only if it failed: then run as is
-        let _ = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env(ALLOCATOR_SETTING.0, ALLOCATOR_SETTING.1)
-            .exec();
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (its 16th entry in v2 and v3),
+/// and its defaults (v3, which libmimalloc-sys builds by default: 1000 ms; v2: 10 ms).
+/// The option is changed only where it reads as one of them, so that a renumbered enum
+/// in a future mimalloc changes nothing rather than another option.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_PURGE_DELAY_DEFAULTS: [std::os::raw::c_long; 2] = [1000, 10];
+
+/// Turn mimalloc's purging off (see [`PURGE_DELAY_ENV`]); returns the delay in force.
+#[allow(unsafe_code)]
+fn configure_allocator() -> std::os::raw::c_long {
+    // SAFETY: mimalloc's option getters and setters read and write one integer of its
+    // static option table (no pointers); mimalloc is initialised before `main`.
+    unsafe {
+        if std::env::var_os(PURGE_DELAY_ENV).is_none()
+            && MI_PURGE_DELAY_DEFAULTS
+                .contains(&libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY))
+        {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        }
+        libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY)
     }
 }
 
 fn main() {
-    configure_allocator();
+    let purge_delay = configure_allocator();
     let cli = Cli::parse();
     quiet_panics();
-    match std::panic::catch_unwind(|| run(cli)) {
+    match std::panic::catch_unwind(|| run(cli, purge_delay)) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             eprintln!("error: {e:#}");
@@ -106,7 +116,7 @@ fn quiet_panics() {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, purge_delay: std::os::raw::c_long) -> Result<()> {
     match cli.command {
         Command::Predict(args) => predict::run(args),
         Command::Optimize(args) => optimize::run(args),
@@ -114,7 +124,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Package(args) => package::run(args),
         Command::Info(args) => info::run(args),
         Command::Quantize(args) => quantize::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(args, purge_delay),
         Command::Eval(args) => eval::run(args),
     }
 }
