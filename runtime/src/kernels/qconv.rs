@@ -23,11 +23,10 @@
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
 
 use super::conv::{
-    Activation, ConvError, DirectConv, FakeQuant, InputTransform, OC_BLOCK, Residual, check_shapes,
-    for_each_run,
+    Activation, ConvError, DirectConv, FakeQuant, InputTransform, OC_BLOCK, Residual,
 };
 #[cfg(target_arch = "x86_64")]
-use super::conv::{Source, residual_strip, store};
+use super::conv::{Source, check_shapes, for_each_run, residual_strip, store};
 
 /// Bytes of quantized input a segment of a run keeps. A 1x1 panel is read once per block
 /// of 8 output channels and should stay in L1 (32 KiB on Zen 3/4: on 256->1024 1x1 a
@@ -92,6 +91,7 @@ pub enum ActivationsMut<'a> {
     Codes(ArrayViewMut2<'a, u8>),
 }
 
+#[cfg(target_arch = "x86_64")]
 impl ActivationsMut<'_> {
     fn dim(&self) -> (usize, usize) {
         match self {
@@ -364,53 +364,73 @@ impl QuantConv {
                 if QuantKernel::detect() != QuantKernel::Avx512Vnni {
                     return Err(ConvError::Unsupported("this CPU has no AVX512-VNNI".into()));
                 }
-                let out_dim = output.dim();
-                let (input, residual) = match input {
-                    Activations::Float(x) => {
-                        let (x, r) = check_shapes(self.cin, self.cout, h, w, x, residual, out_dim)?;
-                        (Src::Float(x), r)
-                    }
-                    Activations::Codes(x) => {
-                        let (x, r) = check_shapes(self.cin, self.cout, h, w, x, residual, out_dim)?;
-                        (Src::Codes(x), r)
-                    }
-                };
-                #[cfg(target_arch = "x86_64")]
-                match output {
-                    ActivationsMut::Float(mut out) => {
-                        let job = |start: usize, chunk: ArrayViewMut2<'_, f32>| {
-                            call_vnni(QRun {
-                                conv: self,
-                                input,
-                                residual,
-                                h,
-                                w,
-                                start,
-                                out: Dst::Float(chunk),
-                            })
-                        };
-                        for_each_run(self.kernel, 1, self.cin, h, w, out.view_mut(), pool, &job);
-                    }
-                    ActivationsMut::Codes(mut out) => {
-                        let job = |start: usize, chunk: ArrayViewMut2<'_, u8>| {
-                            call_vnni(QRun {
-                                conv: self,
-                                input,
-                                residual,
-                                h,
-                                w,
-                                start,
-                                out: Dst::Codes(chunk),
-                            })
-                        };
-                        for_each_run(self.kernel, 1, self.cin, h, w, out.view_mut(), pool, &job);
-                    }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (input, residual, output, pool);
-                Ok(())
+                self.run_integer(input, h, w, residual, output, pool)
             }
         }
+    }
+
+    /// The AVX512-VNNI route (the caller has checked the CPU).
+    #[cfg(target_arch = "x86_64")]
+    fn run_integer(
+        &self,
+        input: Activations<'_>,
+        h: usize,
+        w: usize,
+        residual: Residual<'_>,
+        output: ActivationsMut<'_>,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Result<(), ConvError> {
+        let out_dim = output.dim();
+        let (input, residual) = match input {
+            Activations::Float(x) => {
+                let (x, r) = check_shapes(self.cin, self.cout, h, w, x, residual, out_dim)?;
+                (Src::Float(x), r)
+            }
+            Activations::Codes(x) => {
+                let (x, r) = check_shapes(self.cin, self.cout, h, w, x, residual, out_dim)?;
+                (Src::Codes(x), r)
+            }
+        };
+        let run = |start: usize, out: Dst<'_>| {
+            call_vnni(QRun {
+                conv: self,
+                input,
+                residual,
+                h,
+                w,
+                start,
+                out,
+            })
+        };
+        match output {
+            ActivationsMut::Float(mut out) => {
+                let job =
+                    |start: usize, chunk: ArrayViewMut2<'_, f32>| run(start, Dst::Float(chunk));
+                for_each_run(self.kernel, 1, self.cin, h, w, out.view_mut(), pool, &job);
+            }
+            ActivationsMut::Codes(mut out) => {
+                let job =
+                    |start: usize, chunk: ArrayViewMut2<'_, u8>| run(start, Dst::Codes(chunk));
+                for_each_run(self.kernel, 1, self.cin, h, w, out.view_mut(), pool, &job);
+            }
+        }
+        Ok(())
+    }
+
+    /// No integer kernel off x86-64 ([`QuantKernel::detect`] never picks one there).
+    #[cfg(not(target_arch = "x86_64"))]
+    fn run_integer(
+        &self,
+        _: Activations<'_>,
+        _: usize,
+        _: usize,
+        _: Residual<'_>,
+        _: ActivationsMut<'_>,
+        _: Option<&rayon::ThreadPool>,
+    ) -> Result<(), ConvError> {
+        Err(ConvError::Unsupported(
+            "no integer kernel for this CPU".into(),
+        ))
     }
 
     /// The f32 route: codes in are dequantized first, codes out are written from a float
@@ -459,6 +479,7 @@ impl QuantConv {
 }
 
 /// The input of a run: floats to transform and quantize, or codes.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 enum Src<'a> {
     Float(&'a [f32]),
