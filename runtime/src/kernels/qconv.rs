@@ -1055,50 +1055,32 @@ mod tests {
         let mut o = Array2::<f32>::zeros((4, 4));
         let mut oc = Array2::<u8>::zeros((4, 4));
         for kernel in [QuantKernel::Float, QuantKernel::detect()] {
-            let floats_in = conv.run_image_with(
-                kernel,
+            let run =
+                |input: Activations<'_>, residual: Residual<'_>, output: ActivationsMut<'_>| {
+                    conv.run_image_with(kernel, input, 2, 2, residual, output, None)
+                };
+            let refused = |r: Result<(), ConvError>| {
+                assert!(matches!(r, Err(ConvError::Shape(_))), "{r:?}");
+            };
+            refused(run(
                 Activations::Float(x.view()),
-                2,
-                2,
                 Residual::None,
                 ActivationsMut::Codes(oc.view_mut()),
-                None,
-            );
-            assert!(
-                matches!(floats_in, Err(ConvError::Shape(_))),
-                "{floats_in:?}"
-            );
-            let floats_out = conv.run_image_with(
-                kernel,
+            ));
+            refused(run(
                 Activations::Codes(c.view()),
-                2,
-                2,
                 Residual::None,
                 ActivationsMut::Float(o.view_mut()),
-                None,
-            );
-            assert!(
-                matches!(floats_out, Err(ConvError::Shape(_))),
-                "{floats_out:?}"
-            );
-            let in_place = conv.run_image_with(
-                kernel,
+            ));
+            refused(run(
                 Activations::Codes(c.view()),
-                2,
-                2,
                 Residual::InOutput,
                 ActivationsMut::Codes(oc.view_mut()),
-                None,
-            );
-            assert!(matches!(in_place, Err(ConvError::Shape(_))), "{in_place:?}");
-            conv.run_image_with(
-                kernel,
+            ));
+            run(
                 Activations::Codes(c.view()),
-                2,
-                2,
                 Residual::None,
                 ActivationsMut::Codes(oc.view_mut()),
-                None,
             )
             .expect("the right kinds run");
         }
