@@ -505,7 +505,7 @@ struct QRun<'a, 'o> {
     out: Dst<'o>,
 }
 
-/// The one `unsafe` of skipseg: calling a function compiled for CPU features that are
+/// The kernels' one `unsafe`: calling a function compiled for CPU features that are
 /// checked at run time right here.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
