@@ -360,11 +360,12 @@ impl QuantConv {
         }
         match kernel {
             QuantKernel::Float => self.run_float(input, h, w, residual, output, pool),
-            QuantKernel::Avx512Vnni => {
-                if QuantKernel::detect() != QuantKernel::Avx512Vnni {
-                    return Err(ConvError::Unsupported("this CPU has no AVX512-VNNI".into()));
-                }
+            #[cfg(target_arch = "x86_64")]
+            QuantKernel::Avx512Vnni if QuantKernel::detect() == QuantKernel::Avx512Vnni => {
                 self.run_integer(input, h, w, residual, output, pool)
+            }
+            QuantKernel::Avx512Vnni => {
+                Err(ConvError::Unsupported("this CPU has no AVX512-VNNI".into()))
             }
         }
     }
@@ -415,22 +416,6 @@ impl QuantConv {
             }
         }
         Ok(())
-    }
-
-    /// No integer kernel off x86-64 ([`QuantKernel::detect`] never picks one there).
-    #[cfg(not(target_arch = "x86_64"))]
-    fn run_integer(
-        &self,
-        _: Activations<'_>,
-        _: usize,
-        _: usize,
-        _: Residual<'_>,
-        _: ActivationsMut<'_>,
-        _: Option<&rayon::ThreadPool>,
-    ) -> Result<(), ConvError> {
-        Err(ConvError::Unsupported(
-            "no integer kernel for this CPU".into(),
-        ))
     }
 
     /// The f32 route: codes in are dequantized first, codes out are written from a float
