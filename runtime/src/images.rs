@@ -72,8 +72,11 @@ pub struct PageReport {
     /// Pixels that were NaN or infinite (left out of the statistics, seen by the network
     /// as the mean intensity).
     pub missing: u64,
-    /// Seconds the network took (normalisation and stitching included).
+    /// Seconds the calling thread spent on the page (normalisation, the network,
+    /// stitching; reading and writing overlap with other pages and are not counted).
     pub compute_seconds: f64,
+    /// Of which in the network itself ([`Segmenter::network_seconds`]).
+    pub network_seconds: f64,
     /// Files written.
     pub written: Vec<PathBuf>,
 }
@@ -130,6 +133,7 @@ enum ToWriter {
     End {
         missing: u64,
         compute_seconds: f64,
+        network_seconds: f64,
     },
 }
 
@@ -230,6 +234,7 @@ fn compute_pages(
     for loaded in pages.iter() {
         let Loaded { page, pixels } = loaded?;
         let started = Instant::now();
+        let network_before = seg.network_seconds();
         let (stats, mut source): (IntensityStats, Box<dyn RowSource + '_>) = match &pixels {
             Some((image, stats)) => (*stats, Box::new(ArrayRows::new(image.view()))),
             None => {
@@ -278,6 +283,7 @@ fn compute_pages(
             .send(ToWriter::End {
                 missing,
                 compute_seconds: started.elapsed().as_secs_f64(),
+                network_seconds: seg.network_seconds() - network_before,
             })
             .map_err(|_| writer_gone())?;
         for r in written.try_iter() {
@@ -319,6 +325,7 @@ fn write_pages(
             ToWriter::End {
                 missing,
                 compute_seconds,
+                network_seconds,
             } => {
                 let (page, plan, sink) = current.take().expect("End after Begin");
                 let written = sink.finish()?;
@@ -330,6 +337,7 @@ fn write_pages(
                     plan,
                     missing,
                     compute_seconds,
+                    network_seconds,
                     written,
                 });
             }

@@ -186,11 +186,11 @@ fn a_sixteen_bit_stack_gives_one_output_per_page_of_any_size() {
         assert_eq!(s[0].pixels.dim(), (70, 45), "{}", f.display());
     }
     let summary = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        summary.lines().count(),
-        3,
-        "one summary line per page: {summary}"
-    );
+    let (totals, pages): (Vec<&str>, Vec<&str>) =
+        summary.lines().partition(|l| l.starts_with("total: "));
+    assert_eq!(pages.len(), 3, "one summary line per page: {summary}");
+    assert_eq!(totals.len(), 1, "and one total: {summary}");
+    assert!(totals[0].starts_with("total: 3 pages"), "{summary}");
     assert!(
         summary.contains("45x70") && summary.contains("MP/s"),
         "{summary}"

@@ -47,6 +47,9 @@ pub struct Segmenter {
     /// What window sizes must be multiples of: the down-sampling factor, or the size
     /// step a bioimage.io package declares.
     size_step: usize,
+    /// Nanoseconds spent in tract's plan (every run, summed), for
+    /// [`Self::network_seconds`].
+    network_nanos: std::sync::atomic::AtomicU64,
 }
 
 /// How a [`Segmenter`] prepares and runs its model.
@@ -173,6 +176,7 @@ impl Segmenter {
             proto,
             meta,
             size_step,
+            network_nanos: std::sync::atomic::AtomicU64::new(0),
             plans: Mutex::new(Vec::new()),
             executor: (options.threads > 1)
                 .then(|| thread_pool(options.threads))
@@ -268,7 +272,12 @@ impl Segmenter {
     /// probability `[1, 1, H, W]`.
     fn execute(&self, h: usize, w: usize, inputs: TVec<TValue>) -> Result<Array4<f32>> {
         let plan = self.plan(h, w)?;
-        let mut outputs = self.guarded(|| self.in_pool(|| plan.run(inputs)))?;
+        let started = std::time::Instant::now();
+        let outputs = self.guarded(|| self.in_pool(|| plan.run(inputs)));
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.network_nanos
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+        let mut outputs = outputs?;
         if outputs.is_empty() {
             return Err(self.engine_err("the plan returned no output"));
         }
@@ -389,6 +398,16 @@ impl Segmenter {
             }
             _ => inputs.into_iter().map(one).collect(),
         }
+    }
+
+    /// Seconds spent running the network since this segmenter was built: the time inside
+    /// tract's plan, summed over every window (plan compilation, normalisation, tiling
+    /// and I/O left out). Windows run concurrently (test-time averaging on a thread
+    /// pool) each count their own time, so the sum can then exceed the wall time.
+    pub fn network_seconds(&self) -> f64 {
+        self.network_nanos
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1e9
     }
 
     /// Input sizes (height, width) with a compiled plan, most recently used first.
@@ -931,6 +950,27 @@ mod tests {
             prop_assert_eq!(Averaging::Flips.symmetries().len(), 4);
             prop_assert_eq!(Averaging::None.symmetries().len(), 1);
         }
+    }
+
+    #[test]
+    fn network_seconds_count_the_runs_and_only_the_runs() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let seg = Segmenter::from_path(&root.join("models/isbi-small.onnx")).expect("model");
+        assert_eq!(seg.network_seconds(), 0.0, "nothing has run yet");
+        let input = ndarray::Array4::<f32>::zeros((1, 1, 64, 64)).into_dyn();
+        seg.run(input.view()).expect("first run");
+        let after_first = seg.network_seconds();
+        let started = std::time::Instant::now();
+        for _ in 0..3 {
+            seg.run(input.view()).expect("run");
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let three = seg.network_seconds() - after_first;
+        assert!(three > 0.0, "three runs took no time: {three}");
+        assert!(
+            three <= wall,
+            "network {three} s > wall {wall} s of the three runs"
+        );
     }
 
     #[test]

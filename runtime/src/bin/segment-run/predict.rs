@@ -143,6 +143,13 @@ pub fn run(args: Args) -> Result<()> {
         Averaging::Flips => " x 4 flips",
         Averaging::Dihedral => " x 8 symmetries",
     };
+    let started = std::time::Instant::now();
+    let network_before = seg.network_seconds();
+    let mut pages_done = 0usize;
+    let mut pages_started = 0usize;
+    // (instant, network seconds) when the second page starts: the steady state, after
+    // the first page has compiled the plan for its window size
+    let mut second_page: Option<(std::time::Instant, f64)> = None;
     images::segment_images(
         &seg,
         &pages,
@@ -150,6 +157,10 @@ pub fn run(args: Args) -> Result<()> {
         &opts,
         &mut |event| match event {
             Event::PageStarted { name, tiles } => {
+                pages_started += 1;
+                if pages_started == 2 {
+                    second_page = Some((std::time::Instant::now(), seg.network_seconds()));
+                }
                 if let Some(b) = bar.take() {
                     b.finish_and_clear();
                 }
@@ -169,8 +180,10 @@ pub fn run(args: Args) -> Result<()> {
                     );
                 }
                 let p = &r.plan;
+                pages_done += 1;
                 println!(
-                    "{}: {}x{}, {} tiles of {}x{}{per_symmetry}, {:.2} s, {:.2} MP/s -> {}",
+                    "{}: {}x{}, {} tiles of {}x{}{per_symmetry}, {:.2} s (network {:.2} s), \
+                     {:.2} MP/s -> {}",
                     r.name,
                     r.width,
                     r.height,
@@ -178,6 +191,7 @@ pub fn run(args: Args) -> Result<()> {
                     p.window_w,
                     p.window_h,
                     r.compute_seconds,
+                    r.network_seconds,
                     (r.width * r.height) as f64 / 1e6 / r.compute_seconds.max(1e-9),
                     r.written
                         .iter()
@@ -191,6 +205,26 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    // wall time from the first read to the last rename (model load and the plan's
+    // compilation before it are not in it; compilation on a new window size is), against
+    // the time inside the network: what reading, statistics, tiling and writing add
+    let wall = started.elapsed().as_secs_f64();
+    let network_now = seg.network_seconds();
+    let network = network_now - network_before;
+    let steady = second_page
+        .map(|(t, n)| {
+            let (w, n) = (t.elapsed().as_secs_f64(), network_now - n);
+            format!(
+                "; after the first page: {w:.2} s, network {n:.2} s ({:.2}x)",
+                w / n.max(1e-9)
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "total: {pages_done} pages in {wall:.2} s, network {network:.2} s \
+         ({:.2}x the network alone){steady}",
+        wall / network.max(1e-9)
+    );
     Ok(())
 }
 
