@@ -166,6 +166,7 @@ impl Segmenter {
             if options.chain_int8 {
                 crate::passes::chain_quantized_convs(&mut proto);
             }
+            crate::passes::own_sigmoid(&mut proto);
         }
         if let Some(graph) = proto.graph.as_mut() {
             onnx::name_nodes_uniquely(graph);

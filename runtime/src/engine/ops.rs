@@ -2,73 +2,98 @@
 //! [`crate::passes::fuse_conv`] writes, and tract runs them as ordinary operators of its
 //! plan, with skipseg's kernels ([`crate::kernels`]) inside.
 
-use std::sync::Arc;
-
 use tract_hir::internal::*;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 
-use crate::kernels::conv::{
-    Activation, ConvError, DirectConv, FakeQuant, InputTransform, Residual,
-};
-use crate::kernels::qconv::{Activations, ActivationsMut, CodeOutput, QuantConv, QuantInput};
+use crate::kernels::conv::{FakeQuant, InputTransform, Residual};
+pub use crate::kernels::fused::{ConvKernel, ConvSpec, ConvWeights, QuantSpec, ResidualInput};
+use crate::kernels::qconv::{Activations, ActivationsMut};
 use crate::passes::chain_int8::{INPUT_CODES, OUTPUT_CODES};
 use crate::passes::fuse_conv::{FUSED_CONV, FUSED_QCONV};
+use crate::passes::sigmoid::OWN_SIGMOID;
 
 /// tract's ONNX front end with skipseg's operators registered.
 pub fn onnx_with_skipseg_ops() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
     onnx.op_register.insert(FUSED_CONV, parse_fused_conv);
     onnx.op_register.insert(FUSED_QCONV, parse_fused_conv);
+    onnx.op_register.insert(OWN_SIGMOID, |_, _| {
+        Ok((expand(OwnSigmoidExpansion), vec![]))
+    });
     onnx
 }
 
-/// The kernel inside a [`FusedConv`].
+/// skipseg's sigmoid ([`crate::kernels::sigmoid`]) at the ONNX level (shape inference).
 #[derive(Debug, Clone)]
-pub enum ConvKernel {
-    Float(Arc<DirectConv>),
-    Int8(Arc<QuantConv>),
+struct OwnSigmoidExpansion;
+
+impl Expansion for OwnSigmoidExpansion {
+    fn name(&self) -> StaticName {
+        OWN_SIGMOID.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, OwnSigmoid, inputs)
+    }
 }
 
-impl ConvKernel {
-    pub fn input_channels(&self) -> usize {
-        match self {
-            ConvKernel::Float(c) => c.input_channels(),
-            ConvKernel::Int8(c) => c.input_channels(),
-        }
+/// skipseg's sigmoid in tract's plan, in place when tract has released its input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OwnSigmoid;
+
+impl Op for OwnSigmoid {
+    fn name(&self) -> StaticName {
+        OWN_SIGMOID.into()
     }
 
-    pub fn output_channels(&self) -> usize {
-        match self {
-            ConvKernel::Float(c) => c.output_channels(),
-            ConvKernel::Int8(c) => c.output_channels(),
-        }
+    op_as_typed_op!();
+}
+
+impl EvalOp for OwnSigmoid {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let mut t = inputs.remove(0).into_tensor();
+        crate::kernels::sigmoid::sigmoid_in_place(t.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
+        Ok(tvec!(t.into_tvalue()))
+    }
+}
+
+impl TypedOp for OwnSigmoid {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].datum_type == f32::datum_type());
+        Ok(tvec!(f32::fact(inputs[0].shape.clone())))
     }
 
-    pub fn kernel(&self) -> usize {
-        match self {
-            ConvKernel::Float(c) => c.kernel(),
-            ConvKernel::Int8(c) => c.kernel(),
-        }
-    }
+    as_op!();
+}
 
-    fn macs_per_pixel(&self) -> usize {
-        match self {
-            ConvKernel::Float(c) => c.macs_per_pixel(),
-            ConvKernel::Int8(c) => c.macs_per_pixel(),
-        }
-    }
+/// The datum types a [`ConvKernel`] reads and writes, in tract's terms.
+trait DatumTypes {
+    fn input_type(&self) -> DatumType;
+    fn output_type(&self) -> DatumType;
+}
 
-    /// Whether the input is the `u8` codes the convolution before wrote.
-    pub fn reads_codes(&self) -> bool {
-        matches!(self, ConvKernel::Int8(c) if c.input().reads_codes())
-    }
-
-    /// Whether the output is the `u8` codes of the next convolution.
-    pub fn writes_codes(&self) -> bool {
-        matches!(self, ConvKernel::Int8(c) if c.code_output().is_some())
-    }
-
+impl DatumTypes for ConvKernel {
     fn input_type(&self) -> DatumType {
         if self.reads_codes() {
             u8::datum_type()
@@ -82,34 +107,6 @@ impl ConvKernel {
             u8::datum_type()
         } else {
             f32::datum_type()
-        }
-    }
-
-    fn run_image(
-        &self,
-        input: Activations<'_>,
-        h: usize,
-        w: usize,
-        residual: Residual<'_>,
-        output: ActivationsMut<'_>,
-        pool: Option<&rayon::ThreadPool>,
-    ) -> Result<(), ConvError> {
-        match (self, input, output) {
-            (ConvKernel::Float(c), Activations::Float(x), ActivationsMut::Float(o)) => {
-                c.run_image(x, h, w, residual, o, pool)
-            }
-            (ConvKernel::Float(_), _, _) => Err(ConvError::Shape(
-                "a float convolution reads and writes floats".into(),
-            )),
-            (ConvKernel::Int8(c), x, o) => c.run_image(x, h, w, residual, o, pool),
-        }
-    }
-
-    fn same(&self, other: &Self) -> bool {
-        match (self, other) {
-            (ConvKernel::Float(a), ConvKernel::Float(b)) => Arc::ptr_eq(a, b),
-            (ConvKernel::Int8(a), ConvKernel::Int8(b)) => Arc::ptr_eq(a, b),
-            _ => false,
         }
     }
 }
@@ -147,10 +144,8 @@ fn quantization(node: &NodeProto, prefix: &str) -> TractResult<FakeQuant> {
     })
 }
 
-fn parse_fused_conv(
-    _ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+/// The [`ConvSpec`] of a fused node written by [`crate::passes::fuse_conv`].
+pub fn conv_spec(node: &NodeProto) -> TractResult<ConvSpec> {
     let kernel: usize = node.get_attr("kernel")?;
     let t = node
         .get_attr_opt::<&tract_onnx::pb::TensorProto>("weight")?
@@ -163,61 +158,32 @@ fn parse_fused_conv(
     );
     let bias = float_attr(node, "bias")?.map(|b| b.1).unwrap_or_default();
     let pre = pre_transform(node, "")?;
-    let bad = |e: ConvError| format_err!("{}: {e}", node.name);
-    let conv = if node.op_type == FUSED_QCONV {
+    let (weights, quant) = if node.op_type == FUSED_QCONV {
         let weight = crate::onnx::tensor_i8(t)
             .ok_or_else(|| format_err!("{}: weight is not int8", node.name))?;
         let scales = float_attr(node, "weight_scale")?
             .ok_or_else(|| format_err!("{}: no weight_scale", node.name))?
             .1;
-        let quant = quantization(node, "")?;
-        let input = if node.get_attr_opt::<i64>(INPUT_CODES)?.unwrap_or(0) != 0 {
-            ensure!(
-                pre == InputTransform::default(),
-                "{}: an input of codes has its pre-activation applied already",
-                node.name
-            );
-            QuantInput::Codes { quant }
-        } else {
-            QuantInput::Float { pre, quant }
-        };
-        let output = if node.get_attr_opt::<i64>(OUTPUT_CODES)?.unwrap_or(0) != 0 {
-            Some(CodeOutput {
-                pre: pre_transform(node, "output_")?,
-                quant: quantization(node, "output_")?,
-            })
+        let output_codes = if node.get_attr_opt::<i64>(OUTPUT_CODES)?.unwrap_or(0) != 0 {
+            Some((
+                pre_transform(node, "output_")?,
+                quantization(node, "output_")?,
+            ))
         } else {
             None
         };
-        ConvKernel::Int8(Arc::new(
-            QuantConv::new(
-                dims[1],
-                dims[0],
-                kernel,
-                &weight,
-                &scales,
-                &bias,
-                input,
-                Activation::None,
-                output,
-            )
-            .map_err(bad)?,
-        ))
+        (
+            ConvWeights::Int8 { weight, scales },
+            Some(QuantSpec {
+                input_codes: node.get_attr_opt::<i64>(INPUT_CODES)?.unwrap_or(0) != 0,
+                input: quantization(node, "")?,
+                output_codes,
+            }),
+        )
     } else {
         let weight = crate::onnx::tensor_f32(t)
             .ok_or_else(|| format_err!("{}: weight is not float", node.name))?;
-        ConvKernel::Float(Arc::new(
-            DirectConv::new(
-                dims[1],
-                dims[0],
-                kernel,
-                &weight,
-                &bias,
-                pre,
-                Activation::None,
-            )
-            .map_err(bad)?,
-        ))
+        (ConvWeights::Float(weight), None)
     };
     let residual = match (
         node.input.len(),
@@ -228,8 +194,31 @@ fn parse_fused_conv(
         (2, Some(2)) => ResidualInput::Upsampled,
         (n, up) => bail!("{}: {n} inputs with residual_upsample {up:?}", node.name),
     };
+    Ok(ConvSpec {
+        cin: dims[1],
+        cout: dims[0],
+        kernel,
+        weights,
+        bias,
+        pre,
+        quant,
+        residual,
+    })
+}
+
+fn parse_fused_conv(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let spec = conv_spec(node)?;
+    let conv = spec
+        .build()
+        .map_err(|e| format_err!("{}: {e}", node.name))?;
     Ok((
-        expand(FusedConvExpansion(FusedConv { conv, residual })),
+        expand(FusedConvExpansion(FusedConv {
+            conv,
+            residual: spec.residual,
+        })),
         vec![],
     ))
 }
@@ -286,16 +275,6 @@ impl Expansion for FusedConvExpansion {
     ) -> TractResult<TVec<OutletId>> {
         model.wire_node(prefix, self.0.clone(), inputs)
     }
-}
-
-/// The second input of a [`FusedConv`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResidualInput {
-    None,
-    /// `[N, Cout, H, W]`, added.
-    Same,
-    /// `[N, Cout, H/2, W/2]`, repeated x2 and added.
-    Upsampled,
 }
 
 /// A convolution run by [`DirectConv`]: input `[N, Cin, H, W]` (and the residual

@@ -3,7 +3,9 @@
 //! dispatch. tract still runs the graph; [`crate::engine`] plugs these in as operators.
 
 pub mod conv;
+pub mod fused;
 pub mod qconv;
+pub mod sigmoid;
 mod winograd;
 
 /// Deterministic values in [-1, 1) for the kernels' tests (no RNG needed to cover signs

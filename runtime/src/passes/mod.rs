@@ -6,8 +6,10 @@ pub mod dropout;
 pub mod fold_bn;
 pub mod fuse_conv;
 pub mod quantize;
+pub mod sigmoid;
 
 pub use chain_int8::{ChainReport, chain_quantized_convs};
 pub use fold_bn::{FoldReport, fold_batch_norms};
 pub use fuse_conv::{FuseReport, fuse_convolutions};
 pub use quantize::{ActivationRange, QuantizeReport, conv_inputs, quantize_convs};
+pub use sigmoid::own_sigmoid;
