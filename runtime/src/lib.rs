@@ -7,6 +7,7 @@
 
 pub mod arch;
 pub mod calibrate;
+pub mod embedded;
 pub mod engine;
 pub mod error;
 #[cfg(feature = "ffi")]

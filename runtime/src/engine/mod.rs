@@ -401,6 +401,12 @@ impl Segmenter {
         }
     }
 
+    /// The graph this segmenter runs (after every pass) as an embedded model
+    /// ([`crate::embedded`]): what `segment-run optimize --embedded` writes.
+    pub fn embedded_graph(&self) -> Result<crate::embedded::Graph> {
+        crate::embedded::Graph::from_fused_onnx(&self.proto, &self.source_name)
+    }
+
     /// Seconds spent running the network since this segmenter was built: the time inside
     /// tract's plan, summed over every window (plan compilation, normalisation, tiling
     /// and I/O left out). Windows run concurrently (test-time averaging on a thread

@@ -230,17 +230,24 @@ pub struct ModelMeta {
 impl ModelMeta {
     /// Read the metadata of `model`; `source_name` names the file in errors.
     pub fn from_model(model: &pb::ModelProto, source_name: &str) -> Result<Self> {
+        let props: Vec<(&str, &str)> = model
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_str()))
+            .collect();
+        Self::from_props(&props, source_name)
+    }
+
+    /// Read the metadata from its key / value entries (`ModelProto.metadata_props`, or
+    /// an embedded model's copy of them).
+    pub fn from_props(props: &[(&str, &str)], source_name: &str) -> Result<Self> {
         let err = |reason: String| Error::Metadata {
             source_name: source_name.to_string(),
             reason,
         };
+        let find = |key: &str| props.iter().find(|p| p.0 == key).map(|p| p.1);
         let get = |key: &str| {
-            model
-                .metadata_props
-                .iter()
-                .find(|p| p.key == key)
-                .map(|p| p.value.as_str())
-                .ok_or_else(|| err(format!("no `{key}` entry (not exported by skipseg?)")))
+            find(key).ok_or_else(|| err(format!("no `{key}` entry (not exported by skipseg?)")))
         };
         let arch =
             ArchSpec::from_json(get(META_ARCH)?).map_err(|e| err(format!("`{META_ARCH}`: {e}")))?;
@@ -252,13 +259,10 @@ impl ModelMeta {
                 "`{META_PREPROCESSING}`: std must be > 0, got {preprocessing:?}"
             )));
         }
-        let inference = match model
-            .metadata_props
-            .iter()
-            .find(|p| p.key == META_INFERENCE)
-        {
-            Some(p) => serde_json::from_str(&p.value)
-                .map_err(|e| err(format!("`{META_INFERENCE}`: {e}")))?,
+        let inference = match find(META_INFERENCE) {
+            Some(v) => {
+                serde_json::from_str(v).map_err(|e| err(format!("`{META_INFERENCE}`: {e}")))?
+            }
             None => InferenceDefaults::default(),
         };
         Ok(Self {

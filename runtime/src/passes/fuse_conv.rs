@@ -139,7 +139,7 @@ fn input_quantization(
 
 /// Whether `node` repeats rows and columns twice: `Resize`, nearest, asymmetric, floor,
 /// constant scales `[1, 1, 2, 2]` (what the exporter writes).
-fn is_upsample_x2(node: &pb::NodeProto, inits: &onnx::Initializers<'_>) -> bool {
+pub(crate) fn is_upsample_x2(node: &pb::NodeProto, inits: &onnx::Initializers<'_>) -> bool {
     let s = |name: &str| attr(node, name).map(|a| String::from_utf8_lossy(&a.s).into_owned());
     node.op_type == "Resize"
         && s("mode").as_deref() == Some("nearest")
