@@ -69,3 +69,77 @@ pub fn time_window(
         profile,
     })
 }
+
+/// What [`compare_embedded`] measured: per-run seconds of each engine, alternating.
+#[derive(Debug, Clone)]
+pub struct EmbeddedComparison {
+    pub size: usize,
+    pub tract_runs: Vec<f64>,
+    pub embedded_runs: Vec<f64>,
+    /// Size of the embedded model file.
+    pub bytes_converted: usize,
+}
+
+impl EmbeddedComparison {
+    fn median(runs: &[f64]) -> f64 {
+        let mut s = runs.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    }
+    pub fn tract_median(&self) -> f64 {
+        Self::median(&self.tract_runs)
+    }
+    pub fn embedded_median(&self) -> f64 {
+        Self::median(&self.embedded_runs)
+    }
+}
+
+/// Time tract's plan of `seg` and the embedded executor of the same graph
+/// ([`crate::embedded`], converted in memory, same threads) on one `size` x `size`
+/// window, alternating run by run so that both see the same machine; `repeats` timed
+/// runs each after two warm-ups. Checks on the way that both give the same bits.
+pub fn compare_embedded(
+    seg: &Segmenter,
+    size: usize,
+    repeats: usize,
+    threads: usize,
+) -> Result<EmbeddedComparison> {
+    let graph = seg.embedded_graph()?;
+    let bytes = crate::embedded::format::encode(&graph);
+    let embedded = crate::embedded::EmbeddedModel::from_bytes(&bytes, seg.source_name(), threads)?;
+    let channels = seg.meta().arch.in_channels;
+    seg.check_input_shape(&[1, channels, size, size])?;
+    let input = Array4::from_shape_fn((1, channels, size, size), |(_, c, y, x)| {
+        (((y * 31 + x * 17 + c * 7) % 97) as f32 / 48.0 - 1.0) * 1.7
+    });
+    let mut want = seg.run(input.view().into_dyn())?;
+    let got = embedded.run(input.view())?;
+    if want
+        .iter()
+        .zip(&got)
+        .any(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        return Err(crate::error::Error::Engine {
+            source_name: seg.source_name().into(),
+            reason: "the embedded executor's output differs from tract's plan".into(),
+        });
+    }
+    want = seg.run(input.view().into_dyn())?;
+    drop(want);
+    embedded.run(input.view())?;
+    let (mut tract_runs, mut embedded_runs) = (Vec::new(), Vec::new());
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        seg.run(input.view().into_dyn())?;
+        tract_runs.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        embedded.run(input.view())?;
+        embedded_runs.push(t.elapsed().as_secs_f64());
+    }
+    Ok(EmbeddedComparison {
+        size,
+        tract_runs,
+        embedded_runs,
+        bytes_converted: bytes.len(),
+    })
+}

@@ -28,6 +28,10 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Compare tract's plan with the embedded executor (`optimize --embedded`) on the
+    /// same graph, runs alternating in this process.
+    #[arg(long, conflicts_with_all = ["profile", "json"])]
+    embedded: bool,
 }
 
 /// `purge_delay`: mimalloc's purge delay in force (ms; -1: never), reported with the
@@ -38,6 +42,31 @@ pub fn run(args: Args, purge_delay: std::os::raw::c_long) -> Result<()> {
     let started = Instant::now();
     let seg = load_model(args.model.as_deref(), args.threads, false)?;
     let load = started.elapsed().as_secs_f64();
+    if args.embedded {
+        let c = skipseg_runtime::engine::bench::compare_embedded(
+            &seg,
+            args.size,
+            args.repeats,
+            args.threads,
+        )?;
+        println!(
+            "{}: {}x{} window, {} thread(s), {} alternating runs each (same output bits checked)",
+            seg.source_name(),
+            args.size,
+            args.size,
+            args.threads,
+            args.repeats
+        );
+        println!(
+            "tract's plan: median {:.1} ms; embedded executor: median {:.1} ms; embedded / tract {:.2}; \
+             embedded model {} bytes",
+            c.tract_median() * 1e3,
+            c.embedded_median() * 1e3,
+            c.embedded_median() / c.tract_median(),
+            c.bytes_converted
+        );
+        return Ok(());
+    }
     let t = time_window(&seg, args.size, args.repeats, args.profile)?;
     if args.json {
         let mut out = serde_json::json!({
