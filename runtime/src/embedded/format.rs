@@ -157,7 +157,7 @@ fn read_graph(r: &mut Reader<'_>) -> std::result::Result<Graph, String> {
             .map(|_| r.u32().map(|v| v as usize))
             .collect::<std::result::Result<_, _>>()?;
         let op = match tag {
-            1 => Op::Conv(r.conv()?),
+            1 => Op::Conv(Box::new(r.conv()?)),
             2 => Op::Add,
             3 => Op::Decimate,
             4 => Op::Upsample,

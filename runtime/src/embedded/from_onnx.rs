@@ -16,7 +16,7 @@ fn tensor_i64(t: &pb::TensorProto) -> Option<Vec<i64>> {
         return None;
     }
     if !t.raw_data.is_empty() {
-        return (t.raw_data.len() % 8 == 0).then(|| {
+        return t.raw_data.len().is_multiple_of(8).then(|| {
             t.raw_data
                 .chunks_exact(8)
                 .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
@@ -108,7 +108,7 @@ impl Graph {
                 (DOMAIN, FUSED_CONV | FUSED_QCONV) => {
                     let spec = conv_spec(n).map_err(|e| bad(format!("{name}: {e}")))?;
                     let inputs = (0..n.input.len()).map(&input).collect::<Result<Vec<_>>>()?;
-                    (Op::Conv(spec), inputs)
+                    (Op::Conv(Box::new(spec)), inputs)
                 }
                 (DOMAIN, OWN_SIGMOID) => (Op::Sigmoid, vec![input(0)?]),
                 ("", "Add") => (Op::Add, vec![input(0)?, input(1)?]),

@@ -33,7 +33,7 @@ pub type ValueId = usize;
 pub enum Op {
     /// A fused convolution; inputs: the activations, then the residual when
     /// [`ConvSpec::residual`] says.
-    Conv(ConvSpec),
+    Conv(Box<ConvSpec>),
     /// Element-wise sum of two f32 maps of one shape.
     Add,
     /// Every second row and column, from the first: `[C, H, W] -> [C, H/2, W/2]`.

@@ -21,7 +21,7 @@ const ALPHA: [f32; 7] = [
     8.163_842e-3,
     0.249_999_99,
 ];
-const BETA: [f32; 4] = [3.922_935_7e-6, 1.524_872_4e-3, 0.115_988_675, 1.0];
+const BETA: [f32; 4] = [3.922_936e-6, 1.524_872_4e-3, 0.115_988_67, 1.0];
 
 /// Replace every value by its sigmoid.
 pub fn sigmoid_in_place(values: &mut [f32]) {
