@@ -6,6 +6,7 @@
 //! can embed it.
 
 pub mod arch;
+#[cfg(feature = "onnx")]
 pub mod calibrate;
 pub mod embedded;
 pub mod engine;
@@ -21,6 +22,7 @@ pub mod npy;
 pub mod onnx;
 #[cfg(feature = "package")]
 pub mod package;
+#[cfg(feature = "onnx")]
 pub mod passes;
 pub mod tiling;
 #[cfg(feature = "zarr")]

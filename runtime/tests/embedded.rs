@@ -166,3 +166,33 @@ fn a_graph_whose_values_do_not_fit_is_refused_at_load() {
         .to_string();
     assert!(e.contains("conv2") && e.contains("channels"), "{e}");
 }
+
+#[test]
+fn the_committed_embedded_models_are_what_this_build_converts() {
+    // models/*.skipseg and fixtures/*/model.skipseg: regenerate with
+    // `bash scripts/embedded-models.sh` when the passes or the format change
+    let mut pairs: Vec<(std::path::PathBuf, std::path::PathBuf)> = common::fixture_dirs()
+        .into_iter()
+        .map(|d| (d.join("model.onnx"), d.join("model.skipseg")))
+        .collect();
+    for m in ["isbi-small-bce", "isbi-small-bce-int8"] {
+        pairs.push((
+            root().join(format!("models/{m}.onnx")),
+            root().join(format!("models/{m}.skipseg")),
+        ));
+    }
+    for (onnx, committed) in pairs {
+        let fresh = format::encode(
+            &Segmenter::from_path(&onnx)
+                .expect("model")
+                .embedded_graph()
+                .expect("graph"),
+        );
+        let old = std::fs::read(&committed).expect("committed embedded model");
+        assert!(
+            old == fresh,
+            "{} is stale: run `bash scripts/embedded-models.sh`",
+            committed.display()
+        );
+    }
+}

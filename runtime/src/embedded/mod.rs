@@ -14,6 +14,7 @@
 //! same bits (tested in `tests/embedded.rs`).
 
 pub mod format;
+#[cfg(feature = "onnx")]
 mod from_onnx;
 
 use ndarray::{Array4, ArrayView2, ArrayView4, ArrayViewMut2};
@@ -161,16 +162,7 @@ impl EmbeddedModel {
         }
         last_use[graph.output] = usize::MAX;
         let pool = (threads > 1)
-            .then(|| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("skipseg-{i}"))
-                    .build()
-                    .map_err(|e| Error::Engine {
-                        source_name: "thread pool".into(),
-                        reason: format!("cannot start {threads} threads: {e}"),
-                    })
-            })
+            .then(|| crate::engine::rayon_pool(threads))
             .transpose()?;
         Ok(Self {
             source_name: source_name.to_string(),
@@ -345,7 +337,14 @@ impl EmbeddedModel {
                             .map_err(|e| e.to_string())?,
                     )
                 };
-                conv.run_image(input, h, w, residual, output, self.pool.as_ref())
+                // the model's own pool, else one a ThreadPool::install around the caller set
+                let current = if self.pool.is_none() {
+                    crate::engine::current_pool()
+                } else {
+                    None
+                };
+                let pool = self.pool.as_ref().or(current.as_deref());
+                conv.run_image(input, h, w, residual, output, pool)
                     .map_err(|e| e.to_string())?;
                 Ok(Value {
                     data: if codes_out {

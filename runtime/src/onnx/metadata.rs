@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "onnx")]
 use super::pb;
 use crate::arch::ArchSpec;
 use crate::error::{Error, Result};
@@ -229,6 +230,7 @@ pub struct ModelMeta {
 
 impl ModelMeta {
     /// Read the metadata of `model`; `source_name` names the file in errors.
+    #[cfg(feature = "onnx")]
     pub fn from_model(model: &pb::ModelProto, source_name: &str) -> Result<Self> {
         let props: Vec<(&str, &str)> = model
             .metadata_props
@@ -273,6 +275,7 @@ impl ModelMeta {
     }
 
     /// Write (replace) the metadata entries of `model`.
+    #[cfg(feature = "onnx")]
     pub fn write_into(&self, model: &mut pb::ModelProto) {
         model.metadata_props.retain(|p| p.key != META_INFERENCE);
         if self.inference != InferenceDefaults::default() {
@@ -299,7 +302,7 @@ impl ModelMeta {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "onnx"))]
 mod tests {
     use super::*;
 

@@ -1,0 +1,100 @@
+//! The embedded models, in any build: with the `onnx` feature and without it (the
+//! embedded library, `cargo test -p skipseg-runtime --no-default-features --features ffi
+//! --test embedded_only`; scripts/cross.sh runs it under qemu too). The reference is
+//! burn's outputs for the golden fixtures: another engine, no tract and no ONNX.
+
+use skipseg_runtime::embedded::format;
+use skipseg_runtime::{Segmenter, npy};
+
+mod common;
+use common::{fixture_dirs, root};
+
+/// Tolerance on probabilities against burn, as for the ONNX path (tests/fixtures.rs).
+const TOLERANCE: f32 = 1e-4;
+
+#[test]
+fn embedded_fixture_models_reproduce_burn_s_outputs() {
+    let dirs = fixture_dirs();
+    assert!(dirs.len() >= 3, "expected at least 3 fixture cases");
+    for dir in dirs {
+        let model = dir.join("model.skipseg");
+        for threads in [1, 2] {
+            let bytes = std::fs::read(&model).expect("committed embedded model");
+            let seg = Segmenter::from_embedded(&bytes, &model.display().to_string(), threads)
+                .expect("loads");
+            assert!(seg.is_embedded());
+            for i in 0..2 {
+                let x = npy::read(&dir.join(format!("input{i}.npy"))).expect("input");
+                let want = npy::read(&dir.join(format!("output{i}.npy"))).expect("output");
+                let got = seg.run(x.view()).expect("runs").into_dyn();
+                assert_eq!(got.shape(), want.shape());
+                let d = got
+                    .iter()
+                    .zip(want.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                eprintln!(
+                    "{} input{i}, {threads} thread(s): max abs diff {d:e}",
+                    dir.display()
+                );
+                assert!(d <= TOLERANCE, "{}: {d} > {TOLERANCE}", dir.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_shipped_embedded_models_load_and_segment() {
+    for name in ["isbi-small-bce.skipseg", "isbi-small-bce-int8.skipseg"] {
+        let seg = Segmenter::from_path(&root().join("models").join(name)).expect("loads");
+        assert!(seg.is_embedded());
+        assert_eq!(seg.meta().arch.name, "small");
+        // a dark line on a bright field: the membrane probability is high on it and low
+        // beside it (the model's own normalisation)
+        let norm = seg
+            .meta()
+            .preprocessing
+            .for_image(&skipseg_runtime::IntensityStats::of(
+                (0..64 * 64)
+                    .map(|i| if (i % 64) / 2 == 16 { 0.1f32 } else { 0.8 })
+                    .collect::<Vec<_>>()
+                    .iter(),
+            ));
+        let x = ndarray::Array4::from_shape_fn((1, 1, 64, 64), |(_, _, _, x)| {
+            norm.apply(if x / 2 == 16 { 0.1 } else { 0.8 })
+        });
+        let p = seg.run(x.view().into_dyn()).expect("runs");
+        let (on, off) = (p[[0, 0, 32, 32]], p[[0, 0, 32, 8]]);
+        assert!(
+            on > 0.5 && off < 0.5,
+            "{name}: on the line {on}, beside it {off}"
+        );
+    }
+}
+
+#[test]
+fn an_onnx_model_is_refused_or_loaded_as_the_build_says() {
+    let path = root().join("models/isbi-small-bce.onnx");
+    let loaded = Segmenter::from_path(&path);
+    if cfg!(feature = "onnx") {
+        assert!(!loaded.expect("the ONNX build loads ONNX").is_embedded());
+    } else {
+        let e = loaded
+            .expect_err("the embedded build refuses ONNX")
+            .to_string();
+        assert!(
+            e.contains("isbi-small-bce.onnx")
+                && e.contains("ONNX")
+                && e.contains("optimize --embedded"),
+            "{e}"
+        );
+    }
+    // and a newer format version, whatever the build
+    let mut bytes =
+        std::fs::read(root().join("models/isbi-small-bce-int8.skipseg")).expect("model");
+    bytes[8..12].copy_from_slice(&(format::VERSION + 1).to_le_bytes());
+    let e = Segmenter::from_bytes(&bytes, "new.skipseg")
+        .expect_err("newer")
+        .to_string();
+    assert!(e.contains("new.skipseg") && e.contains("version"), "{e}");
+}
