@@ -15,13 +15,18 @@
 #     the golden fixtures (burn's outputs); on the first CPU model also fusion and
 #     folding parity, tiling against the whole image and the int8 ladder on ISBI slices
 #     (3-10 emulated minutes each): the same tests as on x86, same tolerances.
+#  3. the embedded library (no tract, no protobuf; docs/EDGE.md): its unit tests and
+#     tests/embedded_only.rs (embedded fixture models against burn's outputs), and the C
+#     example statically linked against it (the target's gcc), segmenting a synthetic
+#     slice with models/isbi-small-bce.skipseg: the maximum absolute difference from the
+#     same C program built for x86-64, and its refusal of an ONNX model.
 # Tests that start segment-run as a second process are left out: qemu-user runs one
 # process, and an ARM child needs binfmt_misc, which a CI machine may not have.
 # Prints one table: check | target | qemu CPU | result | max abs vs x86.
 #
 # --ci: what CI runs (docs/EDGE.md says what each part costs): aarch64 only, CPU model
-# `max`, the runtime library without its optional features, its unit tests and the
-# fixtures; no segment-run build, no predict.
+# `max`, part 3 only (the embedded library builds without tract: minutes, not a quarter
+# of an hour); no segment-run build, no predict.
 # CPUS="a b": emulate these CPU models instead of the target's list.
 #
 # Tolerances against x86 (float TIFF of probabilities): fp32 1e-5. The same network in
@@ -140,8 +145,57 @@ light="skipseg_runtime fixtures"   # run on every CPU model; the rest on the fir
 # the int8 ladder on the shipped model calibrates and runs tract's own f32 kernels on
 # ISBI windows: over 40 emulated minutes; its fixture ladder and the u8 hand-over run
 declare -A only=([quantization]="quantization_ladder_on_the_fixtures chained_int8")
-features=()
-if [ -n "$ci" ]; then tests=(fixtures); features=(--no-default-features); fi
+# the embedded library's tests: its own build (no onnx feature); in full runs its unit
+# tests are the same source as the default build's, so only embedded_only runs there
+embedded_features=(--no-default-features --features ffi)
+embedded_tests=(--test embedded_only)
+if [ -n "$ci" ]; then tests=(); embedded_tests=(--lib --test embedded_only); fi
+# the C host: the example, linked statically against the embedded library
+c_input=$work/c-input.pgm
+python3 - "$c_input" <<'PY'
+import sys
+# a synthetic 8-bit slice, 300 x 260: dark curved lines (membranes) on a textured field
+w, h = 300, 260
+px = []
+for y in range(h):
+    for x in range(w):
+        v = 170 + ((x * 7 + y * 13) % 23) - 11
+        if (x + (y * y) // 97) % 41 < 3 or (y + (x * 3) // 7) % 53 < 3:
+            v = 40 + (x * y) % 17
+        px.append(v)
+open(sys.argv[1], "wb").write(b"P5\n%d %d\n255\n" % (w, h) + bytes(px))
+PY
+c_host() { # TARGET(or empty) CC OUT_EXE
+  if [ -n "$1" ]; then
+    bash scripts/build-clib.sh --embedded --target "$1" 2> /dev/null
+  else
+    bash scripts/build-clib.sh --embedded 2> /dev/null
+  fi
+  local lib=target/clib-embedded${1:+/$1}
+  "$2" -O2 -static -I runtime/include examples/c/segment.c "$lib/libskipseg_runtime.a" \
+    -lpthread -ldl -lm -o "$3"
+}
+c_compare() { # REFERENCE.pfm GOT.pfm -> "result|max abs"
+  python3 - "$1" "$2" <<'PY'
+import struct, sys
+def read(p):
+    data = open(p, "rb").read()
+    parts = data.split(b"\n", 3)
+    w, h = map(int, parts[1].split())
+    scale = float(parts[2])
+    fmt = ("<" if scale < 0 else ">") + "%df" % (w * h)
+    return struct.unpack(fmt, parts[3][: 4 * w * h])
+a, b = read(sys.argv[1]), read(sys.argv[2])
+worst = max(abs(x - y) for x, y in zip(a, b))
+lo, hi = min(b), max(b)
+ok = len(a) == len(b) and worst <= 1e-5 and lo < 0.05 and hi > 0.95
+print(f"{'ok' if ok else 'FAIL'} ({len(b)} pixels, outputs in [{lo:.3f}, {hi:.3f}])|{worst:.2e}")
+PY
+}
+echo "building the C host for x86-64 (the reference) on the embedded library" >&2
+c_host "" cc "$work/segment-x86"
+"$work/segment-x86" models/isbi-small-bce.skipseg "$c_input" "$work/c-x86.pfm" \
+  --tile 128 --halo 32 --averaging none --threads 2 2> "$work/c-x86.log"
 for target in "${targets[@]}"; do
   if ! setup "$target"; then
     rows+=("| all | $target | - | SKIPPED: no Rust standard library for it | - |")
@@ -153,13 +207,25 @@ for target in "${targets[@]}"; do
   fi
   bin=target/$target/release/segment-run
   # the test binaries, built once: cargo prints their paths
-  test_bins=$(cargo test -q --target "$target" -p skipseg-runtime "${features[@]}" --lib \
-    $(printf -- '--test %s ' "${tests[@]}") --no-run --message-format=json 2> /dev/null \
-    | "$py" -c 'import json,sys
+  list_tests() { # PREFIX
+    python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-        print(m["target"]["name"] + " " + m["executable"])')
+        print(sys.argv[1] + m["target"]["name"] + " " + m["executable"])' "$1"
+  }
+  test_bins=""
+  if [ ${#tests[@]} -gt 0 ]; then
+    test_bins=$(cargo test -q --target "$target" -p skipseg-runtime --lib \
+      $(printf -- '--test %s ' "${tests[@]}") --no-run --message-format=json 2> /dev/null \
+      | list_tests "")
+  fi
+  test_bins+=$'\n'$(cargo test -q --target "$target" -p skipseg-runtime \
+    "${embedded_features[@]}" "${embedded_tests[@]}" --no-run --message-format=json \
+    2> /dev/null | list_tests embedded-)
+  echo "building the C host for $target on the embedded library" >&2
+  c_host "$target" "$gnu-gcc" "$work/segment-$target"
+  light+=" embedded-skipseg_runtime embedded-embedded_only"
   for cpu in "${cpus[@]}"; do
     for m in "${models[@]}"; do
       [ -n "$ci" ] && break
@@ -172,6 +238,21 @@ for line in sys.stdin:
       fi
       row "predict $name ($kind, ${#slices[@]} slices)" "$target" "$cpu" "$result" "$worst"
     done
+    # the C host: the x86 build's output, and an ONNX model refused with a clear error
+    out="$work/c-$target-$cpu.pfm"
+    if "$qemu" -cpu "$cpu" "$work/segment-$target" models/isbi-small-bce.skipseg "$c_input" \
+        "$out" --tile 128 --halo 32 --averaging none --threads 2 2> "$out.log"; then
+      IFS='|' read -r result worst <<< "$(c_compare "$work/c-x86.pfm" "$out")"
+    else
+      result="FAIL (see $out.log)"; worst="-"
+    fi
+    row "C host (static, embedded library), isbi-small-bce.skipseg" "$target" "$cpu" "$result" "$worst"
+    if "$qemu" -cpu "$cpu" "$work/segment-$target" models/isbi-small-bce.onnx "$c_input" \
+        "$out.onnx.pfm" 2> "$out.onnx.log" || ! grep -q "looks like ONNX" "$out.onnx.log"; then
+      row "C host refuses an ONNX model" "$target" "$cpu" "FAIL (see $out.onnx.log)" "-"
+    else
+      row "C host refuses an ONNX model" "$target" "$cpu" "ok (exit 2, 'it looks like ONNX')" "-"
+    fi
     while read -r tname exe; do
       [ -z "$tname" ] && continue
       [ "$cpu" != "${cpus[0]}" ] && [[ " $light " != *" $tname "* ]] && continue
