@@ -415,3 +415,71 @@ fn the_allocator_is_configured_in_process_and_the_users_choice_wins() {
     let chosen = run(Some("123"));
     assert_eq!(chosen["allocator_purge_delay_ms"], 123, "{chosen}");
 }
+
+/// `--model` takes an embedded model (`optimize --embedded`) as well as the ONNX file it
+/// came from, with the same output bits; a command that needs the ONNX graph says so.
+#[test]
+fn predict_with_the_embedded_model_equals_the_onnx_model() {
+    let out = tmp("predict-embedded");
+    let slice = root().join("data/isbi2012/test/images/05.png");
+    let mut maps = Vec::new();
+    for model in [
+        "models/isbi-small-bce.onnx",
+        "models/isbi-small-bce.skipseg",
+    ] {
+        let dir = out.join(model.replace('/', "_"));
+        let o = bin()
+            .args(["predict", "--model"])
+            .arg(root().join(model))
+            .arg(&slice)
+            .arg("-o")
+            .arg(&dir)
+            .args([
+                "--float",
+                "--tta",
+                "flips",
+                "--tile",
+                "256",
+                "--threads",
+                "2",
+            ])
+            .output()
+            .expect("runs");
+        assert!(
+            o.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let files = file_names(&dir);
+        assert_eq!(files.len(), 1, "{files:?}");
+        maps.push(
+            skipseg_runtime::io::read_slices(&dir.join(&files[0]))
+                .expect("float output")
+                .remove(0)
+                .pixels,
+        );
+    }
+    let differ = maps[0]
+        .iter()
+        .zip(maps[1].iter())
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(
+        differ, 0,
+        "pixels differ between the ONNX and the embedded model"
+    );
+    let o = bin()
+        .args(["quantize", "--model"])
+        .arg(root().join("models/isbi-small-bce.skipseg"))
+        .args(["--calibration"])
+        .arg(root().join("data/isbi2012/train/images"))
+        .arg("-o")
+        .arg(out.join("q.onnx"))
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("embedded model") && err.contains("ONNX"),
+        "{err}"
+    );
+}

@@ -10,7 +10,7 @@ use crate::model::load_model;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// ONNX model (default: the embedded shipped model).
+    /// ONNX model (default: the shipped model built into segment-run).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Window height and width in pixels.

@@ -9,7 +9,7 @@ use crate::model::{ModelFile, read_model};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// ONNX model exported by segment-train (default: the embedded shipped model).
+    /// ONNX model exported by segment-train (default: the shipped model built into segment-run).
     #[arg(long)]
     model: Option<PathBuf>,
 }

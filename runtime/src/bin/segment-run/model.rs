@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use skipseg_runtime::{Segmenter, onnx, package};
 
 /// The shipped model, compiled into the binary.
-const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../../models/isbi-small-bce.onnx");
-const EMBEDDED_NAME: &str = "models/isbi-small-bce.onnx (embedded)";
+const BUILT_IN_MODEL: &[u8] = include_bytes!("../../../../models/isbi-small-bce.onnx");
+const BUILT_IN_NAME: &str = "models/isbi-small-bce.onnx (built in)";
 /// The embedded model's card (the documentation of its bioimage.io package).
-pub const EMBEDDED_CARD: &str = include_str!("../../../../models/isbi-small-bce.md");
+pub const BUILT_IN_CARD: &str = include_str!("../../../../models/isbi-small-bce.md");
 
 /// A model file as read: its graph, its name, and what its bioimage.io package declares
 /// (when it came from one).
@@ -32,26 +32,55 @@ pub fn read_model(path: Option<&Path>) -> Result<ModelFile> {
                 declared: Some(pkg.declared),
             }
         }
+        Some(p) if is_embedded_model(p) => anyhow::bail!(
+            "{}: an embedded model (segment-run optimize --embedded): this command needs the \
+             ONNX model it was converted from",
+            p.display()
+        ),
         Some(p) => ModelFile {
             proto: onnx::read_model(p)?,
             name: p.display().to_string(),
             declared: None,
         },
         None => ModelFile {
-            proto: onnx::decode_model(EMBEDDED_MODEL, EMBEDDED_NAME)?,
-            name: EMBEDDED_NAME.to_string(),
+            proto: onnx::decode_model(BUILT_IN_MODEL, BUILT_IN_NAME)?,
+            name: BUILT_IN_NAME.to_string(),
             declared: None,
         },
     })
 }
 
-/// The engine for the model at `path`; a package's declarations are checked against the
+/// Whether `path` is a file in the embedded model format (its first bytes).
+fn is_embedded_model(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == skipseg_runtime::embedded::format::MAGIC
+}
+
+/// The engine for the model at `path` (an embedded model too); a package's declarations are checked against the
 /// network, and its declared size step becomes the engine's window step.
 pub fn load_model(
     path: Option<&Path>,
     threads: usize,
     monte_carlo_dropout: bool,
 ) -> Result<Segmenter> {
+    if let Some(p) = path.filter(|p| is_embedded_model(p)) {
+        anyhow::ensure!(
+            !monte_carlo_dropout,
+            "{}: Monte-Carlo dropout needs the ONNX model (an embedded model is the \
+             deterministic network)",
+            p.display()
+        );
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        return Ok(Segmenter::from_embedded(
+            &bytes,
+            &p.display().to_string(),
+            threads,
+        )?);
+    }
     let file = read_model(path)?;
     let options = skipseg_runtime::Options {
         threads,

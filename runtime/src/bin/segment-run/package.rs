@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use skipseg_runtime::{Segmenter, io, package};
 
-use crate::model::{EMBEDDED_CARD, ModelFile, read_model};
+use crate::model::{BUILT_IN_CARD, ModelFile, read_model};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// ONNX model (default: the embedded shipped model). A model card `M.md` beside
+    /// ONNX model (default: the shipped model built into segment-run). A model card `M.md` beside
     /// `M.onnx` becomes the package's documentation.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => (
             "isbi-small-bce".to_string(),
-            Some(EMBEDDED_CARD.to_string()),
+            Some(BUILT_IN_CARD.to_string()),
         ),
     };
     let sample = match &args.sample {

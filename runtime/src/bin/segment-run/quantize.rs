@@ -10,7 +10,7 @@ use crate::model::{ModelFile, read_model};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Float model (default: the embedded shipped model).
+    /// Float model (default: the shipped model built into segment-run).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Calibration images: PNG/TIFF files, a folder or a stack (e.g. training slices).
