@@ -148,8 +148,8 @@ declare -A only=([quantization]="quantization_ladder_on_the_fixtures chained_int
 # the embedded library's tests: its own build (no onnx feature); in full runs its unit
 # tests are the same source as the default build's, so only embedded_only runs there
 embedded_features=(--no-default-features --features ffi)
-embedded_tests=(--test embedded_only)
-if [ -n "$ci" ]; then tests=(); embedded_tests=(--lib --test embedded_only); fi
+embedded_tests=(--test embedded_only --test memory_report)
+if [ -n "$ci" ]; then tests=(); embedded_tests=(--lib --test embedded_only --test memory_report); fi
 # the C host: the example, linked statically against the embedded library
 c_input=$work/c-input.pgm
 python3 - "$c_input" <<'PY'
@@ -225,7 +225,7 @@ for line in sys.stdin:
     2> /dev/null | list_tests embedded-)
   echo "building the C host for $target on the embedded library" >&2
   c_host "$target" "$gnu-gcc" "$work/segment-$target"
-  light+=" embedded-skipseg_runtime embedded-embedded_only"
+  light+=" embedded-skipseg_runtime embedded-embedded_only embedded-memory_report"
   for cpu in "${cpus[@]}"; do
     for m in "${models[@]}"; do
       [ -n "$ci" ] && break
@@ -252,6 +252,15 @@ for line in sys.stdin:
       row "C host refuses an ONNX model" "$target" "$cpu" "FAIL (see $out.onnx.log)" "-"
     else
       row "C host refuses an ONNX model" "$target" "$cpu" "ok (exit 2, 'it looks like ONNX')" "-"
+    fi
+    # the memory report before the call, and a limit under it refused before anything runs
+    need=$(sed -n 's/^peak memory of this call: \([0-9]*\) bytes$/\1/p' "$out.log")
+    if [ -n "$need" ] && ! "$qemu" -cpu "$cpu" "$work/segment-$target" models/isbi-small-bce.skipseg \
+        "$c_input" "$out.limit.pfm" --tile 128 --halo 32 --averaging none --threads 2 \
+        --max-bytes $((need - 1)) 2> "$out.limit.log" && grep -q "needs $need bytes" "$out.limit.log"; then
+      row "C host: memory report, limit 1 byte under it refused" "$target" "$cpu" "ok ($need bytes reported)" "-"
+    else
+      row "C host: memory report, limit 1 byte under it refused" "$target" "$cpu" "FAIL (see $out.limit.log)" "-"
     fi
     while read -r tname exe; do
       [ -z "$tname" ] && continue

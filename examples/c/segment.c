@@ -1,7 +1,12 @@
 /* Segment one grayscale slice with skipseg's C library.
  *
- *   segment MODEL.onnx IN.pgm OUT.(pgm|pfm) [--tile N] [--halo N] [--threads N]
- *           [--averaging model|none|flips|dihedral]
+ *   segment MODEL IN.pgm OUT.(pgm|pfm) [--tile N] [--halo N] [--threads N]
+ *           [--averaging model|none|flips|dihedral] [--max-bytes N]
+ *
+ * MODEL is an ONNX file or, with the embedded library, an embedded model
+ * (`segment-run optimize --embedded`). With an embedded model the program prints the
+ * peak bytes the call will need before it runs, and --max-bytes N makes the library
+ * refuse a call that would need more (SKIPSEG_STATUS_ERR_MEMORY) instead of running it.
  *
  * IN is a binary PGM (P5, 8 or 16 bit). OUT.pgm gets the membrane probability as 8-bit
  * gray (round(p * 255), as segment-run's PNG); OUT.pfm as 32-bit floats (Portable
@@ -79,8 +84,9 @@ static int write_output(const char *path, const float *p, size_t w, size_t h) {
 
 int main(int argc, char **argv) {
   if (argc < 4) {
-    fprintf(stderr, "usage: %s MODEL.onnx IN.pgm OUT.(pgm|pfm) [--tile N] [--halo N] "
-                    "[--threads N] [--averaging model|none|flips|dihedral]\n", argv[0]);
+    fprintf(stderr, "usage: %s MODEL IN.pgm OUT.(pgm|pfm) [--tile N] [--halo N] "
+                    "[--threads N] [--averaging model|none|flips|dihedral] "
+                    "[--max-bytes N]\n", argv[0]);
     return 2;
   }
   if (skipseg_abi_version() != SKIPSEG_ABI_VERSION) {
@@ -90,9 +96,11 @@ int main(int argc, char **argv) {
   }
   SkipsegOptions options;
   skipseg_options_default(&options);
+  uint64_t max_bytes = 0;
   for (int i = 4; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--tile")) options.tile = (uint32_t)atoi(v);
+    else if (!strcmp(k, "--max-bytes")) max_bytes = strtoull(v, NULL, 10);
     else if (!strcmp(k, "--halo")) options.halo = (int32_t)atoi(v);
     else if (!strcmp(k, "--threads")) options.threads = (uint32_t)atoi(v);
     else if (!strcmp(k, "--averaging"))
@@ -114,6 +122,15 @@ int main(int argc, char **argv) {
   int type;
   uint8_t *pixels = read_pgm(argv[2], &w, &h, &type, &stride, &len);
   if (!pixels) { skipseg_model_free(model); return 2; }
+  /* an embedded model reports the memory a call needs before it runs */
+  uint64_t need = 0;
+  if (skipseg_segment_peak_bytes(model, &options, w, h, &need) == SKIPSEG_STATUS_OK)
+    fprintf(stderr, "peak memory of this call: %llu bytes\n", (unsigned long long)need);
+  if (max_bytes > 0 && skipseg_model_set_memory_limit(model, max_bytes) != SKIPSEG_STATUS_OK) {
+    free(pixels);
+    skipseg_model_free(model);
+    return fail("--max-bytes");
+  }
   float *prob = malloc(w * h * sizeof(float));
   int rc = 0;
   if (!prob ||

@@ -26,6 +26,9 @@ typedef enum SkipsegStatus {
   SKIPSEG_STATUS_ERR_INFERENCE = 4,
   // A bug inside the library (a caught panic); the model may still be used.
   SKIPSEG_STATUS_ERR_INTERNAL = 5,
+  // The call would need more memory than the limit set with
+  // [`skipseg_model_set_memory_limit`] (nothing was run).
+  SKIPSEG_STATUS_ERR_MEMORY = 6,
 } SkipsegStatus;
 
 // Pixel type of the input buffer. Intensities are scaled to [0, 1] as `segment-run`
@@ -157,6 +160,37 @@ enum SkipsegStatus skipseg_segment(const struct SkipsegModel *model,
                                    const struct SkipsegOptions *options,
                                    float *out,
                                    size_t out_len);
+
+// The bytes a [`skipseg_segment`] call with `options` (null: the defaults) on a
+// `width` x `height` image allocates at its peak, computed without running anything:
+// the tiler's rows and window, the copies test-time averaging makes, and the network's
+// own peak for the window (every activation while it lives, each convolution's
+// scratch for `options.threads` threads). The caller's image and output buffers and the
+// loaded model's weights are not counted; a first call with a new thread count also
+// starts its threads (their stacks are not heap). An upper bound: tested against the
+// bytes a counting allocator sees (runtime/tests/memory_report.rs). Embedded models
+// only (an ONNX model's engine allocates as it sees fit): `SKIPSEG_STATUS_ERR_MODEL`
+// otherwise.
+//
+// # Safety
+// `model` is null or a live model; `options` is null or points to one
+// `SkipsegOptions`; `out_bytes` is null or points to a writable `uint64_t`.
+enum SkipsegStatus skipseg_segment_peak_bytes(const struct SkipsegModel *model,
+                                              const struct SkipsegOptions *options,
+                                              size_t width,
+                                              size_t height,
+                                              uint64_t *out_bytes);
+
+// Refuse, with `SKIPSEG_STATUS_ERR_MEMORY` and nothing run, any later
+// [`skipseg_segment`] call on `model` whose [`skipseg_segment_peak_bytes`] exceeds
+// `bytes` (0: no limit, the default). For a host with a fixed memory budget: a call
+// with too large a tile gets a clear error instead of the process being killed. A
+// limit needs an embedded model: with an ONNX model every call then fails with
+// `SKIPSEG_STATUS_ERR_MODEL`. May be called while other threads segment with `model`.
+//
+// # Safety
+// `model` is null or a live model.
+enum SkipsegStatus skipseg_model_set_memory_limit(const struct SkipsegModel *model, uint64_t bytes);
 
 #ifdef __cplusplus
 }  // extern "C"

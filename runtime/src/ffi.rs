@@ -49,6 +49,9 @@ pub enum SkipsegStatus {
     ErrInference = 4,
     /// A bug inside the library (a caught panic); the model may still be used.
     ErrInternal = 5,
+    /// The call would need more memory than the limit set with
+    /// [`skipseg_model_set_memory_limit`] (nothing was run).
+    ErrMemory = 6,
 }
 
 /// Pixel type of the input buffer. Intensities are scaled to [0, 1] as `segment-run`
@@ -118,6 +121,8 @@ pub struct SkipsegModelInfo {
 /// A loaded model (opaque to C).
 pub struct SkipsegModel {
     segmenter: Segmenter,
+    /// [`skipseg_model_set_memory_limit`]'s bytes (0: none).
+    memory_limit: std::sync::atomic::AtomicU64,
     /// Pools by thread count, made on first use.
     pools: Mutex<Vec<(usize, ThreadPool)>>,
 }
@@ -219,6 +224,7 @@ fn default_options() -> SkipsegOptions {
 fn boxed(segmenter: Segmenter) -> *mut SkipsegModel {
     Box::into_raw(Box::new(SkipsegModel {
         segmenter,
+        memory_limit: std::sync::atomic::AtomicU64::new(0),
         pools: Mutex::new(Vec::new()),
     }))
 }
@@ -389,6 +395,71 @@ pub unsafe extern "C" fn skipseg_segment(
     })
 }
 
+/// The bytes a [`skipseg_segment`] call with `options` (null: the defaults) on a
+/// `width` x `height` image allocates at its peak, computed without running anything:
+/// the tiler's rows and window, the copies test-time averaging makes, and the network's
+/// own peak for the window (every activation while it lives, each convolution's
+/// scratch for `options.threads` threads). The caller's image and output buffers and the
+/// loaded model's weights are not counted; a first call with a new thread count also
+/// starts its threads (their stacks are not heap). An upper bound: tested against the
+/// bytes a counting allocator sees (runtime/tests/memory_report.rs). Embedded models
+/// only (an ONNX model's engine allocates as it sees fit): `SKIPSEG_STATUS_ERR_MODEL`
+/// otherwise.
+///
+/// # Safety
+/// `model` is null or a live model; `options` is null or points to one
+/// `SkipsegOptions`; `out_bytes` is null or points to a writable `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn skipseg_segment_peak_bytes(
+    model: *const SkipsegModel,
+    options: *const SkipsegOptions,
+    width: usize,
+    height: usize,
+    out_bytes: *mut u64,
+) -> SkipsegStatus {
+    guarded(|| {
+        // SAFETY: null or live model, by the caller's contract
+        let model = unsafe { model.as_ref() }.ok_or_else(|| invalid("model: null pointer"))?;
+        let options = match unsafe { options.as_ref() } {
+            // SAFETY (above): null or one readable SkipsegOptions
+            Some(o) => *o,
+            None => default_options(),
+        };
+        // SAFETY: null or writable, by the caller's contract
+        let out =
+            unsafe { out_bytes.as_mut() }.ok_or_else(|| invalid("out_bytes: null pointer"))?;
+        if width == 0 || height == 0 {
+            return Err(invalid(format!("empty image ({width}x{height})")));
+        }
+        *out = peak_bytes(model, &options, width, height)?;
+        Ok(())
+    })
+}
+
+/// Refuse, with `SKIPSEG_STATUS_ERR_MEMORY` and nothing run, any later
+/// [`skipseg_segment`] call on `model` whose [`skipseg_segment_peak_bytes`] exceeds
+/// `bytes` (0: no limit, the default). For a host with a fixed memory budget: a call
+/// with too large a tile gets a clear error instead of the process being killed. A
+/// limit needs an embedded model: with an ONNX model every call then fails with
+/// `SKIPSEG_STATUS_ERR_MODEL`. May be called while other threads segment with `model`.
+///
+/// # Safety
+/// `model` is null or a live model.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn skipseg_model_set_memory_limit(
+    model: *const SkipsegModel,
+    bytes: u64,
+) -> SkipsegStatus {
+    guarded(|| {
+        // SAFETY: null or live model, by the caller's contract
+        let model = unsafe { model.as_ref() }.ok_or_else(|| invalid("model: null pointer"))?;
+        model
+            .memory_limit
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    })
+}
+
 /// A checked description of the caller's pixel buffer.
 struct ImageLayout {
     kind: SkipsegPixelType,
@@ -501,37 +572,24 @@ fn segment_buffer(
 ) -> std::result::Result<(), Failure> {
     let seg = &model.segmenter;
     let meta = seg.meta();
-    let averaging = match options.averaging {
-        -1 => meta.inference.averaging,
-        0 => Averaging::None,
-        1 => Averaging::Flips,
-        2 => Averaging::Dihedral,
-        other => return Err(invalid(format!("averaging: unknown value {other}"))),
-    };
-    let blend = match options.blend {
-        0 => Blend::Crop,
-        1 => Blend::Linear,
-        other => return Err(invalid(format!("blend: unknown value {other}"))),
-    };
-    if options.threads == 0 {
-        return Err(invalid("threads must be at least 1"));
+    let how = inference_for(seg, options)?;
+    let limit = model
+        .memory_limit
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if limit > 0 {
+        let need = peak_bytes(model, options, image.width, image.height)?;
+        if need > limit {
+            return Err(Failure(
+                SkipsegStatus::ErrMemory,
+                format!(
+                    "a {}x{} image with tile {}, {} thread(s) needs {need} bytes at its peak, \
+                     over the limit of {limit} (skipseg_model_set_memory_limit): use a \
+                     smaller tile, fewer threads or less averaging",
+                    image.width, image.height, options.tile, options.threads
+                ),
+            ));
+        }
     }
-    if options.halo < -1 {
-        return Err(invalid(format!(
-            "halo: {} (pixels, or -1 for the model's)",
-            options.halo
-        )));
-    }
-    // 0 = the model's default, as `segment-run predict` without --tile / --halo
-    let how = Inference {
-        tiling: Tiling {
-            tile: (options.tile > 0).then_some(options.tile as usize),
-            halo: (options.halo >= 0).then_some(options.halo as usize),
-        },
-        blend,
-        averaging,
-        monte_carlo: None,
-    };
     let rows = || BufferRows {
         image,
         pixels,
@@ -569,4 +627,67 @@ fn segment_buffer(
         }
     };
     Ok(pool.install(run)?)
+}
+
+/// Peak bytes of a `skipseg_segment` call ([`Segmenter::peak_bytes`], plus the row the
+/// image statistics are read through).
+fn peak_bytes(
+    model: &SkipsegModel,
+    options: &SkipsegOptions,
+    width: usize,
+    height: usize,
+) -> std::result::Result<u64, Failure> {
+    let seg = &model.segmenter;
+    if !seg.is_embedded() {
+        return Err(Failure(
+            SkipsegStatus::ErrModel,
+            format!(
+                "{}: a memory report needs an embedded model (segment-run optimize \
+                 --embedded); an ONNX model's engine allocates as it sees fit",
+                seg.source_name()
+            ),
+        ));
+    }
+    let how = inference_for(seg, options)?;
+    let bytes = seg.peak_bytes(&how, height, width, options.threads as usize)? + 4 * width;
+    Ok(bytes as u64)
+}
+
+/// The [`Inference`] `options` ask for, checked.
+fn inference_for(
+    seg: &Segmenter,
+    options: &SkipsegOptions,
+) -> std::result::Result<Inference, Failure> {
+    let meta = seg.meta();
+    let averaging = match options.averaging {
+        -1 => meta.inference.averaging,
+        0 => Averaging::None,
+        1 => Averaging::Flips,
+        2 => Averaging::Dihedral,
+        other => return Err(invalid(format!("averaging: unknown value {other}"))),
+    };
+    let blend = match options.blend {
+        0 => Blend::Crop,
+        1 => Blend::Linear,
+        other => return Err(invalid(format!("blend: unknown value {other}"))),
+    };
+    if options.threads == 0 {
+        return Err(invalid("threads must be at least 1"));
+    }
+    if options.halo < -1 {
+        return Err(invalid(format!(
+            "halo: {} (pixels, or -1 for the model's)",
+            options.halo
+        )));
+    }
+    // 0 = the model's default, as `segment-run predict` without --tile / --halo
+    Ok(Inference {
+        tiling: Tiling {
+            tile: (options.tile > 0).then_some(options.tile as usize),
+            halo: (options.halo >= 0).then_some(options.halo as usize),
+        },
+        blend,
+        averaging,
+        monte_carlo: None,
+    })
 }

@@ -128,6 +128,25 @@ pub struct Tiling {
 }
 
 impl TilePlan {
+    /// An upper bound of the bytes [`stitch`] allocates for this plan with `blend`, all
+    /// at once: the cached input rows (at most a window and a core of rows, checked by
+    /// the property tests below), the window, the accumulated output rows (at most two
+    /// windows of rows; with linear blending their weights too) and the bookkeeping.
+    /// The network's output for a window is the window function's.
+    pub fn stitch_bytes(&self, blend: Blend) -> usize {
+        let row = self.width * 4;
+        let cache_rows = self.window_h + self.core_h;
+        let sum_rows = 2 * self.window_h;
+        let per_sum_row = if blend == Blend::Linear { 2 * row } else { row };
+        // deque slots (capacity grows by doubling): 24-byte Vec headers, 48-byte pairs
+        self.window_h * self.window_w * 4
+            + cache_rows * row
+            + 2 * cache_rows * 24
+            + sum_rows * per_sum_row
+            + 2 * sum_rows * 48
+            + self.rows * 32
+    }
+
     /// Plan cores of (at most) `tile` x `tile` with `halo` context for an image of
     /// `height` x `width`; `tile` and `halo` are rounded up to `factor`, and a tile larger
     /// than the image shrinks to the padded image. Refused: a tile smaller than the halo

@@ -95,6 +95,8 @@ pub struct EmbeddedModel {
     kernels: Vec<Option<ConvKernel>>,
     /// For each value, the last node that reads it (its buffer is freed after).
     last_use: Vec<usize>,
+    /// For each value, its channels, kind and level (checked at load).
+    types: Vec<ValueType>,
     pool: Option<rayon::ThreadPool>,
 }
 
@@ -142,7 +144,7 @@ impl EmbeddedModel {
                 graph.in_channels, meta.arch.in_channels
             )));
         }
-        graph.check_types().map_err(bad)?;
+        let types = graph.check_types().map_err(bad)?;
         let kernels = graph
             .nodes
             .iter()
@@ -170,8 +172,79 @@ impl EmbeddedModel {
             meta,
             kernels,
             last_use,
+            types,
             pool,
         })
+    }
+
+    /// Threads the kernels use: the model's own pool, else the one a
+    /// [`crate::ThreadPool::install`] around the caller set, else 1.
+    pub fn threads(&self) -> usize {
+        self.pool
+            .as_ref()
+            .map(|p| p.current_num_threads())
+            .or_else(|| crate::engine::current_pool().map(|p| p.current_num_threads()))
+            .unwrap_or(1)
+    }
+
+    /// An upper bound of the bytes [`Self::run`] allocates on an `h x w` window with
+    /// `threads` threads, all at once at its peak: the copy of the input, every value
+    /// from the node that writes it to its last reader (a residual summed in place, an
+    /// operand taken over, as the executor does), and each convolution's scratch
+    /// ([`ConvKernel::scratch_bytes`]). The returned output is included; the input is the
+    /// caller's. Computed from the graph, without running it.
+    pub fn peak_bytes(&self, h: usize, w: usize, threads: usize) -> usize {
+        let bytes_of = |t: &ValueType| {
+            let (vh, vw) = (h >> t.level, w >> t.level);
+            t.channels * vh * vw * if t.codes { 1 } else { 4 }
+        };
+        let n = self.graph.nodes.len();
+        // the executor's list of values
+        let mut live = (n + 1) * std::mem::size_of::<Option<Value>>() + bytes_of(&self.types[0]);
+        let mut peak = live;
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            let last = |v: ValueId| {
+                self.last_use[v] == i && node.inputs.iter().filter(|&&x| x == v).count() == 1
+            };
+            let out = bytes_of(&self.types[i + 1]);
+            let (taken, scratch) = match &node.op {
+                Op::Conv(spec) => {
+                    let t = &self.types[node.inputs[0]];
+                    let conv = self.kernels[i].as_ref();
+                    let scratch =
+                        conv.map_or(0, |c| c.scratch_bytes(h >> t.level, w >> t.level, threads));
+                    let in_place = spec.residual == ResidualInput::Same
+                        && !self.types[i + 1].codes
+                        && last(node.inputs[1]);
+                    (in_place.then(|| node.inputs[1]), scratch)
+                }
+                Op::Add => {
+                    let (a, b) = (node.inputs[0], node.inputs[1]);
+                    (
+                        if last(a) {
+                            Some(a)
+                        } else if last(b) {
+                            Some(b)
+                        } else {
+                            None
+                        },
+                        0,
+                    )
+                }
+                Op::Sigmoid => (last(node.inputs[0]).then(|| node.inputs[0]), 0),
+                Op::Decimate | Op::Upsample => (None, 0),
+            };
+            let allocated = if taken.is_some() { 0 } else { out };
+            peak = peak.max(live + allocated + scratch);
+            live += allocated;
+            for (k, &v) in node.inputs.iter().enumerate() {
+                let first_mention = !node.inputs[..k].contains(&v);
+                if first_mention && self.last_use[v] == i && Some(v) != taken {
+                    live -= bytes_of(&self.types[v]);
+                }
+            }
+        }
+        peak
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -482,7 +555,7 @@ impl EmbeddedModel {
 impl Graph {
     /// Check that every node reads earlier values of the kinds and channel counts its
     /// operation takes, and that the output is one channel of floats at full size.
-    fn check_types(&self) -> std::result::Result<(), String> {
+    fn check_types(&self) -> std::result::Result<Vec<ValueType>, String> {
         let mut types = vec![ValueType {
             channels: self.in_channels,
             codes: false,
@@ -575,7 +648,7 @@ impl Graph {
                 channels: 1,
                 codes: false,
                 level: 0,
-            }) => Ok(()),
+            }) => Ok(types),
             Some(t) => Err(format!(
                 "the output is {t:?}, not one channel of floats at full size"
             )),

@@ -169,6 +169,57 @@ impl Segmenter {
         })
     }
 
+    /// An upper bound of the bytes tiled inference ([`segment_tiled`]) over a `height x
+    /// width` image allocates at its peak with `how` and `threads` threads, computed
+    /// without running anything: the tiler's rows and window
+    /// ([`TilePlan::stitch_bytes`]), the window's copies for test-time averaging and their
+    /// outputs, and the network's own peak ([`EmbeddedModel::peak_bytes`], for the
+    /// window and, with dihedral averaging, its transpose). The image and the output
+    /// are the caller's; the loaded model's weights are not counted.
+    ///
+    /// Embedded models only: tract's plan of an ONNX model allocates as it sees fit.
+    pub fn peak_bytes(
+        &self,
+        how: &Inference,
+        height: usize,
+        width: usize,
+        threads: usize,
+    ) -> Result<usize> {
+        let Some(e) = &self.embedded else {
+            return Err(self.engine_err(
+                "a memory report needs an embedded model (segment-run optimize --embedded): \
+                 tract's plan of an ONNX model allocates as it sees fit",
+            ));
+        };
+        if how.monte_carlo.is_some_and(|mc| mc.samples > 0) {
+            return Err(self.engine_err("an embedded model runs no Monte-Carlo samples"));
+        }
+        if height == 0 || width == 0 {
+            return Err(Error::Input {
+                name: self.source_name.clone(),
+                reason: format!("an image of {width}x{height} pixels"),
+            });
+        }
+        let plan = self.tile_plan(&how.tiling, height, width)?;
+        let (wh, ww) = (plan.window_h, plan.window_w);
+        let n = how.averaging.symmetries().len();
+        let channels = self.meta.arch.in_channels;
+        let window = channels * wh * ww * 4;
+        let output = wh * ww * 4;
+        // while the network runs on symmetry k, the inputs not yet run (k..n) and the
+        // outputs of those run (..k) are held: at most n of the larger; before and
+        // after the runs, one transformed copy of the window or of an output besides
+        let larger = window.max(output);
+        let averaging = n * larger
+            + if n > 1 { larger } else { 0 }
+            + 2 * n * std::mem::size_of::<Array4<f32>>();
+        let mut network = e.peak_bytes(wh, ww, threads);
+        if how.averaging == Averaging::Dihedral {
+            network = network.max(e.peak_bytes(ww, wh, threads));
+        }
+        Ok(plan.stitch_bytes(how.blend) + averaging + network)
+    }
+
     /// Whether the model is an embedded one (run by skipseg's executor, not tract).
     pub fn is_embedded(&self) -> bool {
         self.embedded.is_some()

@@ -291,6 +291,24 @@ impl DirectConv {
         Ok(())
     }
 
+    /// An upper bound of the bytes [`Self::run_image`] allocates while it runs on an
+    /// `h x w` image with `threads` threads: each task's panels (at most `threads` tasks
+    /// at once) and the list of tasks. The output is the caller's.
+    pub fn scratch_bytes(&self, h: usize, w: usize, threads: usize) -> usize {
+        let plane = h * w;
+        let per_task = if self.winograd.is_some() {
+            super::winograd::task_floats_bound(self.cin, self.cout)
+        } else if self.kernel == 3 {
+            // segments of at most PANEL_FLOATS / (3 cin) pixels (one strip at least),
+            // padded to a strip, plus the two columns of padding
+            let seg = (PANEL_FLOATS / (3 * self.cin)).max(MAX_STRIP);
+            self.cin * 3 * (seg.min(w) + MAX_STRIP + 2) + 2 * MAX_STRIP
+        } else {
+            self.cin * (one_by_one_run_bound(self.cin, plane) + MAX_STRIP) + 2 * MAX_STRIP
+        };
+        threads.max(1) * per_task * 4 + run_list_bytes(plane, threads)
+    }
+
     /// Whether this convolution runs as Winograd F(2x2, 3x3).
     pub fn is_winograd(&self) -> bool {
         self.winograd.is_some()
@@ -341,6 +359,26 @@ pub(crate) fn check_shapes<'a, 'r, T>(
         }
     };
     Ok((input, residual))
+}
+
+/// The widest strip of pixels any SIMD level computes at once (4 vectors of 16 lanes).
+pub(crate) const MAX_STRIP: usize = 64;
+
+/// The most pixels a run of a 1x1 convolution covers ([`for_each_run`]).
+pub(crate) fn one_by_one_run_bound(cin: usize, plane: usize) -> usize {
+    (PANEL_FLOATS / cin.max(1))
+        .clamp(64, 4096)
+        .min(plane.max(1))
+}
+
+/// An upper bound of the bytes of the task list [`for_each_run`] builds for a pool:
+/// at most `4 threads + 1` runs, or one per 64 pixels where 1x1 runs are capped.
+pub(crate) fn run_list_bytes(plane: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        return 0;
+    }
+    let runs = (4 * threads + 1).max(plane / 64 + 1);
+    runs * std::mem::size_of::<(usize, ArrayViewMut2<'_, f32>)>()
 }
 
 /// Cut the output `[cout, h*w]` into runs, whole rows for 3x3 (the panel holds 3 input

@@ -54,6 +54,15 @@ impl ConvKernel {
         matches!(self, ConvKernel::Int8(c) if c.code_output().is_some())
     }
 
+    /// An upper bound of the bytes [`Self::run_image`] allocates on an `h x w` image
+    /// with `threads` threads (beyond the input, residual and output).
+    pub fn scratch_bytes(&self, h: usize, w: usize, threads: usize) -> usize {
+        match self {
+            ConvKernel::Float(c) => c.scratch_bytes(h, w, threads),
+            ConvKernel::Int8(c) => c.scratch_bytes(h, w, threads),
+        }
+    }
+
     pub fn run_image(
         &self,
         input: Activations<'_>,

@@ -305,6 +305,43 @@ impl QuantConv {
         }
     }
 
+    /// An upper bound of the bytes [`Self::run_image`] allocates while it runs on an
+    /// `h x w` image with `threads` threads, on the route [`Self::kernel_choice`] takes
+    /// on this CPU: the integer route's panels per task, or the f32 route's dequantized
+    /// input and float output (whole images) and its kernel's panels.
+    pub fn scratch_bytes(&self, h: usize, w: usize, threads: usize) -> usize {
+        let plane = h * w;
+        match self.kernel_choice() {
+            QuantKernel::Float => {
+                let mut bytes = self.float.scratch_bytes(h, w, threads);
+                if self.input.reads_codes() {
+                    bytes += self.cin * plane * 4;
+                }
+                if self.output.is_some() {
+                    bytes += (self.cout + 1) * plane * 4;
+                }
+                bytes
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            QuantKernel::Avx512Vnni => self.float.scratch_bytes(h, w, threads),
+            #[cfg(target_arch = "x86_64")]
+            QuantKernel::Avx512Vnni => {
+                let k = self.kernel;
+                let budget = PANEL_BYTES[(k == 3) as usize];
+                let seg = (budget / (k * self.groups * 4)).max(STRIP);
+                let row = if k == 3 {
+                    w
+                } else {
+                    super::conv::one_by_one_run_bound(self.cin, plane)
+                };
+                let pw = seg.min(row) + STRIP + k - 1;
+                // panel of u32, four rows of u8 codes, one row of floats
+                let per_task = self.groups * k * pw * 4 + 4 * pw + 4 * pw;
+                threads.max(1) * per_task + super::conv::run_list_bytes(plane, threads)
+            }
+        }
+    }
+
     /// Run on one image with [`Self::kernel_choice`] (see [`DirectConv::run_image`] for
     /// the arguments).
     pub fn run_image(

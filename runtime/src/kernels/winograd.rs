@@ -23,6 +23,16 @@ use super::conv::{Activation, InputTransform, OC_BLOCK, Source, residual_strip, 
 /// Floats of transformed input (and of products) a block of tiles keeps.
 const BLOCK_FLOATS: usize = 64 * 1024;
 
+/// An upper bound of the floats one task of [`WinogradRun`] allocates (its transformed
+/// input and output blocks and row scratch, `tb` tiles wide), for
+/// [`super::conv::DirectConv::scratch_bytes`].
+pub(crate) fn task_floats_bound(cin: usize, cout: usize) -> usize {
+    // tb = ((BLOCK_FLOATS / (16 max(cin, cout))) / strip * strip).clamp(strip, 256), strip
+    // at most 64
+    let tb = (BLOCK_FLOATS / (16 * cin.max(cout).max(1))).clamp(64, 256);
+    16 * tb * (cin + cout) + 36 * tb + 4
+}
+
 /// `U = G g G^T` for every (output, input) channel pair, packed per position for the
 /// register tile: `[16][cout blocks][cin][OC_BLOCK]`, zero beyond `cout`.
 #[derive(Debug, Clone, PartialEq)]
