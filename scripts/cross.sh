@@ -144,10 +144,13 @@ tests=(fixtures fusion tiling_and_folding quantization)
 light="skipseg_runtime fixtures"   # run on every CPU model; the rest on the first only
 # the int8 ladder on the shipped model calibrates and runs tract's own f32 kernels on
 # ISBI windows: over 40 emulated minutes; its fixture ladder and the u8 hand-over run
-declare -A only=([quantization]="quantization_ladder_on_the_fixtures chained_int8")
+declare -A only=([quantization]="quantization_ladder_on_the_fixtures chained_int8"
+  [embedded-memory_report]="network")   # tiled calls with averaging: hundreds of runs
 # the embedded library's tests: its own build (no onnx feature); in full runs its unit
 # tests are the same source as the default build's, so only embedded_only runs there
-embedded_features=(--no-default-features --features ffi)
+# (release: the memory test runs the network a few dozen times, minutes under
+# emulation at the test profile's opt-level 1, seconds optimised)
+embedded_features=(--release --no-default-features --features ffi)
 embedded_tests=(--test embedded_only --test memory_report)
 if [ -n "$ci" ]; then tests=(); embedded_tests=(--lib --test embedded_only --test memory_report); fi
 # the C host: the example, linked statically against the embedded library
