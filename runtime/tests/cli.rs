@@ -469,6 +469,19 @@ fn predict_with_the_embedded_model_equals_the_onnx_model() {
         "pixels differ between the ONNX and the embedded model"
     );
     let o = bin()
+        .args(["info", "--model"])
+        .arg(root().join("models/isbi-small-bce.skipseg"))
+        .output()
+        .expect("runs");
+    let info = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success()
+            && info.contains("architecture: small")
+            && info.contains("embedded model"),
+        "{info}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = bin()
         .args(["quantize", "--model"])
         .arg(root().join("models/isbi-small-bce.skipseg"))
         .args(["--calibration"])

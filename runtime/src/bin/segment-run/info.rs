@@ -5,18 +5,32 @@ use std::path::PathBuf;
 use anyhow::Result;
 use skipseg_runtime::{Averaging, Segmenter, onnx};
 
-use crate::model::{ModelFile, read_model};
+use crate::model::{ModelFile, is_embedded_model, load_model, read_model};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// ONNX model exported by segment-train (default: the shipped model built into segment-run).
+    /// ONNX model exported by segment-train, or an embedded model (default: the shipped
+    /// model built into segment-run).
     #[arg(long)]
     model: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let ModelFile { proto, name, .. } = read_model(args.model.as_deref())?;
-    let seg = Segmenter::from_proto(proto.clone(), &name)?;
+    let (seg, name, proto) = match args.model.as_deref().filter(|p| is_embedded_model(p)) {
+        Some(p) => (
+            load_model(Some(p), 1, false)?,
+            p.display().to_string(),
+            None,
+        ),
+        None => {
+            let ModelFile { proto, name, .. } = read_model(args.model.as_deref())?;
+            (
+                Segmenter::from_proto(proto.clone(), &name)?,
+                name,
+                Some(proto),
+            )
+        }
+    };
     let meta = seg.meta();
     let plan = meta.arch.plan();
     let cost = plan.cost(512, 512);
@@ -43,9 +57,12 @@ pub fn run(args: Args) -> Result<()> {
         seg.default_max_window(2048),
         seg.default_max_window(16384)
     );
-    let masks = proto.graph.as_ref().map_or(0, |g| {
-        skipseg_runtime::passes::dropout::mask_inputs(g).len()
-    });
+    let masks = proto
+        .as_ref()
+        .and_then(|p| p.graph.as_ref())
+        .map_or(0, |g| {
+            skipseg_runtime::passes::dropout::mask_inputs(g).len()
+        });
     if masks > 0 {
         println!(
             "dropout: p = {} at {masks} residual blocks (Monte-Carlo sampling: predict --mc-samples K --seed S)",
@@ -62,6 +79,20 @@ pub fn run(args: Args) -> Result<()> {
             "; --tta none for one"
         }
     );
+    let Some(proto) = proto else {
+        let graph = seg.embedded_graph()?;
+        let convs = graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, skipseg_runtime::embedded::Op::Conv(_)))
+            .count();
+        println!(
+            "embedded model (format version {}): {} nodes, {convs} of them fused convolutions",
+            skipseg_runtime::embedded::format::VERSION,
+            graph.nodes.len()
+        );
+        return Ok(());
+    };
     let ops = onnx::op_histogram(&proto)
         .into_iter()
         .map(|(op, n)| format!("{op} x{n}"))

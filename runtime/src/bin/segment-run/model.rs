@@ -51,7 +51,7 @@ pub fn read_model(path: Option<&Path>) -> Result<ModelFile> {
 }
 
 /// Whether `path` is a file in the embedded model format (its first bytes).
-fn is_embedded_model(path: &Path) -> bool {
+pub fn is_embedded_model(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 8];
     std::fs::File::open(path)
