@@ -98,3 +98,39 @@ fn an_onnx_model_is_refused_or_loaded_as_the_build_says() {
         .to_string();
     assert!(e.contains("new.skipseg") && e.contains("version"), "{e}");
 }
+
+#[test]
+fn a_graph_deeper_than_its_architecture_is_refused_sizes_it_cannot_take() {
+    use skipseg_runtime::embedded::{EmbeddedModel, Node, Op};
+    let dir = &fixture_dirs()[0];
+    let bytes = std::fs::read(dir.join("model.skipseg")).expect("model");
+    let mut graph = format::decode(&bytes, "m").expect("decodes");
+    let factor = EmbeddedModel::new(graph.clone(), "m", 1)
+        .expect("loads")
+        .meta()
+        .arch
+        .down_factor();
+    // five more decimations of the output and five up-samplings back: the graph needs
+    // sizes divisible by 32, whatever its architecture says
+    let mut last = graph.output;
+    for i in 0..10 {
+        let op = if i < 5 { Op::Decimate } else { Op::Upsample };
+        graph.nodes.push(Node {
+            name: format!("extra{i}"),
+            op,
+            inputs: vec![last],
+        });
+        last = graph.nodes.len();
+    }
+    graph.output = last;
+    let model = EmbeddedModel::new(graph, "deeper", 1).expect("a consistent graph loads");
+    let x = ndarray::Array4::<f32>::zeros((1, 1, factor, factor));
+    let e = model
+        .run(x.view())
+        .expect_err("too small for 5 more levels")
+        .to_string();
+    assert!(e.contains("deeper") && e.contains("32"), "{e}");
+    let x = ndarray::Array4::<f32>::zeros((1, 1, 32, 64));
+    let p = model.run(x.view()).expect("a multiple of 32 runs");
+    assert_eq!(p.dim(), (1, 1, 32, 64));
+}

@@ -264,7 +264,10 @@ impl EmbeddedModel {
     /// `[1, 1, H, W]`.
     pub fn run(&self, input: ArrayView4<'_, f32>) -> Result<Array4<f32>> {
         let (n, c, h, w) = input.dim();
-        let factor = self.meta.arch.down_factor();
+        // the graph's own deepest level decides too (a graph that decimates more often
+        // than its architecture says must not meet odd or empty maps)
+        let deepest = self.types.iter().map(|t| t.level).max().unwrap_or(0);
+        let factor = self.meta.arch.down_factor().max(1 << deepest);
         if n != 1 || c != self.graph.in_channels {
             return Err(Error::InputShape {
                 source_name: self.source_name.clone(),
@@ -621,6 +624,9 @@ impl Graph {
                 }
                 Op::Decimate => {
                     floats(0)?;
+                    if t[0].level >= 16 {
+                        return Err(err("decimates a map 2^16 times smaller already".into()));
+                    }
                     ValueType {
                         level: t[0].level + 1,
                         ..t[0]
