@@ -134,3 +134,84 @@ fn a_graph_deeper_than_its_architecture_is_refused_sizes_it_cannot_take() {
     let p = model.run(x.view()).expect("a multiple of 32 runs");
     assert_eq!(p.dim(), (1, 1, 32, 64));
 }
+
+mod damaged_files {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn shipped() -> &'static [u8] {
+        static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        BYTES.get_or_init(|| {
+            std::fs::read(root().join("fixtures/bottleneck-two-levels/model.skipseg"))
+                .expect("model")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Bytes changed anywhere after the header, the checksum made to match (so the
+        /// parser and the graph checks, not the CRC, meet the damage): loading refuses
+        /// or succeeds, and a model that loads runs or refuses; nothing panics.
+        #[test]
+        fn damage_behind_a_valid_checksum_is_refused_or_harmless(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        ) {
+            let mut b = shipped().to_vec();
+            let body = b.len() - 16;
+            for (at, v) in &edits {
+                b[16 + at.index(body)] = *v;
+            }
+            let crc = format::crc32(&b[16..]);
+            b[12..16].copy_from_slice(&crc.to_le_bytes());
+            let outcome = std::panic::catch_unwind(|| {
+                if let Ok(m) = skipseg_runtime::embedded::EmbeddedModel::from_bytes(&b, "damaged", 1) {
+                    let f = m.meta().arch.down_factor().clamp(1, 64);
+                    let x = ndarray::Array4::<f32>::zeros((1, m.graph().in_channels.clamp(1, 4), 2 * f, 2 * f));
+                    let _ = m.run(x.view());
+                }
+            });
+            prop_assert!(outcome.is_ok(), "a damaged model panicked (edits {:?})", edits);
+        }
+
+        /// The numbers that shape the graph, changed one at a time to values a damaged or
+        /// hostile file could hold: refused at load or at run, never a panic or an
+        /// allocation the file's sizes do not justify.
+        #[test]
+        fn structural_damage_is_refused_or_harmless(
+            node in any::<prop::sample::Index>(),
+            field in 0usize..9,
+            value in prop::sample::select(vec![0usize, 1, 2, 3, 5, 7, 64, 1 << 20, u32::MAX as usize]),
+        ) {
+            use skipseg_runtime::embedded::Op;
+            use skipseg_runtime::kernels::fused::ConvWeights;
+            let mut g = format::decode(shipped(), "m").expect("decodes");
+            let i = node.index(g.nodes.len());
+            let n = &mut g.nodes[i];
+            match (field, &mut n.op) {
+                (0, Op::Conv(c)) => c.cin = value,
+                (1, Op::Conv(c)) => c.cout = value,
+                (2, Op::Conv(c)) => c.kernel = value,
+                (3, Op::Conv(c)) => c.bias.truncate(value.min(c.bias.len().saturating_sub(1))),
+                (4, Op::Conv(c)) => match &mut c.weights {
+                    ConvWeights::Float(w) => w.truncate(value.min(w.len().saturating_sub(1))),
+                    ConvWeights::Int8 { scales, .. } => scales.truncate(value.min(scales.len().saturating_sub(1))),
+                },
+                (5, _) => n.inputs[0] = value,
+                (6, _) => n.inputs.push(value.min(i)),
+                (7, _) => g.output = value,
+                _ => g.in_channels = value,
+            }
+            // through the file format too: what the loader sees
+            let bytes = format::encode(&g);
+            let outcome = std::panic::catch_unwind(|| {
+                if let Ok(m) = skipseg_runtime::embedded::EmbeddedModel::from_bytes(&bytes, "damaged", 1) {
+                    let f = m.meta().arch.down_factor().clamp(1, 64);
+                    let x = ndarray::Array4::<f32>::zeros((1, m.graph().in_channels.clamp(1, 4), 2 * f, 2 * f));
+                    let _ = m.run(x.view());
+                }
+            });
+            prop_assert!(outcome.is_ok(), "panicked: node {} field {} value {}", i, field, value);
+        }
+    }
+}
