@@ -98,6 +98,12 @@ setup() {
 
 work=target/cross
 mkdir -p "$work"
+# one run at a time: runs share the x86 reference outputs and the C host under $work
+exec 9> "$work/.lock"
+if ! flock -n 9; then
+  echo "another scripts/cross.sh is running; waiting for it" >&2
+  flock 9
+fi
 models=(models/isbi-small-bce.onnx models/isbi-small-bce-int8.onnx)
 slices=(data/isbi2012/test/images/00.png data/isbi2012/test/images/07.png)
 predict() { # RUNNER... -- BIN MODEL OUT
