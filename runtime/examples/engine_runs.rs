@@ -1,0 +1,44 @@
+//! Run one model N times on one window with skipseg's kernels (fused convolutions, the
+//! default) or with tract's own (`tract`), and nothing else: for counting instructions
+//! under qemu's `insn` plugin (docs/EDGE.md, "Kernels on ARM"), where the difference
+//! between N = 1 and N = 3 is two runs' worth.
+//!
+//!     engine_runs MODEL.onnx SIZE RUNS skipseg|tract
+
+use skipseg_runtime::{Options, Segmenter};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, model, size, runs, engine] = args.as_slice() else {
+        return Err("usage: engine_runs MODEL.onnx SIZE RUNS skipseg|tract".into());
+    };
+    let (size, runs): (usize, usize) = (size.parse()?, runs.parse()?);
+    let options = Options {
+        fuse_convolutions: match engine.as_str() {
+            "skipseg" => true,
+            "tract" => false,
+            other => return Err(format!("engine {other}: skipseg or tract").into()),
+        },
+        threads: 1,
+        ..Options::default()
+    };
+    let seg = Segmenter::with_options(
+        skipseg_runtime::onnx::read_model(model.as_ref())?,
+        model,
+        &options,
+    )?;
+    let input = ndarray::Array4::from_shape_fn((1, 1, size, size), |(_, _, y, x)| {
+        (((y * 31 + x * 17) % 97) as f32 / 48.0 - 1.0) * 1.7
+    })
+    .into_dyn();
+    let mut checksum = 0.0f64;
+    for _ in 0..runs {
+        checksum += seg
+            .run(input.view())?
+            .iter()
+            .map(|&v| v as f64)
+            .sum::<f64>();
+    }
+    println!("{engine}: {runs} runs of {size}x{size}, checksum {checksum:.3}");
+    Ok(())
+}
