@@ -27,10 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model,
         &options,
     )?;
-    let input = ndarray::Array4::from_shape_fn((1, 1, size, size), |(_, _, y, x)| {
-        (((y * 31 + x * 17) % 97) as f32 / 48.0 - 1.0) * 1.7
-    })
-    .into_dyn();
+    let input = skipseg_runtime::engine::bench::texture(1, size, size).into_dyn();
     let mut checksum = 0.0f64;
     for _ in 0..runs {
         checksum += seg

@@ -431,7 +431,8 @@ pub unsafe extern "C" fn skipseg_segment_peak_bytes(
         if width == 0 || height == 0 {
             return Err(invalid(format!("empty image ({width}x{height})")));
         }
-        *out = peak_bytes(model, &options, width, height)?;
+        let how = inference_for(&model.segmenter, &options)?;
+        *out = peak_bytes(&model.segmenter, &how, options.threads, width, height)?;
         Ok(())
     })
 }
@@ -577,7 +578,7 @@ fn segment_buffer(
         .memory_limit
         .load(std::sync::atomic::Ordering::Relaxed);
     if limit > 0 {
-        let need = peak_bytes(model, options, image.width, image.height)?;
+        let need = peak_bytes(seg, &how, options.threads, image.width, image.height)?;
         if need > limit {
             return Err(Failure(
                 SkipsegStatus::ErrMemory,
@@ -632,12 +633,12 @@ fn segment_buffer(
 /// Peak bytes of a `skipseg_segment` call ([`Segmenter::peak_bytes`], plus the row the
 /// image statistics are read through).
 fn peak_bytes(
-    model: &SkipsegModel,
-    options: &SkipsegOptions,
+    seg: &Segmenter,
+    how: &Inference,
+    threads: u32,
     width: usize,
     height: usize,
 ) -> std::result::Result<u64, Failure> {
-    let seg = &model.segmenter;
     if !seg.is_embedded() {
         return Err(Failure(
             SkipsegStatus::ErrModel,
@@ -648,8 +649,7 @@ fn peak_bytes(
             ),
         ));
     }
-    let how = inference_for(seg, options)?;
-    let bytes = seg.peak_bytes(&how, height, width, options.threads as usize)? + 4 * width;
+    let bytes = seg.peak_bytes(how, height, width, threads as usize)? + 4 * width;
     Ok(bytes as u64)
 }
 

@@ -7,7 +7,7 @@ use skipseg_runtime::embedded::format;
 use skipseg_runtime::{Segmenter, npy};
 
 mod common;
-use common::{fixture_dirs, root};
+use common::{fixture_dirs, max_abs, root};
 
 /// Tolerance on probabilities against burn, as for the ONNX path (tests/fixtures.rs).
 const TOLERANCE: f32 = 1e-4;
@@ -28,11 +28,7 @@ fn embedded_fixture_models_reproduce_burn_s_outputs() {
                 let want = npy::read(&dir.join(format!("output{i}.npy"))).expect("output");
                 let got = seg.run(x.view()).expect("runs").into_dyn();
                 assert_eq!(got.shape(), want.shape());
-                let d = got
-                    .iter()
-                    .zip(want.iter())
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let d = max_abs(got.iter(), want.iter());
                 eprintln!(
                     "{} input{i}, {threads} thread(s): max abs diff {d:e}",
                     dir.display()

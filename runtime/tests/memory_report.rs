@@ -188,6 +188,19 @@ fn tiled_report_bounds_what_a_call_allocates() {
 /// The same through the C interface: the report bounds a `skipseg_segment` call, a
 /// limit below it refuses the call before anything runs, and an ONNX model has no
 /// report.
+/// `models/NAME` loaded through the C interface.
+#[cfg(feature = "ffi")]
+fn load(name: &str) -> *mut skipseg_runtime::ffi::SkipsegModel {
+    use skipseg_runtime::ffi::*;
+    let path = std::ffi::CString::new(root().join("models").join(name).display().to_string())
+        .expect("path");
+    let mut model = std::ptr::null_mut();
+    // SAFETY: a valid C string and out pointer
+    let status = unsafe { skipseg_model_load(path.as_ptr(), &mut model) };
+    assert_eq!(status, SkipsegStatus::Ok, "{name}");
+    model
+}
+
 #[cfg(feature = "ffi")]
 fn c_interface(image: &ndarray::Array2<f32>, report: &mut Vec<String>) {
     use skipseg_runtime::ffi::*;
@@ -197,19 +210,7 @@ fn c_interface(image: &ndarray::Array2<f32>, report: &mut Vec<String>) {
         .iter()
         .map(|&v| (v * 255.0).round() as u8)
         .collect();
-    let path = std::ffi::CString::new(
-        root()
-            .join("models/isbi-small-bce.skipseg")
-            .display()
-            .to_string(),
-    )
-    .expect("path");
-    let mut model = std::ptr::null_mut();
-    // SAFETY: valid C string and out pointer
-    assert_eq!(
-        unsafe { skipseg_model_load(path.as_ptr(), &mut model) },
-        SkipsegStatus::Ok
-    );
+    let model = load("isbi-small-bce.skipseg");
     let mut options = std::mem::MaybeUninit::<SkipsegOptions>::uninit();
     // SAFETY: a writable SkipsegOptions
     assert_eq!(
@@ -285,19 +286,7 @@ fn c_interface(image: &ndarray::Array2<f32>, report: &mut Vec<String>) {
 
     #[cfg(feature = "onnx")]
     {
-        let path = std::ffi::CString::new(
-            root()
-                .join("models/isbi-small-bce.onnx")
-                .display()
-                .to_string(),
-        )
-        .expect("path");
-        let mut model = std::ptr::null_mut();
-        // SAFETY: valid C string and out pointer
-        assert_eq!(
-            unsafe { skipseg_model_load(path.as_ptr(), &mut model) },
-            SkipsegStatus::Ok
-        );
+        let model = load("isbi-small-bce.onnx");
         let mut bytes = 0u64;
         // SAFETY: live model, null options (the defaults), writable u64
         let s = unsafe { skipseg_segment_peak_bytes(model, std::ptr::null(), 64, 64, &mut bytes) };

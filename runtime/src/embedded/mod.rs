@@ -177,6 +177,25 @@ impl EmbeddedModel {
         })
     }
 
+    /// The input whose buffer node `i`'s output takes over, if any: one read last here
+    /// (and only once) by an operation that can write over it. A residual is summed in
+    /// place as tract's plan does when it holds the only reference. The executor and
+    /// [`Self::peak_bytes`] both follow this.
+    fn reused_input(&self, i: usize, node: &Node) -> Option<ValueId> {
+        let last = |v: ValueId| {
+            self.last_use[v] == i && node.inputs.iter().filter(|&&x| x == v).count() == 1
+        };
+        match &node.op {
+            Op::Conv(spec) => (spec.residual == ResidualInput::Same
+                && !self.types[i + 1].codes
+                && last(node.inputs[1]))
+            .then(|| node.inputs[1]),
+            Op::Add => node.inputs.iter().copied().find(|&v| last(v)),
+            Op::Sigmoid => last(node.inputs[0]).then(|| node.inputs[0]),
+            Op::Decimate | Op::Upsample => None,
+        }
+    }
+
     /// Threads the kernels use: the model's own pool, else the one a
     /// [`crate::ThreadPool::install`] around the caller set, else 1.
     pub fn threads(&self) -> usize {
@@ -203,36 +222,14 @@ impl EmbeddedModel {
         let mut live = (n + 1) * std::mem::size_of::<Option<Value>>() + bytes_of(&self.types[0]);
         let mut peak = live;
         for (i, node) in self.graph.nodes.iter().enumerate() {
-            let last = |v: ValueId| {
-                self.last_use[v] == i && node.inputs.iter().filter(|&&x| x == v).count() == 1
-            };
             let out = bytes_of(&self.types[i + 1]);
-            let (taken, scratch) = match &node.op {
-                Op::Conv(spec) => {
+            let taken = self.reused_input(i, node);
+            let scratch = match (&node.op, self.kernels[i].as_ref()) {
+                (Op::Conv(_), Some(conv)) => {
                     let t = &self.types[node.inputs[0]];
-                    let conv = self.kernels[i].as_ref();
-                    let scratch =
-                        conv.map_or(0, |c| c.scratch_bytes(h >> t.level, w >> t.level, threads));
-                    let in_place = spec.residual == ResidualInput::Same
-                        && !self.types[i + 1].codes
-                        && last(node.inputs[1]);
-                    (in_place.then(|| node.inputs[1]), scratch)
+                    conv.scratch_bytes(h >> t.level, w >> t.level, threads)
                 }
-                Op::Add => {
-                    let (a, b) = (node.inputs[0], node.inputs[1]);
-                    (
-                        if last(a) {
-                            Some(a)
-                        } else if last(b) {
-                            Some(b)
-                        } else {
-                            None
-                        },
-                        0,
-                    )
-                }
-                Op::Sigmoid => (last(node.inputs[0]).then(|| node.inputs[0]), 0),
-                Op::Decimate | Op::Upsample => (None, 0),
+                _ => 0,
             };
             let allocated = if taken.is_some() { 0 } else { out };
             peak = peak.max(live + allocated + scratch);
@@ -325,9 +322,7 @@ impl EmbeddedModel {
         node: &Node,
         values: &mut [Option<Value>],
     ) -> std::result::Result<Value, String> {
-        let last = |v: ValueId| {
-            self.last_use[v] == i && node.inputs.iter().filter(|&&x| x == v).count() == 1
-        };
+        let reused = self.reused_input(i, node);
         let get = |values: &[Option<Value>], v: ValueId| -> std::result::Result<usize, String> {
             values
                 .get(v)
@@ -346,10 +341,7 @@ impl EmbeddedModel {
                 let plane = h * w;
                 let cout = spec.cout;
                 let codes_out = conv.writes_codes();
-                // the residual sum over the residual's own buffer when nothing else reads
-                // it (as tract's plan does when it holds the only reference)
-                let in_place =
-                    spec.residual == ResidualInput::Same && !codes_out && last(node.inputs[1]);
+                let in_place = reused.is_some();
                 let mut out = if in_place {
                     let r = values[node.inputs[1]].take().ok_or("no residual")?;
                     match r.data {
@@ -435,55 +427,27 @@ impl EmbeddedModel {
             }
             Op::Add => {
                 let (a, b) = (node.inputs[0], node.inputs[1]);
-                // sum into whichever operand is read last here (IEEE addition commutes)
-                let (into, other) = if last(a) {
-                    (a, b)
-                } else if last(b) {
-                    (b, a)
-                } else {
-                    (usize::MAX, a)
+                // into the operand read last here (IEEE addition commutes), else a copy
+                let (mut sum, other) = match reused {
+                    Some(v) => (
+                        values[v].take().ok_or("no operand")?,
+                        if v == a { b } else { a },
+                    ),
+                    None => (
+                        float_copy(values[get(values, a)?].as_ref().ok_or("no operand")?)?,
+                        b,
+                    ),
                 };
                 let ov = values[get(values, other)?].as_ref().ok_or("no operand")?;
-                let Buffer::Float(o) = &ov.data else {
-                    return Err("operand is not floats".into());
-                };
-                let (channels, h, w) = (ov.channels, ov.h, ov.w);
-                let mut sum = if into == usize::MAX {
-                    o.clone()
-                } else {
-                    Vec::new()
-                };
-                if into == usize::MAX {
-                    let bv = values[get(values, b)?].as_ref().ok_or("no operand")?;
-                    let Buffer::Float(bb) = &bv.data else {
-                        return Err("operand is not floats".into());
-                    };
-                    if bb.len() != sum.len() {
-                        return Err("operands differ in size".into());
+                match (&mut sum.data, &ov.data) {
+                    (Buffer::Float(s), Buffer::Float(o)) if s.len() == o.len() => {
+                        for (s, y) in s.iter_mut().zip(o) {
+                            *s += y;
+                        }
                     }
-                    for (s, y) in sum.iter_mut().zip(bb) {
-                        *s += y;
-                    }
-                } else {
-                    let iv = values[into].take().ok_or("no operand")?;
-                    let ov = values[other].as_ref().ok_or("no operand")?;
-                    let (Buffer::Float(mut s), Buffer::Float(o)) = (iv.data, &ov.data) else {
-                        return Err("operand is not floats".into());
-                    };
-                    if s.len() != o.len() {
-                        return Err("operands differ in size".into());
-                    }
-                    for (s, y) in s.iter_mut().zip(o) {
-                        *s += y;
-                    }
-                    sum = s;
+                    _ => return Err("operands differ in kind or size".into()),
                 }
-                Ok(Value {
-                    data: Buffer::Float(sum),
-                    channels,
-                    h,
-                    w,
-                })
+                Ok(sum)
             }
             Op::Decimate => {
                 let v = values[get(values, node.inputs[0])?]
@@ -531,19 +495,9 @@ impl EmbeddedModel {
             }
             Op::Sigmoid => {
                 let v = node.inputs[0];
-                let mut value = if last(v) {
-                    values[v].take().ok_or("no input")?
-                } else {
-                    let x = values[get(values, v)?].as_ref().ok_or("no input")?;
-                    let Buffer::Float(d) = &x.data else {
-                        return Err("sigmoid of codes".into());
-                    };
-                    Value {
-                        data: Buffer::Float(d.clone()),
-                        channels: x.channels,
-                        h: x.h,
-                        w: x.w,
-                    }
+                let mut value = match reused {
+                    Some(v) => values[v].take().ok_or("no input")?,
+                    None => float_copy(values[get(values, v)?].as_ref().ok_or("no input")?)?,
                 };
                 match &mut value.data {
                     Buffer::Float(d) => sigmoid_in_place(d),
@@ -552,6 +506,19 @@ impl EmbeddedModel {
                 Ok(value)
             }
         }
+    }
+}
+
+/// A copy of a value of floats (codes are refused: no operation copies them).
+fn float_copy(v: &Value) -> std::result::Result<Value, String> {
+    match &v.data {
+        Buffer::Float(d) => Ok(Value {
+            data: Buffer::Float(d.clone()),
+            channels: v.channels,
+            h: v.h,
+            w: v.w,
+        }),
+        Buffer::Codes(_) => Err("an operation on floats got codes".into()),
     }
 }
 

@@ -8,6 +8,14 @@ use ndarray::Array4;
 use super::{Profile, Segmenter};
 use crate::error::Result;
 
+/// A deterministic, standardised-looking `[1, channels, h, w]` input (speed does not
+/// depend on the values): what the benchmarks and checks run on.
+pub fn texture(channels: usize, h: usize, w: usize) -> Array4<f32> {
+    Array4::from_shape_fn((1, channels, h, w), |(_, c, y, x)| {
+        (((y * 31 + x * 17 + c * 7) % 97) as f32 / 48.0 - 1.0) * 1.7
+    })
+}
+
 /// What [`time_window`] measured (seconds).
 #[derive(Debug, Clone)]
 pub struct WindowTiming {
@@ -34,11 +42,7 @@ pub fn time_window(
     let repeats = repeats.max(1);
     let channels = seg.meta().arch.in_channels;
     seg.check_input_shape(&[1, channels, size, size])?;
-    let input = Array4::from_shape_fn((1, channels, size, size), |(_, c, y, x)| {
-        // deterministic standardised-looking texture; speed does not depend on values
-        (((y * 31 + x * 17 + c * 7) % 97) as f32 / 48.0 - 1.0) * 1.7
-    })
-    .into_dyn();
+    let input = texture(channels, size, size).into_dyn();
     let t = Instant::now();
     seg.plan_ops(size, size)?;
     let optimise = t.elapsed().as_secs_f64();
@@ -109,10 +113,8 @@ pub fn compare_embedded(
     let embedded = crate::embedded::EmbeddedModel::from_bytes(&bytes, seg.source_name(), threads)?;
     let channels = seg.meta().arch.in_channels;
     seg.check_input_shape(&[1, channels, size, size])?;
-    let input = Array4::from_shape_fn((1, channels, size, size), |(_, c, y, x)| {
-        (((y * 31 + x * 17 + c * 7) % 97) as f32 / 48.0 - 1.0) * 1.7
-    });
-    let mut want = seg.run(input.view().into_dyn())?;
+    let input = texture(channels, size, size);
+    let want = seg.run(input.view().into_dyn())?;
     let got = embedded.run(input.view())?;
     if want
         .iter()
@@ -124,9 +126,7 @@ pub fn compare_embedded(
             reason: "the embedded executor's output differs from tract's plan".into(),
         });
     }
-    want = seg.run(input.view().into_dyn())?;
-    drop(want);
-    embedded.run(input.view())?;
+    // (those two runs were both engines' warm-up)
     let (mut tract_runs, mut embedded_runs) = (Vec::new(), Vec::new());
     for _ in 0..repeats.max(1) {
         let t = Instant::now();

@@ -61,9 +61,7 @@ fn embedded(args: &Args) -> Result<()> {
     let f = seg.meta().arch.down_factor();
     let (h, w) = (4 * f, 6 * f);
     let c = seg.meta().arch.in_channels;
-    let input = ndarray::Array4::from_shape_fn((1, c, h, w), |(_, c, y, x)| {
-        (((y * 31 + x * 17 + c * 7) % 97) as f32 / 48.0 - 1.0) * 1.7
-    });
+    let input = skipseg_runtime::engine::bench::texture(c, h, w);
     let want = seg.run(input.view().into_dyn())?;
     let got = model.run(input.view())?;
     let differ = want
