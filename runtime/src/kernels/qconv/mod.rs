@@ -25,18 +25,19 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
 use super::conv::{
     Activation, ConvError, DirectConv, FakeQuant, InputTransform, OC_BLOCK, Residual,
 };
-#[cfg(target_arch = "x86_64")]
-use super::conv::{Source, check_shapes, for_each_run, residual_strip, store};
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::conv::{Source, check_shapes, for_each_run};
 
 /// Bytes of quantized input a segment of a run keeps. A 1x1 panel is read once per block
 /// of 8 output channels and should stay in L1 (32 KiB on Zen 3/4: on 256->1024 1x1 a
 /// 64 KiB panel ran at 0.7x the rate of a 24 KiB one); a 3x3 panel does better whole
 /// rows wide, in L2 (32->32 3x3 at 512 wide: 24 KiB segments ran at 0.75x).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const PANEL_BYTES: [usize; 2] = [24 * 1024, 256 * 1024];
 
-/// Output pixels per register strip: two 16-lane vectors.
-#[cfg(target_arch = "x86_64")]
+/// Output pixels per strip: two 16-lane vectors of AVX-512; four times two 4-lane
+/// vectors of NEON.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const STRIP: usize = 32;
 
 /// Below this many multiply-accumulates per output pixel a quantized convolution runs
@@ -91,7 +92,7 @@ pub enum ActivationsMut<'a> {
     Codes(ArrayViewMut2<'a, u8>),
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 impl ActivationsMut<'_> {
     fn dim(&self) -> (usize, usize) {
         match self {
@@ -112,8 +113,9 @@ pub struct QuantConv {
     /// `[cout blocks][groups][kernel * kernel][OC_BLOCK]`: four `i8` weights of
     /// consecutive input channels in one little-endian `i32`.
     packed: Vec<i32>,
-    /// `zero * sum of the output channel's weights`, per (padded) output channel.
-    correction: Vec<i32>,
+    /// The sum of each output channel's weights, padded: the accumulator holds
+    /// `sum(code * w)`, the definition wants `sum((code - zero) * w)`.
+    weight_sums: Vec<i32>,
     /// `x_scale * w_scale[oc]`, padded.
     out_scale: Vec<f32>,
     /// Padded.
@@ -130,9 +132,13 @@ pub struct QuantConv {
 /// Which code runs a [`QuantConv`] on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantKernel {
-    /// `u8 x i8` dot products in `i32` (AVX512-VNNI).
+    /// `u8 x i8` dot products in `i32` (x86-64 with AVX512-VNNI).
     Avx512Vnni,
-    /// The f32 kernels on dequantized weights.
+    /// `i8 x i8` dot products in `i32` (aarch64 with the dot-product extension, `SDOT`:
+    /// Cortex-A55/A76/A78 and later, Apple, Neoverse), on codes shifted by 128.
+    NeonDot,
+    /// The f32 kernels on dequantized weights: every other CPU (Cortex-A53/A72, armv7,
+    /// x86-64 without VNNI).
     Float,
 }
 
@@ -146,13 +152,27 @@ impl QuantKernel {
         {
             return QuantKernel::Avx512Vnni;
         }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            return QuantKernel::NeonDot;
+        }
         QuantKernel::Float
     }
 
     pub fn name(self) -> &'static str {
         match self {
             QuantKernel::Avx512Vnni => "int8 avx512-vnni",
+            QuantKernel::NeonDot => "int8 neon sdot",
             QuantKernel::Float => "int8 emulated in f32",
+        }
+    }
+
+    /// The CPU feature an integer kernel needs.
+    fn feature(self) -> &'static str {
+        match self {
+            QuantKernel::Avx512Vnni => "AVX512-VNNI",
+            QuantKernel::NeonDot => "the aarch64 dot-product extension (SDOT)",
+            QuantKernel::Float => "nothing",
         }
     }
 }
@@ -222,7 +242,7 @@ impl QuantConv {
         let groups = cin.div_ceil(4);
         let blocks = cout.div_ceil(OC_BLOCK);
         let mut packed = vec![0i32; blocks * groups * kk * OC_BLOCK];
-        let mut correction = vec![0i32; blocks * OC_BLOCK];
+        let mut weight_sums = vec![0i32; blocks * OC_BLOCK];
         let w = |oc: usize, ic: usize, k: usize| -> i8 {
             if ic < cin {
                 weights[(oc * cin + ic) * kk + k]
@@ -230,7 +250,7 @@ impl QuantConv {
                 0
             }
         };
-        for (oc, correction) in correction.iter_mut().enumerate().take(cout) {
+        for (oc, weight_sum) in weight_sums.iter_mut().enumerate().take(cout) {
             let (b, o) = (oc / OC_BLOCK, oc % OC_BLOCK);
             let mut sum = 0i32;
             for g in 0..groups {
@@ -241,7 +261,7 @@ impl QuantConv {
                         i32::from_le_bytes(four.map(|v| v as u8));
                 }
             }
-            *correction = sum * input_quant.zero as i32;
+            *weight_sum = sum;
         }
         let mut out_scale = vec![0.0; blocks * OC_BLOCK];
         for (o, s) in out_scale.iter_mut().zip(weight_scales) {
@@ -255,7 +275,7 @@ impl QuantConv {
             kernel,
             groups,
             packed,
-            correction,
+            weight_sums,
             out_scale,
             bias: padded_bias,
             input,
@@ -322,10 +342,12 @@ impl QuantConv {
                 }
                 bytes
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            QuantKernel::Avx512Vnni => self.float.scratch_bytes(h, w, threads),
-            #[cfg(target_arch = "x86_64")]
-            QuantKernel::Avx512Vnni => {
+            #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+            QuantKernel::Avx512Vnni | QuantKernel::NeonDot => {
+                self.float.scratch_bytes(h, w, threads)
+            }
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            QuantKernel::Avx512Vnni | QuantKernel::NeonDot => {
                 let k = self.kernel;
                 let budget = PANEL_BYTES[(k == 3) as usize];
                 let seg = (budget / (k * self.groups * 4)).max(STRIP);
@@ -397,20 +419,23 @@ impl QuantConv {
         }
         match kernel {
             QuantKernel::Float => self.run_float(input, h, w, residual, output, pool),
-            #[cfg(target_arch = "x86_64")]
-            QuantKernel::Avx512Vnni if QuantKernel::detect() == QuantKernel::Avx512Vnni => {
-                self.run_integer(input, h, w, residual, output, pool)
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            integer if integer == QuantKernel::detect() => {
+                self.run_integer(integer, input, h, w, residual, output, pool)
             }
-            QuantKernel::Avx512Vnni => {
-                Err(ConvError::Unsupported("this CPU has no AVX512-VNNI".into()))
-            }
+            missing => Err(ConvError::Unsupported(format!(
+                "this CPU has no {}",
+                missing.feature()
+            ))),
         }
     }
 
-    /// The AVX512-VNNI route (the caller has checked the CPU).
-    #[cfg(target_arch = "x86_64")]
+    /// An integer route (the caller has checked that the CPU has it).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    #[allow(clippy::too_many_arguments)]
     fn run_integer(
         &self,
+        kernel: QuantKernel,
         input: Activations<'_>,
         h: usize,
         w: usize,
@@ -430,15 +455,18 @@ impl QuantConv {
             }
         };
         let run = |start: usize, out: Dst<'_>| {
-            call_vnni(QRun {
-                conv: self,
-                input,
-                residual,
-                h,
-                w,
-                start,
-                out,
-            })
+            dot::run_strips(
+                kernel,
+                QRun {
+                    conv: self,
+                    input,
+                    residual,
+                    h,
+                    w,
+                    start,
+                    out,
+                },
+            )
         };
         match output {
             ActivationsMut::Float(mut out) => {
@@ -501,7 +529,7 @@ impl QuantConv {
 }
 
 /// The input of a run: floats to transform and quantize, or codes.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[derive(Clone, Copy)]
 enum Src<'a> {
     Float(&'a [f32]),
@@ -509,14 +537,14 @@ enum Src<'a> {
 }
 
 /// The output of a run.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 enum Dst<'o> {
     Float(ArrayViewMut2<'o, f32>),
     Codes(ArrayViewMut2<'o, u8>),
 }
 
 /// One run of output pixels `[start, start + out.ncols())` of every output channel.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 struct QRun<'a, 'o> {
     conv: &'a QuantConv,
     input: Src<'a>,
@@ -527,22 +555,40 @@ struct QRun<'a, 'o> {
     out: Dst<'o>,
 }
 
-/// The kernels' one `unsafe`: calling a function compiled for CPU features that are
-/// checked at run time right here.
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-fn call_vnni(run: QRun<'_, '_>) {
-    if QuantKernel::detect() == QuantKernel::Avx512Vnni {
-        // SAFETY: `run_vnni` is sound on any CPU with the features it enables, and
-        // `detect` has just found avx512f, avx512bw and avx512vnni on this one.
-        unsafe { run_vnni(run) }
-    }
+/// What a micro-kernel sees of one strip: the panel (`[groups][kernel rows][pw]` of four
+/// `u8` codes in a `u32`), the panel row of each kernel row, the first pixel, and a
+/// block's weights (`[groups][kernel * kernel][OC_BLOCK]` of four `i8` in an `i32`).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+struct Strip<'a> {
+    panel: &'a [u32],
+    pw: usize,
+    slots: [usize; 3],
+    x0: usize,
+    kernel: usize,
+    weights: &'a [i32],
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn run_vnni(mut run: QRun<'_, '_>) {
-    use std::arch::x86_64::*;
+/// `[OC_BLOCK][STRIP]` sums of `code * weight` (minus `offset * weight` for a kernel
+/// that shifts the codes, see [`integer_run`]).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+type Sums = [[i32; STRIP]; OC_BLOCK];
+
+/// Defines one integer kernel's run, `fn $name(run: QRun)` with the attributes given
+/// (its `#[target_feature]`): fill the panel of quantized input, let `$strip` sum each
+/// strip of [`STRIP`] pixels for each block of [`OC_BLOCK`] output channels, then
+/// requantize, add the residual, activate and store (floats, or the next convolution's
+/// codes). `$offset` is what the micro-kernel subtracts from every code before its
+/// products (128 for signed-by-signed dot products, else 0). A macro, not a generic
+/// function: the closures in it must be compiled for the kernel's CPU features, and only
+/// the closures of a `#[target_feature]` function are (a shared function cost 4x in
+/// `rintf` calls).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! integer_run {
+    ($(#[$attr:meta])* fn $name:ident, offset = $offset:expr, strip = $strip:path) => {
+        $(#[$attr])*
+        fn $name(mut run: QRun<'_, '_>) {
+            let offset: i32 = $offset;
+
     let conv = run.conv;
     let (kernel, groups) = (conv.kernel, conv.groups);
     let kk = kernel * kernel;
@@ -577,6 +623,7 @@ fn run_vnni(mut run: QRun<'_, '_>) {
     let mut transformed = [0.0f32; STRIP];
     let mut rtile = [0.0f32; STRIP];
     let no_output = [0.0f32; STRIP];
+    let mut sums: Sums = [[0; STRIP]; OC_BLOCK];
     // codes[at..at + n] from input channel `ic`'s pixels [from, from + n)
     let mut read = |codes: &mut [u8], ic: usize, at: usize, from: usize, n: usize| match run.input {
         Src::Float(x) => {
@@ -655,43 +702,29 @@ fn run_vnni(mut run: QRun<'_, '_>) {
                 let wb = &conv.packed[b * groups * kk * OC_BLOCK..][..groups * kk * OC_BLOCK];
                 let mut x0 = 0;
                 while x0 < seg {
-                    let mut acc = [[_mm512_setzero_si512(); 2]; OC_BLOCK];
-                    for (g, wg) in wb.chunks_exact(kk * OC_BLOCK).enumerate() {
-                        for ky in 0..kernel {
-                            let row =
-                                &panel[(g * kernel + slots[ky]) * pw + x0..][..STRIP + kernel - 1];
-                            for kx in 0..kernel {
-                                let a0: __m512i = bytemuck::pod_read_unaligned(
-                                    bytemuck::cast_slice(&row[kx..kx + 16]),
-                                );
-                                let a1: __m512i = bytemuck::pod_read_unaligned(
-                                    bytemuck::cast_slice(&row[kx + 16..kx + 32]),
-                                );
-                                let wk: &[i32; OC_BLOCK] = wg[(ky * kernel + kx) * OC_BLOCK..]
-                                    [..OC_BLOCK]
-                                    .try_into()
-                                    .expect("a block of weights");
-                                for o in 0..OC_BLOCK {
-                                    let wv = _mm512_set1_epi32(wk[o]);
-                                    acc[o][0] = _mm512_dpbusd_epi32(acc[o][0], a0, wv);
-                                    acc[o][1] = _mm512_dpbusd_epi32(acc[o][1], a1, wv);
-                                }
-                            }
-                        }
-                    }
+                    $strip(
+                        &Strip {
+                            panel: &panel,
+                            pw,
+                            slots,
+                            x0,
+                            kernel,
+                            weights: wb,
+                        },
+                        &mut sums,
+                    );
                     // 3. requantize, residual, activation, store the valid part (as
                     // floats, or as the next convolution's codes)
                     let n = STRIP.min(seg - x0);
                     let local = r * row_len + seg0 + x0;
-                    for (o, acc_o) in acc.iter().enumerate() {
+                    for (o, ints) in sums.iter().enumerate() {
                         let oc = b * OC_BLOCK + o;
                         if oc >= conv.cout {
                             break;
                         }
-                        let ints: [i32; STRIP] = bytemuck::cast(*acc_o);
-                        let (corr, scale, bias) =
-                            (conv.correction[oc], conv.out_scale[oc], conv.bias[oc]);
-                        for (v, &i) in values.iter_mut().zip(&ints) {
+                        let corr = (q.zero as i32 - offset) * conv.weight_sums[oc];
+                        let (scale, bias) = (conv.out_scale[oc], conv.bias[oc]);
+                        for (v, &i) in values.iter_mut().zip(ints) {
                             *v = (i - corr) as f32 * scale + bias;
                         }
                         let vals = &mut values[..n];
@@ -757,7 +790,12 @@ fn run_vnni(mut run: QRun<'_, '_>) {
             seg0 += seg;
         }
     }
+        }
+    };
 }
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod dot;
 
 #[cfg(test)]
 mod tests {
@@ -766,6 +804,15 @@ mod tests {
     use proptest::prelude::*;
 
     use crate::kernels::test_values as values;
+
+    /// The f32 route, and the integer kernel if this CPU has one.
+    fn kernels_here() -> Vec<QuantKernel> {
+        let mut kernels = vec![QuantKernel::Float];
+        if QuantKernel::detect() != QuantKernel::Float {
+            kernels.push(QuantKernel::detect());
+        }
+        kernels
+    }
 
     /// The definition: quantize the transformed input (padding is the zero point, i.e.
     /// 0 after subtracting it), sum (x - zero) * w (whole numbers: exact in f64), scale,
@@ -863,10 +910,7 @@ mod tests {
             let rin = res.as_ref().map(|r| Array2::from_shape_vec((cout, h * w), r.clone()).expect("test setup"));
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("test setup");
             let pool = (threads > 1).then_some(&pool);
-            let mut kernels = vec![QuantKernel::Float];
-            if QuantKernel::detect() == QuantKernel::Avx512Vnni {
-                kernels.push(QuantKernel::Avx512Vnni);
-            }
+            let kernels = kernels_here();
             let terms = (cin * k * k) as f32 * 127.0 * 255.0 * q.scale * 0.0127 + 2.0;
             for kernel in kernels {
                 let residual = match &rin { Some(r) => Residual::Add(r.view()), None => Residual::None };
@@ -951,10 +995,7 @@ mod tests {
             let r = Array2::from_shape_vec((c1, h * w), values(c1 * h * w, seed + 9)).expect("test setup");
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("test setup");
             let pool = (threads > 1).then_some(&pool);
-            let mut kernels = vec![QuantKernel::Float];
-            if QuantKernel::detect() == QuantKernel::Avx512Vnni {
-                kernels.push(QuantKernel::Avx512Vnni);
-            }
+            let kernels = kernels_here();
             for kernel in kernels {
                 let run = |chained: bool| {
                     let (first, second) = make(chained);
@@ -984,8 +1025,9 @@ mod tests {
     /// route (checked against the definition above), float or code input.
     #[test]
     fn segmented_rows_agree_with_the_f32_route() {
-        if QuantKernel::detect() != QuantKernel::Avx512Vnni {
-            eprintln!("NOTE: no AVX512-VNNI here: SKIPPED");
+        let integer = QuantKernel::detect();
+        if integer == QuantKernel::Float {
+            eprintln!("NOTE: no integer int8 kernel on this CPU: SKIPPED");
             return;
         }
         let (cin, cout, h, w) = (256, 9, 3, 700);
@@ -1033,7 +1075,7 @@ mod tests {
                 .expect("runs");
                 out
             };
-            let (a, b) = (run(QuantKernel::Float), run(QuantKernel::Avx512Vnni));
+            let (a, b) = (run(QuantKernel::Float), run(integer));
             // f32 sums of up to 2304 exactly representable products of size <= 0.32
             let bound = 1e-5 * (cin * 9) as f32 * 0.32;
             let worst = a
@@ -1108,17 +1150,67 @@ mod tests {
         }
     }
 
+    /// The integer kernel runs wherever the CPU has its feature, and one the CPU lacks is
+    /// refused with its feature's name.
     #[test]
     fn the_integer_kernel_is_used_where_the_cpu_has_it() {
         let kernel = QuantKernel::detect();
         eprintln!("int8 kernel on this CPU: {}", kernel.name());
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512vnni")
+        let expected = if std::arch::is_x86_feature_detected!("avx512vnni")
             && std::arch::is_x86_feature_detected!("avx512bw")
         {
-            assert_eq!(kernel, QuantKernel::Avx512Vnni);
+            QuantKernel::Avx512Vnni
         } else {
-            eprintln!("NOTE: no AVX512-VNNI here: the integer kernel's tests are SKIPPED");
+            QuantKernel::Float
+        };
+        #[cfg(target_arch = "aarch64")]
+        let expected = if std::arch::is_aarch64_feature_detected!("dotprod") {
+            QuantKernel::NeonDot
+        } else {
+            QuantKernel::Float
+        };
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let expected = QuantKernel::Float;
+        assert_eq!(kernel, expected);
+        if kernel == QuantKernel::Float {
+            eprintln!("NOTE: no integer int8 kernel here: the integer kernel's tests are SKIPPED");
+        }
+        let q = FakeQuant {
+            scale: 0.1,
+            zero: 3,
+        };
+        let conv = QuantConv::new(
+            4,
+            4,
+            1,
+            &[1; 16],
+            &[0.1; 4],
+            &[],
+            QuantInput::Codes { quant: q },
+            Activation::None,
+            None,
+        )
+        .expect("test setup");
+        let c = Array2::<u8>::zeros((4, 4));
+        let mut o = Array2::<f32>::zeros((4, 4));
+        for other in [QuantKernel::Avx512Vnni, QuantKernel::NeonDot] {
+            if other == kernel {
+                continue;
+            }
+            let r = conv.run_image_with(
+                other,
+                Activations::Codes(c.view()),
+                2,
+                2,
+                Residual::None,
+                ActivationsMut::Float(o.view_mut()),
+                None,
+            );
+            assert!(
+                matches!(&r, Err(ConvError::Unsupported(m)) if m.contains(other.feature())),
+                "{other:?}: {r:?}"
+            );
         }
     }
 }
