@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Instructions per run of the shipped models on aarch64 under qemu-user, with skipseg's
-# kernels and with tract's own (docs/EDGE.md, "Kernels on ARM"): a deterministic proxy
+# kernels on every convolution, with tract's own, and as the engine chooses per layer
+# shape by default (docs/EDGE.md, "Kernels on ARM"): a deterministic proxy
 # where emulated time means nothing. Builds qemu's `insn` TCG plugin from Debian's qemu
 # sources (Debian ships no plugins; adds a deb-src entry if there is none) and the
 # harness runtime/examples/engine_runs.rs for aarch64; counts 1 and 3 runs of one
-# 256x256 window, 1 thread, and prints (3 runs - 1 run) / 2 per model, engine and CPU.
+# 256x256 window, 1 thread, and prints (3 runs - 1 run) / 2 per model, engine and CPU
+# (CPUS="a b" to choose the CPU models; default Cortex-A76 and A53).
 # Needs what scripts/cross.sh installs (cross compilers, qemu-user, the target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,8 +42,8 @@ count() { # CPU MODEL RUNS ENGINE
 echo "| model | engine | qemu CPU | window | instructions per run |"
 echo "|---|---|---|---|---|"
 for m in models/isbi-small-bce.onnx models/isbi-small-bce-int8.onnx; do
-  for e in skipseg tract; do
-    for cpu in max cortex-a53; do
+  for e in skipseg tract default; do
+    for cpu in ${CPUS:-cortex-a76 cortex-a53}; do
       a=$(count "$cpu" "$m" 1 "$e"); b=$(count "$cpu" "$m" 3 "$e")
       echo "| $(basename "$m" .onnx) | $e | $cpu | 256x256 | $(( (b - a) / 2 )) |"
     done

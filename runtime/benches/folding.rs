@@ -25,6 +25,7 @@ fn main() {
             &Options {
                 fold_batch_norm: fold,
                 fuse_convolutions: false,
+                fuse_every_convolution: false,
                 chain_int8: true,
                 threads: 1,
                 monte_carlo_dropout: false,

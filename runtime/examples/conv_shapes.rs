@@ -23,7 +23,9 @@ type Failure = Box<dyn std::error::Error>;
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -94,16 +96,15 @@ impl Layer {
     fn onnx(&self, int8: bool) -> pb::ModelProto {
         let (cin, cout, k) = (self.cin, self.cout, self.k);
         let mut inits = vec![onnx::f32_tensor("b", &[cout], &self.bias)];
-        let node = |op: &str, inputs: &[&str], out: &str, attrs: Vec<pb::AttributeProto>| {
-            pb::NodeProto {
+        let node =
+            |op: &str, inputs: &[&str], out: &str, attrs: Vec<pb::AttributeProto>| pb::NodeProto {
                 op_type: op.into(),
                 name: out.into(),
                 input: inputs.iter().map(|s| s.to_string()).collect(),
                 output: vec![out.into()],
                 attribute: attrs,
                 ..Default::default()
-            }
-        };
+            };
         let mut nodes = vec![node("Relu", &["x"], "r", vec![])];
         let (x, w) = if int8 {
             let q = self.input_quant;
@@ -222,6 +223,8 @@ fn main() -> Result<(), Failure> {
         }
         other => return Err(format!("engine {other}: skipseg or tract").into()),
     }
-    println!("{engine} {precision}: {runs} runs of {cin}->{cout} {k}x{k} at {size}x{size}, checksum {checksum:.3}");
+    println!(
+        "{engine} {precision}: {runs} runs of {cin}->{cout} {k}x{k} at {size}x{size}, checksum {checksum:.3}"
+    );
     Ok(())
 }

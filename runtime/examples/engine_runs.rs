@@ -1,23 +1,25 @@
-//! Run one model N times on one window with skipseg's kernels (fused convolutions, the
-//! default) or with tract's own (`tract`), and nothing else: for counting instructions
-//! under qemu's `insn` plugin (docs/EDGE.md, "Kernels on ARM"), where the difference
-//! between N = 1 and N = 3 is two runs' worth.
+//! Run one model N times on one window with skipseg's kernels on every convolution
+//! (`skipseg`), with tract's own (`tract`), or as the engine chooses per layer shape on
+//! this CPU (`default`), and nothing else: for counting instructions under qemu's `insn`
+//! plugin (docs/EDGE.md, "Kernels on ARM"), where the difference between N = 1 and N = 3
+//! is two runs' worth.
 //!
-//!     engine_runs MODEL.onnx SIZE RUNS skipseg|tract
+//!     engine_runs MODEL.onnx SIZE RUNS skipseg|tract|default
 
 use skipseg_runtime::{Options, Segmenter};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, model, size, runs, engine] = args.as_slice() else {
-        return Err("usage: engine_runs MODEL.onnx SIZE RUNS skipseg|tract".into());
+        return Err("usage: engine_runs MODEL.onnx SIZE RUNS skipseg|tract|default".into());
     };
     let (size, runs): (usize, usize) = (size.parse()?, runs.parse()?);
     let options = Options {
-        fuse_convolutions: match engine.as_str() {
+        fuse_convolutions: engine != "tract",
+        fuse_every_convolution: match engine.as_str() {
             "skipseg" => true,
-            "tract" => false,
-            other => return Err(format!("engine {other}: skipseg or tract").into()),
+            "tract" | "default" => false,
+            other => return Err(format!("engine {other}: skipseg, tract or default").into()),
         },
         threads: 1,
         ..Options::default()

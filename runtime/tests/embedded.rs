@@ -140,6 +140,7 @@ fn a_graph_with_operations_the_executor_does_not_run_is_refused_by_name() {
         "isbi-small.onnx",
         &Options {
             fuse_convolutions: false,
+            fuse_every_convolution: false,
             ..Options::default()
         },
     )

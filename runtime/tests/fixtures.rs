@@ -73,6 +73,49 @@ fn runtime_reproduces_golden_outputs() {
     }
 }
 
+/// The GPU leg: burn-cuda's outputs of the same fixtures (`gpu-output{k}.npy`, written by
+/// scripts/gpu-parity.sh on a machine with an NVIDIA GPU; fixtures/GPU.md records the GPU
+/// and driver). Tolerance 1e-4 as for burn's CPU backend: cuda kernels sum in other
+/// orders (and may use fused multiply-adds), ~1e-6 relative per layer. Without them the
+/// test says so and checks nothing; with some but not all, it fails.
+#[test]
+fn runtime_reproduces_gpu_outputs_where_recorded() {
+    let dirs = fixture_dirs();
+    let mut found = 0;
+    let mut expected = 0;
+    for dir in &dirs {
+        let seg = Segmenter::from_path(&dir.join("model.onnx")).expect("fixture model loads");
+        for (k, input) in sorted(dir, "input").iter().enumerate() {
+            expected += 1;
+            let path = dir.join(format!("gpu-output{k}.npy"));
+            if !path.exists() {
+                continue;
+            }
+            found += 1;
+            let want = npy::read(&path).expect("gpu output npy");
+            let got = seg
+                .run(npy::read(input).expect("input npy").view())
+                .expect("runs")
+                .into_dyn();
+            assert_eq!(got.shape(), want.shape(), "{}", path.display());
+            let d = got
+                .iter()
+                .zip(want.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            eprintln!("{}: max abs diff to the GPU {d:e}", path.display());
+            assert!(d <= TOLERANCE, "{}: max abs diff {d}", path.display());
+        }
+    }
+    if found == 0 {
+        eprintln!(
+            "NOTE: no GPU outputs in fixtures/ (scripts/gpu-parity.sh on a GPU machine): SKIPPED"
+        );
+    } else {
+        assert_eq!(found, expected, "GPU outputs for some fixture inputs only");
+    }
+}
+
 /// The plan cache is bounded: whole images of many sizes evict the least recently used
 /// plan, and a size compiled again still reproduces the golden output.
 #[test]

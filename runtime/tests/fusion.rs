@@ -20,6 +20,7 @@ fn pair(path: &Path, threads: usize) -> (Segmenter, Segmenter) {
             &name,
             &Options {
                 fuse_convolutions: fuse,
+                fuse_every_convolution: true,
                 threads,
                 monte_carlo_dropout: false,
                 ..Options::default()
@@ -87,4 +88,85 @@ fn fused_equals_tract_on_the_shipped_model() {
     let d = max_abs(&a, &b);
     eprintln!("isbi-small: max abs diff {d:e}");
     assert!(d <= TOLERANCE, "fused differs by {d}");
+}
+
+/// The default engine fuses a convolution exactly where `skipseg_beats_tract` says so for
+/// this CPU (every one on x86-64; by layer shape on ARM: the rule is checked here against
+/// the shapes read from the model itself, under qemu by scripts/cross.sh), and its output
+/// equals tract's alone, f32 and int8.
+#[test]
+fn the_default_engine_fuses_where_skipseg_is_faster() {
+    use skipseg_runtime::passes::fuse_conv::{FUSED_QCONV, skipseg_beats_tract};
+    for (model, tolerance) in [
+        ("models/isbi-small-bce.onnx", TOLERANCE),
+        // int8: skipseg's routes and tract's QDQ sum in different orders, so an input code
+        // can flip at a rounding tie and move what follows by a step (8.7e-4 measured on
+        // x86-64 with every conv fused); a wrong tap or channel moves it by 1e-1 or more
+        ("models/isbi-small-bce-int8.onnx", 2e-2),
+    ] {
+        let path = root().join(model);
+        let proto = onnx::read_model(&path).expect("model");
+        // the shapes from the ONNX itself: weight dims of each Conv, int8 if the weight
+        // comes through a DequantizeLinear
+        let graph = proto.graph.as_ref().expect("graph");
+        let dims = |name: &str| {
+            graph
+                .initializer
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.dims.iter().map(|&d| d as usize).collect::<Vec<_>>())
+        };
+        let mut expected = 0;
+        let mut convs = 0;
+        for node in graph.node.iter().filter(|n| n.op_type == "Conv") {
+            convs += 1;
+            let (d, int8) = match dims(&node.input[1]) {
+                Some(d) => (d, false),
+                None => {
+                    let dq = graph
+                        .node
+                        .iter()
+                        .find(|n| n.output.first() == Some(&node.input[1]))
+                        .expect("a weight producer");
+                    (dims(&dq.input[0]).expect("int8 weights"), true)
+                }
+            };
+            if skipseg_beats_tract(d[1], d[0], d[2], int8) {
+                expected += 1;
+            }
+        }
+        let default = Segmenter::with_options(
+            proto.clone(),
+            model,
+            &Options {
+                threads: 2,
+                ..Options::default()
+            },
+        )
+        .expect("loads");
+        let plain = Segmenter::with_options(
+            proto,
+            model,
+            &Options {
+                fuse_convolutions: false,
+                threads: 2,
+                ..Options::default()
+            },
+        )
+        .expect("loads");
+        let fused = count(&default, FUSED_CONV) + count(&default, FUSED_QCONV);
+        eprintln!("{model}: {fused} of {convs} convolutions on skipseg's kernels here");
+        assert_eq!(fused, expected, "{model}");
+        assert_eq!(count(&default, "Conv"), convs - expected, "{model}");
+        let x = ndarray::Array4::from_shape_fn((1, 1, 64, 96), |(_, _, y, x)| {
+            ((y * 7 + x * 13) % 23) as f32 / 23.0
+        })
+        .into_dyn();
+        let d = max_abs(
+            &plain.run(x.view()).expect("tract"),
+            &default.run(x.view()).expect("default"),
+        );
+        eprintln!("{model}: max abs diff {d:e}");
+        assert!(d <= tolerance, "{model}: differs by {d}");
+    }
 }

@@ -82,6 +82,7 @@ fn ladder(
         &Options {
             fold_batch_norm: false,
             fuse_convolutions: false,
+            fuse_every_convolution: false,
             chain_int8: true,
             threads: 1,
             monte_carlo_dropout: false,

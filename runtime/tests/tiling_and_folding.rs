@@ -28,6 +28,7 @@ fn folding_removes_every_batch_norm_and_keeps_outputs() {
             &Options {
                 fold_batch_norm: false,
                 fuse_convolutions: false,
+                fuse_every_convolution: false,
                 chain_int8: true,
                 threads: 1,
                 monte_carlo_dropout: false,
@@ -39,6 +40,7 @@ fn folding_removes_every_batch_norm_and_keeps_outputs() {
             &name,
             &Options {
                 fuse_convolutions: false,
+                fuse_every_convolution: false,
                 ..Options::default()
             },
         )

@@ -50,6 +50,7 @@ fn mc_options(fold: bool) -> Options {
     Options {
         fold_batch_norm: fold,
         fuse_convolutions: fold,
+        fuse_every_convolution: false,
         chain_int8: true,
         threads: 1,
         monte_carlo_dropout: true,

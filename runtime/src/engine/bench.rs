@@ -101,7 +101,9 @@ impl EmbeddedComparison {
 /// Time tract's plan of `seg` and the embedded executor of the same graph
 /// ([`crate::embedded`], converted in memory, same threads) on one `size` x `size`
 /// window, alternating run by run so that both see the same machine; `repeats` timed
-/// runs each after two warm-ups. Checks on the way that both give the same bits.
+/// runs each after two warm-ups. Checks on the way that both give the same bits (build
+/// `seg` with [`crate::Options::fuse_every_convolution`]: on ARM tract keeps some
+/// convolutions otherwise).
 pub fn compare_embedded(
     seg: &Segmenter,
     size: usize,

@@ -79,8 +79,13 @@ pub struct Options {
     /// Fold batch norms into convolutions / affine ops before tract sees the graph.
     pub fold_batch_norm: bool,
     /// Run convolutions (with their pre-activations and residual sums) on skipseg's own
-    /// kernels ([`crate::passes::fuse_conv`]) instead of tract's.
+    /// kernels ([`crate::passes::fuse_conv`]) instead of tract's, where they are faster
+    /// on this CPU (every convolution on x86-64; by layer shape on ARM:
+    /// [`crate::passes::fuse_conv::skipseg_beats_tract`]).
     pub fuse_convolutions: bool,
+    /// With `fuse_convolutions`, take over every convolution skipseg's kernels support,
+    /// also where tract's are faster on this CPU (tests and comparisons of the kernels).
+    pub fuse_every_convolution: bool,
     /// Between two fused quantized convolutions, pass the `u8` codes the second one reads
     /// instead of floats ([`crate::passes::chain_int8`]; same values, less memory
     /// traffic). Needs `fuse_convolutions`.
@@ -98,6 +103,7 @@ impl Default for Options {
         Self {
             fold_batch_norm: true,
             fuse_convolutions: true,
+            fuse_every_convolution: false,
             chain_int8: true,
             threads: 1,
             monte_carlo_dropout: false,
@@ -274,7 +280,11 @@ impl Segmenter {
             crate::passes::fold_batch_norms(&mut proto, source_name)?;
         }
         if options.fuse_convolutions {
-            crate::passes::fuse_convolutions(&mut proto, source_name)?;
+            if options.fuse_every_convolution {
+                crate::passes::fuse_convolutions(&mut proto, source_name)?;
+            } else {
+                crate::passes::fuse_convolutions_where_faster(&mut proto, source_name)?;
+            }
             if options.chain_int8 {
                 crate::passes::chain_quantized_convs(&mut proto);
             }
@@ -569,8 +579,16 @@ impl Segmenter {
         if let Some(e) = &self.embedded {
             return Ok(e.graph().clone());
         }
+        // the embedded executor has no other engine: the convolutions left to tract
+        // (where its kernels are faster on this CPU, e.g. on ARM) are fused now
         #[cfg(feature = "onnx")]
-        return crate::embedded::Graph::from_fused_onnx(&self.proto, &self.source_name);
+        {
+            let mut proto = self.proto.clone();
+            if crate::passes::fuse_convolutions(&mut proto, &self.source_name)?.convs > 0 {
+                crate::passes::chain_quantized_convs(&mut proto);
+            }
+            crate::embedded::Graph::from_fused_onnx(&proto, &self.source_name)
+        }
         #[cfg(not(feature = "onnx"))]
         Err(self.engine_err("no graph"))
     }

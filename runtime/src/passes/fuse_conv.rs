@@ -23,6 +23,8 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
+#[cfg(target_arch = "aarch64")]
+use crate::kernels::qconv::MIN_MACS_FOR_INTEGER;
 use crate::onnx::{self, pb, tensor_f32};
 
 /// The operator type of a fused convolution.
@@ -154,6 +156,68 @@ pub(crate) fn is_upsample_x2(node: &pb::NodeProto, inits: &onnx::Initializers<'_
 
 /// Fuse every supported convolution of `model` (see the module docs).
 pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Result<FuseReport> {
+    fuse(model, source_name, Fusion::Every)
+}
+
+/// [`fuse_convolutions`] for the convolutions where skipseg's kernel beats tract's on this
+/// CPU ([`skipseg_beats_tract`]); the others are left to tract, with that reason. What a
+/// [`crate::Segmenter`] runs.
+pub fn fuse_convolutions_where_faster(
+    model: &mut pb::ModelProto,
+    source_name: &str,
+) -> Result<FuseReport> {
+    fuse(model, source_name, Fusion::WhereFaster)
+}
+
+/// Whether skipseg's fused kernel runs a `cin -> cout`, `k x k` convolution (after a ReLU;
+/// `int8`: QDQ-quantized) in fewer instructions than tract's on this CPU. The evidence is
+/// bench/arm_shapes.sh (instructions per run of each layer shape of the shipped model under
+/// qemu, Cortex-A76, A72 and A53 models; bench/results/arm-shapes-2026-11-28*.md, summary
+/// in docs/EDGE.md):
+/// - x86-64 and others: always (wall time, docs/PERFORMANCE.md).
+/// - aarch64, int8 on the SDOT kernel (dot-product CPUs, at least
+///   [`crate::kernels::qconv::MIN_MACS_FOR_INTEGER`] multiply-accumulates per pixel):
+///   always (0.25-0.90 of tract's int8 on Cortex-A76 for all but two 16x16 3x3 layers).
+/// - aarch64, f32: only convolutions to fewer than 8 output channels, the classifier
+///   (0.36), where tract's matrix kernels, at least 8 rows tall, waste rows; tract's
+///   packed products win everywhere else (1.04-1.72 on Cortex-A76).
+/// - aarch64, int8 on the f32 emulation (no SDOT: Cortex-A53, A72): as f32, and 1x1
+///   convolutions that shrink the channels four times or more, where tract's int8 path
+///   costs most (0.64-1.02).
+/// - armv7: only the 1-channel classifier in f32 (0.70; skipseg's kernels cost 1.3-2.8x
+///   tract's instructions elsewhere there: pulp has no armv7 SIMD path).
+pub fn skipseg_beats_tract(cin: usize, cout: usize, k: usize, int8: bool) -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        use crate::kernels::qconv::QuantKernel;
+        let integer = int8
+            && cin * cout * k * k >= MIN_MACS_FOR_INTEGER
+            && QuantKernel::detect() == QuantKernel::NeonDot;
+        let shrinking = int8 && k == 1 && cout * 4 <= cin;
+        integer || cout < 8 || shrinking
+    }
+    #[cfg(target_arch = "arm")]
+    {
+        let _ = (cin, k);
+        !int8 && cout == 1
+    }
+    #[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
+    {
+        let _ = (cin, cout, k, int8);
+        true
+    }
+}
+
+/// Which supported convolutions the pass takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fusion {
+    /// All of them (the embedded format has no other engine).
+    Every,
+    /// Where skipseg's kernel beats tract's on this CPU.
+    WhereFaster,
+}
+
+fn fuse(model: &mut pb::ModelProto, source_name: &str, fusion: Fusion) -> Result<FuseReport> {
     let err = |reason: String| Error::BadModel {
         source_name: source_name.to_string(),
         reason,
@@ -256,6 +320,19 @@ pub fn fuse_convolutions(model: &mut pb::ModelProto, source_name: &str) -> Resul
             i += 1;
             continue;
         };
+        let int8 = matches!(weights, Weights::Int8 { .. });
+        if fusion == Fusion::WhereFaster && !skipseg_beats_tract(cin, cout, k as usize, int8) {
+            report.left.push((
+                name_or_output,
+                format!(
+                    "tract's kernel is faster for a {} {cin} -> {cout} {k}x{k} convolution on \
+                     this CPU",
+                    if int8 { "int8" } else { "f32" }
+                ),
+            ));
+            i += 1;
+            continue;
+        }
         let bias = match conv.input.get(2).filter(|b| !b.is_empty()) {
             Some(b) => match inits.get(b.as_str()).copied().and_then(tensor_f32) {
                 Some(v) if v.len() == cout => v,

@@ -40,7 +40,7 @@ pub fn run(args: Args, purge_delay: std::os::raw::c_long) -> Result<()> {
     anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
     anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
     let started = Instant::now();
-    let seg = load_model(args.model.as_deref(), args.threads, false)?;
+    let seg = load_model(args.model.as_deref(), args.threads, false, args.embedded)?;
     let load = started.elapsed().as_secs_f64();
     if args.embedded {
         let c = skipseg_runtime::engine::bench::compare_embedded(

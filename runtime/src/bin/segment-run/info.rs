@@ -18,7 +18,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let (seg, name, proto) = match args.model.as_deref().filter(|p| is_embedded_model(p)) {
         Some(p) => (
-            load_model(Some(p), 1, false)?,
+            load_model(Some(p), 1, false, false)?,
             p.display().to_string(),
             None,
         ),

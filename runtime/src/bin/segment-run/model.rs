@@ -62,10 +62,13 @@ pub fn is_embedded_model(path: &Path) -> bool {
 
 /// The engine for the model at `path` (an embedded model too); a package's declarations are checked against the
 /// network, and its declared size step becomes the engine's window step.
+/// `every_convolution`: skipseg's kernels take every convolution, also where tract's are
+/// faster on this CPU (to compare with the embedded executor, which has no other engine).
 pub fn load_model(
     path: Option<&Path>,
     threads: usize,
     monte_carlo_dropout: bool,
+    every_convolution: bool,
 ) -> Result<Segmenter> {
     if let Some(p) = path.filter(|p| is_embedded_model(p)) {
         anyhow::ensure!(
@@ -85,6 +88,7 @@ pub fn load_model(
     let options = skipseg_runtime::Options {
         threads,
         monte_carlo_dropout,
+        fuse_every_convolution: every_convolution,
         ..Default::default()
     };
     let mut seg = Segmenter::with_options(file.proto, &file.name, &options)?;

@@ -52,7 +52,9 @@ pub fn run(args: Args) -> Result<()> {
 fn embedded(args: &Args) -> Result<()> {
     use anyhow::Context;
     use skipseg_runtime::embedded::{EmbeddedModel, format};
-    let seg = skipseg_runtime::Segmenter::from_path(&args.model)?;
+    // every convolution on skipseg's kernels, as in the embedded executor: the check
+    // below compares bits
+    let seg = crate::model::load_model(Some(&args.model), 1, false, true)?;
     let graph = seg.embedded_graph()?;
     let bytes = format::encode(&graph);
     // the file must give the ONNX path's bits: one window of a deterministic texture

@@ -114,7 +114,7 @@ fn tile_progress_bar(tiles: Option<u64>, prefix: String) -> indicatif::ProgressB
 pub fn run(args: Args) -> Result<()> {
     let threads = args.threads.unwrap_or_else(crate::all_cores);
     anyhow::ensure!(threads >= 1, "--threads must be at least 1");
-    let seg = load_model(args.model.as_deref(), threads, args.mc_samples > 0)?;
+    let seg = load_model(args.model.as_deref(), threads, args.mc_samples > 0, false)?;
     if args.mc_samples > 0 {
         anyhow::ensure!(
             !seg.dropout_masks().is_empty(),
