@@ -234,6 +234,9 @@ fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
                 &Options {
                     chain_int8,
                     threads,
+                    // every convolution fused, on ARM too (the default leaves some to
+                    // tract there, and with them some hand-overs)
+                    fuse_every_convolution: true,
                     ..Options::default()
                 },
             )

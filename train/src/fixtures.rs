@@ -7,9 +7,18 @@ use skipseg_runtime::arch::{ArchSpec, BlockKind, Level};
 use skipseg_runtime::npy;
 use skipseg_runtime::onnx::{self, Preprocessing};
 
+use burn::module::Module;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::Backend;
+
 use crate::backend::Cpu;
 use crate::model::ResFcn;
 use crate::{export, synthetic, tensor};
+
+/// The name of case output `k` computed on another backend `tag` (`gpu-output0.npy`).
+pub fn device_output_name(tag: &str, k: usize) -> String {
+    format!("{tag}-output{k}.npy")
+}
 
 /// The fixture cases: small architectures that together cover every block type and
 /// every switch, each run at two input sizes.
@@ -106,4 +115,127 @@ pub fn write_all(out: &Path) -> Result<Vec<PathBuf>, skipseg_runtime::Error> {
         written.push(dir);
     }
     Ok(written)
+}
+
+/// Run every case's model (the same seeded weights as [`write_all`], built on the CPU and
+/// moved through a binary record) on backend `B`'s `device`, on the case's committed
+/// inputs, and write the probabilities as `out/<case>/<tag>-output{k}.npy` beside them.
+/// The committed `model.onnx` must hold the weights these seeds give (else the outputs
+/// would belong to another model): its initializers are compared bit for bit. Returns the files written.
+pub fn write_device_outputs<B: Backend>(
+    out: &Path,
+    tag: &str,
+    device: &B::Device,
+) -> Result<Vec<PathBuf>, skipseg_runtime::Error> {
+    let cpu = Default::default();
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let mut written = Vec::new();
+    for (i, (spec, sizes)) in cases().into_iter().enumerate() {
+        let dir = out.join(&spec.name);
+        let model = synthetic::randomize(ResFcn::<Cpu>::new(&spec, &cpu), 1000 + i as u64);
+        let onnx_path = dir.join("model.onnx");
+        let committed = onnx::read_model(&onnx_path)?;
+        let proto = export::to_onnx(&model, Preprocessing::default());
+        // every committed initializer as the seeds give it (today's export may add
+        // constants, e.g. the dropout masks' default ones)
+        let fresh: Vec<&onnx::pb::TensorProto> =
+            proto.graph.iter().flat_map(|g| &g.initializer).collect();
+        let same = committed
+            .graph
+            .iter()
+            .flat_map(|g| &g.initializer)
+            .all(|t| fresh.iter().any(|f| f.name == t.name && *f == t));
+        if !same {
+            return Err(skipseg_runtime::Error::BadModel {
+                source_name: onnx_path.display().to_string(),
+                reason: "its weights are not the ones the fixture seeds give: regenerate the \
+                         fixtures (segment-train fixtures) first"
+                    .into(),
+            });
+        }
+        let bytes = recorder
+            .record(model.into_record(), ())
+            .map_err(|e| record_error(&dir, e))?;
+        let record = recorder
+            .load(bytes, device)
+            .map_err(|e| record_error(&dir, e))?;
+        let moved = ResFcn::<B>::new(&spec, device).load_record(record);
+        for k in 0..sizes.len() {
+            let input = npy::read(&dir.join(format!("input{k}.npy")))?;
+            let input = input.into_dimensionality::<ndarray::Ix4>().map_err(|e| {
+                skipseg_runtime::Error::BadModel {
+                    source_name: dir.join(format!("input{k}.npy")).display().to_string(),
+                    reason: format!("not [1, C, H, W]: {e}"),
+                }
+            })?;
+            let output =
+                tensor::to_array(moved.probability(tensor::from_array::<B>(&input, device)));
+            let path = dir.join(device_output_name(tag, k));
+            npy::write(&path, output.into_dyn().view())?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
+fn record_error(dir: &Path, e: burn::record::RecorderError) -> skipseg_runtime::Error {
+    skipseg_runtime::Error::BadModel {
+        source_name: dir.display().to_string(),
+        reason: format!("moving the weights between backends: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The device path on the CPU backend reproduces the committed CPU outputs: the
+    /// weights survive the record, the inputs are read back, the files land where the
+    /// parity suite looks. (On a GPU, scripts/gpu-parity.sh runs the same function.)
+    #[test]
+    fn device_outputs_on_the_cpu_backend_equal_the_committed_outputs() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let tmp =
+            std::env::temp_dir().join(format!("skipseg-device-fixtures-{}", std::process::id()));
+        for (spec, _) in cases() {
+            let (from, to) = (root.join("fixtures").join(&spec.name), tmp.join(&spec.name));
+            std::fs::create_dir_all(&to).expect("test setup");
+            for f in ["model.onnx", "input0.npy", "input1.npy"] {
+                std::fs::copy(from.join(f), to.join(f)).expect("test setup");
+            }
+        }
+        let written =
+            write_device_outputs::<Cpu>(&tmp, "cpu", &Default::default()).expect("writes");
+        assert_eq!(written.len(), 2 * cases().len());
+        for path in &written {
+            let name = path.file_name().and_then(|n| n.to_str()).expect("a name");
+            let case = path.parent().and_then(|p| p.file_name()).expect("a case");
+            let want = npy::read(
+                &root
+                    .join("fixtures")
+                    .join(case)
+                    .join(name.trim_start_matches("cpu-")),
+            )
+            .expect("committed output");
+            let got = npy::read(path).expect("written output");
+            assert_eq!(want.shape(), got.shape(), "{}", path.display());
+            let worst = want
+                .iter()
+                .zip(got.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            // the same backend, weights and inputs: the same numbers up to thread timing
+            assert!(worst <= 1e-6, "{}: max abs {worst}", path.display());
+        }
+        // a model.onnx with other weights is refused
+        let case = tmp.join(&cases()[0].0.name);
+        let other = synthetic::randomize(ResFcn::<Cpu>::new(&cases()[0].0, &Default::default()), 7);
+        onnx::write_model(
+            &export::to_onnx(&other, Preprocessing::default()),
+            &case.join("model.onnx"),
+        )
+        .expect("test setup");
+        assert!(write_device_outputs::<Cpu>(&tmp, "cpu", &Default::default()).is_err());
+        std::fs::remove_dir_all(&tmp).ok();
+    }
 }

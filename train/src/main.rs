@@ -84,11 +84,16 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Write the golden parity fixtures (model.onnx + input/output .npy per case).
+    /// Write the golden parity fixtures (model.onnx + input/output .npy per case); with
+    /// `--device cuda`, only the GPU's outputs of the committed fixtures
+    /// (`gpu-output{k}.npy`, scripts/gpu-parity.sh).
     Fixtures {
         /// Output folder.
         #[arg(long, default_value = "fixtures")]
         out: PathBuf,
+        /// cpu: write the fixtures; cuda: add burn-cuda's outputs to them.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceKind,
     },
 }
 
@@ -310,9 +315,13 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Fixtures { out } => {
-            for dir in fixtures::write_all(&out)? {
-                println!("wrote {}", dir.display());
+        Command::Fixtures { out, device } => {
+            let written = match device {
+                DeviceKind::Cpu => fixtures::write_all(&out)?,
+                DeviceKind::Cuda => cuda_fixtures(&out)?,
+            };
+            for path in written {
+                println!("wrote {}", path.display());
             }
             Ok(())
         }
@@ -632,17 +641,26 @@ fn ablation(args: AblationArgs) -> Result<()> {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_training(
-    cfg: &TrainConfig,
-    data: &data::Dataset,
-    out: &Path,
-    resume: bool,
-    select: Selection,
-) -> Result<()> {
-    use skipseg_train::backend::{Gpu, GpuTrain};
+fn cuda_fixtures(out: &Path) -> Result<Vec<PathBuf>> {
+    use skipseg_train::backend::Gpu;
+    let device = cuda_device()?;
+    Ok(fixtures::write_device_outputs::<Gpu>(out, "gpu", &device)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_fixtures(_: &Path) -> Result<Vec<PathBuf>> {
+    anyhow::bail!(
+        "--device cuda: this binary was built without the `cuda` feature (cargo build --features cuda)"
+    )
+}
+
+/// The first CUDA device, probed: burn-cuda panics on its first call when libcuda is
+/// missing, so the probe runs with the panic's own report silenced (the error says what
+/// is wrong).
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Result<burn::backend::cuda::CudaDevice> {
+    use skipseg_train::backend::Gpu;
     let device = burn::backend::cuda::CudaDevice::default();
-    // burn-cuda panics on its first call when libcuda is missing: probe it first, with
-    // the panic's own report silenced (the error below says what is wrong)
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let probe = std::panic::catch_unwind(|| {
@@ -653,6 +671,19 @@ fn cuda_training(
     if probe.is_err() {
         anyhow::bail!("--device cuda: no usable CUDA driver (libcuda) or GPU on this machine");
     }
+    Ok(device)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_training(
+    cfg: &TrainConfig,
+    data: &data::Dataset,
+    out: &Path,
+    resume: bool,
+    select: Selection,
+) -> Result<()> {
+    use skipseg_train::backend::GpuTrain;
+    let device = cuda_device()?;
     run_training::<GpuTrain>(cfg, data, out, resume, select, &device)
 }
 

@@ -181,9 +181,10 @@ pub fn fuse_convolutions_where_faster(
 /// - aarch64, f32: only convolutions to fewer than 8 output channels, the classifier
 ///   (0.36), where tract's matrix kernels, at least 8 rows tall, waste rows; tract's
 ///   packed products win everywhere else (1.04-1.72 on Cortex-A76).
-/// - aarch64, int8 on the f32 emulation (no SDOT: Cortex-A53, A72): as f32, and 1x1
-///   convolutions that shrink the channels four times or more, where tract's int8 path
-///   costs most (0.64-1.02).
+/// - aarch64, int8 on the f32 emulation (no SDOT: Cortex-A53, A72; or too few
+///   multiply-accumulates for the integer kernel): as f32, and 1x1 convolutions that
+///   shrink the channels four times or more or have fewer multiply-accumulates than the
+///   integer kernel needs, where tract's int8 path costs most (0.64-1.02).
 /// - armv7: only the 1-channel classifier in f32 (0.70; skipseg's kernels cost 1.3-2.8x
 ///   tract's instructions elsewhere there: pulp has no armv7 SIMD path).
 pub fn skipseg_beats_tract(cin: usize, cout: usize, k: usize, int8: bool) -> bool {
@@ -193,8 +194,11 @@ pub fn skipseg_beats_tract(cin: usize, cout: usize, k: usize, int8: bool) -> boo
         let integer = int8
             && cin * cout * k * k >= MIN_MACS_FOR_INTEGER
             && QuantKernel::detect() == QuantKernel::NeonDot;
-        let shrinking = int8 && k == 1 && cout * 4 <= cin;
-        integer || cout < 8 || shrinking
+        // int8 1x1 on the f32 emulation: those that shrink the channels four times or
+        // more, and those too small for the integer kernel (8 -> 8: 0.73-0.78)
+        let emulated_one_by_one =
+            int8 && k == 1 && (cout * 4 <= cin || cin * cout * k * k < MIN_MACS_FOR_INTEGER);
+        integer || cout < 8 || emulated_one_by_one
     }
     #[cfg(target_arch = "arm")]
     {
