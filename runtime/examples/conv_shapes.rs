@@ -136,17 +136,6 @@ impl Layer {
                 onnx::ints("pads", &[pad; 4]),
             ],
         ));
-        let float = |name: &str| pb::ValueInfoProto {
-            name: name.into(),
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: pb::tensor_proto::DataType::Float as i32,
-                    shape: None,
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         pb::ModelProto {
             ir_version: 8,
             opset_import: vec![pb::OperatorSetIdProto {
@@ -157,8 +146,8 @@ impl Layer {
                 name: "layer".into(),
                 node: nodes,
                 initializer: inits,
-                input: vec![float("x")],
-                output: vec![float("y")],
+                input: vec![onnx::float_value_info("x")],
+                output: vec![onnx::float_value_info("y")],
                 ..Default::default()
             }),
             ..Default::default()

@@ -167,17 +167,7 @@ pub fn calibrate(
     if let Some(g) = probe.graph.as_mut() {
         g.output = measured
             .iter()
-            .map(|name| pb::ValueInfoProto {
-                name: name.clone(),
-                r#type: Some(pb::TypeProto {
-                    value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                        elem_type: pb::tensor_proto::DataType::Float as i32,
-                        shape: None,
-                    })),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+            .map(|name| crate::onnx::float_value_info(name))
             .collect();
     }
     let mut plans: HashMap<(usize, usize, usize), Arc<TypedRunnableModel>> = HashMap::new();

@@ -640,6 +640,10 @@ fn ablation(args: AblationArgs) -> Result<()> {
     Ok(())
 }
 
+#[cfg(not(feature = "cuda"))]
+const NO_CUDA: &str =
+    "--device cuda: this binary was built without the `cuda` feature (cargo build --features cuda)";
+
 #[cfg(feature = "cuda")]
 fn cuda_fixtures(out: &Path) -> Result<Vec<PathBuf>> {
     use skipseg_train::backend::Gpu;
@@ -649,9 +653,7 @@ fn cuda_fixtures(out: &Path) -> Result<Vec<PathBuf>> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_fixtures(_: &Path) -> Result<Vec<PathBuf>> {
-    anyhow::bail!(
-        "--device cuda: this binary was built without the `cuda` feature (cargo build --features cuda)"
-    )
+    anyhow::bail!(NO_CUDA)
 }
 
 /// The first CUDA device, probed: burn-cuda panics on its first call when libcuda is
@@ -695,9 +697,7 @@ fn cuda_training(
     _: bool,
     _: Selection,
 ) -> Result<()> {
-    anyhow::bail!(
-        "--device cuda: this binary was built without the `cuda` feature (cargo build --features cuda)"
-    )
+    anyhow::bail!(NO_CUDA)
 }
 
 fn run_training<B: burn::tensor::backend::AutodiffBackend>(

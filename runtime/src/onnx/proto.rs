@@ -87,6 +87,21 @@ pub fn tensor_u8(t: &pb::TensorProto) -> Option<Vec<u8>> {
     }
 }
 
+/// A float graph input or output of unknown shape, named `name`.
+pub fn float_value_info(name: &str) -> pb::ValueInfoProto {
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: None,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// An int8 initializer.
 pub fn i8_tensor(name: &str, dims: &[usize], data: &[i8]) -> pb::TensorProto {
     debug_assert_eq!(dims.iter().product::<usize>(), data.len());
