@@ -16,25 +16,11 @@ use ndarray::Array2;
 use skipseg_runtime::kernels::conv::{FakeQuant, InputTransform, Residual};
 use skipseg_runtime::kernels::fused::{ConvSpec, ConvWeights, QuantSpec, ResidualInput};
 use skipseg_runtime::kernels::qconv::{Activations, ActivationsMut};
+use skipseg_runtime::kernels::test_values as values;
 use skipseg_runtime::onnx::{self, pb};
 use tract_onnx::prelude::*;
 
 type Failure = Box<dyn std::error::Error>;
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 struct Layer {
     cin: usize,

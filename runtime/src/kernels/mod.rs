@@ -8,10 +8,10 @@ pub mod qconv;
 pub mod sigmoid;
 mod winograd;
 
-/// Deterministic values in [-1, 1) for the kernels' tests (no RNG needed to cover signs
-/// and scales).
-#[cfg(test)]
-pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {
+/// Deterministic values in [-1, 1) for the kernels' tests and the benchmark harnesses
+/// (`examples/conv_shapes.rs`): no RNG needed to cover signs and scales.
+#[doc(hidden)]
+pub fn test_values(n: usize, seed: u64) -> Vec<f32> {
     let step = |s: u64| {
         s.wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407)
