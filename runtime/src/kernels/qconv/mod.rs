@@ -589,207 +589,207 @@ macro_rules! integer_run {
         fn $name(mut run: QRun<'_, '_>) {
             let offset: i32 = $offset;
 
-    let conv = run.conv;
-    let (kernel, groups) = (conv.kernel, conv.groups);
-    let kk = kernel * kernel;
-    let blocks = conv.cout.div_ceil(OC_BLOCK);
-    let plane = run.h * run.w;
-    let len = match &run.out {
-        Dst::Float(o) => o.ncols(),
-        Dst::Codes(o) => o.ncols(),
-    };
-    let q = conv.input.quant();
-    let identity = InputTransform::default();
-    let pre = match &conv.input {
-        QuantInput::Float { pre, .. } => pre,
-        QuantInput::Codes { .. } => &identity,
-    };
-    let (rows, row_len) = if kernel == 3 {
-        (len / run.w, run.w)
-    } else {
-        (1, len)
-    };
-    let budget = PANEL_BYTES[(kernel == 3) as usize];
-    let seg_len = ((budget / (kernel * groups * 4)) / STRIP * STRIP).max(STRIP);
-    let padded_len = seg_len.min(row_len).div_ceil(STRIP) * STRIP;
-    // panel: [groups][kernel rows][pw pixels] of four u8 codes (4 input channels) in a
-    // u32; the zero point (dequantized 0.0) wherever the conv pads or a channel is
-    // padding
-    let pw = padded_len + kernel - 1;
-    let mut panel = vec![0u32; groups * kernel * pw];
-    let mut codes: [Vec<u8>; 4] = std::array::from_fn(|_| vec![q.zero; pw]);
-    let mut floats = vec![0.0f32; pw];
-    let mut values = [0.0f32; STRIP];
-    let mut transformed = [0.0f32; STRIP];
-    let mut rtile = [0.0f32; STRIP];
-    let no_output = [0.0f32; STRIP];
-    let mut sums: Sums = [[0; STRIP]; OC_BLOCK];
-    // codes[at..at + n] from input channel `ic`'s pixels [from, from + n)
-    let mut read = |codes: &mut [u8], ic: usize, at: usize, from: usize, n: usize| match run.input {
-        Src::Float(x) => {
-            let dst = &mut floats[at..at + n];
-            pre.apply_row_float(ic, &x[ic * plane + from..][..n], dst);
-            for (c, &f) in codes[at..at + n].iter_mut().zip(&*dst) {
-                *c = q.quantize(f);
-            }
-        }
-        Src::Codes(x) => codes[at..at + n].copy_from_slice(&x[ic * plane + from..][..n]),
-    };
-    // 1. transformed, quantized input, four channels interleaved per pixel: panel row
-    // `slot` of every group gets input row `sy` (3x3: columns `base % w - 1 ..= base % w +
-    // seg`) or pixels `[base, base + seg)` (1x1)
-    let mut fill = |panel: &mut [u32], slot: usize, sy: isize, base: usize, seg: usize| {
-        for g in 0..groups {
-            for (lane, codes) in codes.iter_mut().enumerate() {
-                let ic = 4 * g + lane;
-                // columns of the panel row that hold image pixels
-                let (first, count) = if ic >= conv.cin {
-                    (0, 0)
-                } else if kernel == 3 {
-                    if sy < 0 || sy >= run.h as isize {
-                        (0, 0)
-                    } else {
-                        let x_start = base % run.w;
-                        let lo = x_start.saturating_sub(1);
-                        let hi = (x_start + seg + 1).min(run.w);
-                        let first = lo + 1 - x_start;
-                        read(codes, ic, first, sy as usize * run.w + lo, hi - lo);
-                        (first, hi - lo)
-                    }
-                } else {
-                    read(codes, ic, 0, base, seg);
-                    (0, seg)
-                };
-                codes[..first].fill(q.zero);
-                codes[first + count..].fill(q.zero);
-            }
-            let dst = &mut panel[(g * kernel + slot) * pw..][..pw];
-            let [c0, c1, c2, c3] = &codes;
-            for ((((d, &a), &b), &c), &e) in dst.iter_mut().zip(c0).zip(c1).zip(c2).zip(c3) {
-                *d = u32::from_le_bytes([a, b, c, e]);
-            }
-        }
-    };
-    // 3x3 over whole rows: the panel is a ring of three input rows, and each output row
-    // quantizes one new input row instead of three
-    let ring = kernel == 3 && seg_len >= row_len;
-    let mut held = [isize::MIN; 3];
-    for r in 0..rows {
-        let mut seg0 = 0;
-        while seg0 < row_len {
-            let seg = seg_len.min(row_len - seg0);
-            let base = run.start + r * row_len + seg0;
-            // the panel row of each kernel row
-            let mut slots = [0usize, 1, 2];
-            if kernel == 3 {
-                let y = (base / run.w) as isize;
-                for (ky, slot) in slots.iter_mut().enumerate() {
-                    let sy = y + ky as isize - 1;
-                    if ring {
-                        *slot = sy.rem_euclid(3) as usize;
-                        if held[*slot] == sy {
-                            continue;
-                        }
-                        held[*slot] = sy;
-                    }
-                    fill(&mut panel, *slot, sy, base, seg);
-                }
+            let conv = run.conv;
+            let (kernel, groups) = (conv.kernel, conv.groups);
+            let kk = kernel * kernel;
+            let blocks = conv.cout.div_ceil(OC_BLOCK);
+            let plane = run.h * run.w;
+            let len = match &run.out {
+                Dst::Float(o) => o.ncols(),
+                Dst::Codes(o) => o.ncols(),
+            };
+            let q = conv.input.quant();
+            let identity = InputTransform::default();
+            let pre = match &conv.input {
+                QuantInput::Float { pre, .. } => pre,
+                QuantInput::Codes { .. } => &identity,
+            };
+            let (rows, row_len) = if kernel == 3 {
+                (len / run.w, run.w)
             } else {
-                fill(&mut panel, 0, 0, base, seg);
-            }
-            // 2. blocks of 8 output channels, 32 pixels at a time, in i32
-            for b in 0..blocks {
-                let wb = &conv.packed[b * groups * kk * OC_BLOCK..][..groups * kk * OC_BLOCK];
-                let mut x0 = 0;
-                while x0 < seg {
-                    $strip(
-                        &Strip {
-                            panel: &panel,
-                            pw,
-                            slots,
-                            x0,
-                            kernel,
-                            weights: wb,
-                        },
-                        &mut sums,
-                    );
-                    // 3. requantize, residual, activation, store the valid part (as
-                    // floats, or as the next convolution's codes)
-                    let n = STRIP.min(seg - x0);
-                    let local = r * row_len + seg0 + x0;
-                    for (o, ints) in sums.iter().enumerate() {
-                        let oc = b * OC_BLOCK + o;
-                        if oc >= conv.cout {
-                            break;
-                        }
-                        let corr = (q.zero as i32 - offset) * conv.weight_sums[oc];
-                        let (scale, bias) = (conv.out_scale[oc], conv.bias[oc]);
-                        for (v, &i) in values.iter_mut().zip(ints) {
-                            *v = (i - corr) as f32 * scale + bias;
-                        }
-                        let vals = &mut values[..n];
-                        let relu = conv.post == Activation::Relu;
-                        match &mut run.out {
-                            Dst::Float(out) => {
-                                let mut dst_row = out.row_mut(oc);
-                                let dst_row =
-                                    dst_row.as_slice_mut().expect("output rows are contiguous");
-                                let dst = &mut dst_row[local..local + n];
-                                if let Some(res) = residual_strip(
-                                    run.residual,
-                                    oc,
-                                    plane,
-                                    run.w,
-                                    run.start + local,
-                                    dst,
-                                    &mut rtile,
-                                ) {
-                                    for (v, r) in vals.iter_mut().zip(res) {
-                                        *v += r;
-                                    }
-                                }
-                                store(vals, None, relu, dst);
+                (1, len)
+            };
+            let budget = PANEL_BYTES[(kernel == 3) as usize];
+            let seg_len = ((budget / (kernel * groups * 4)) / STRIP * STRIP).max(STRIP);
+            let padded_len = seg_len.min(row_len).div_ceil(STRIP) * STRIP;
+            // panel: [groups][kernel rows][pw pixels] of four u8 codes (4 input channels) in a
+            // u32; the zero point (dequantized 0.0) wherever the conv pads or a channel is
+            // padding
+            let pw = padded_len + kernel - 1;
+            let mut panel = vec![0u32; groups * kernel * pw];
+            let mut codes: [Vec<u8>; 4] = std::array::from_fn(|_| vec![q.zero; pw]);
+            let mut floats = vec![0.0f32; pw];
+            let mut values = [0.0f32; STRIP];
+            let mut transformed = [0.0f32; STRIP];
+            let mut rtile = [0.0f32; STRIP];
+            let no_output = [0.0f32; STRIP];
+            let mut sums: Sums = [[0; STRIP]; OC_BLOCK];
+            // codes[at..at + n] from input channel `ic`'s pixels [from, from + n)
+            let mut read = |codes: &mut [u8], ic: usize, at: usize, from: usize, n: usize| match run.input {
+                Src::Float(x) => {
+                    let dst = &mut floats[at..at + n];
+                    pre.apply_row_float(ic, &x[ic * plane + from..][..n], dst);
+                    for (c, &f) in codes[at..at + n].iter_mut().zip(&*dst) {
+                        *c = q.quantize(f);
+                    }
+                }
+                Src::Codes(x) => codes[at..at + n].copy_from_slice(&x[ic * plane + from..][..n]),
+            };
+            // 1. transformed, quantized input, four channels interleaved per pixel: panel row
+            // `slot` of every group gets input row `sy` (3x3: columns `base % w - 1 ..= base % w +
+            // seg`) or pixels `[base, base + seg)` (1x1)
+            let mut fill = |panel: &mut [u32], slot: usize, sy: isize, base: usize, seg: usize| {
+                for g in 0..groups {
+                    for (lane, codes) in codes.iter_mut().enumerate() {
+                        let ic = 4 * g + lane;
+                        // columns of the panel row that hold image pixels
+                        let (first, count) = if ic >= conv.cin {
+                            (0, 0)
+                        } else if kernel == 3 {
+                            if sy < 0 || sy >= run.h as isize {
+                                (0, 0)
+                            } else {
+                                let x_start = base % run.w;
+                                let lo = x_start.saturating_sub(1);
+                                let hi = (x_start + seg + 1).min(run.w);
+                                let first = lo + 1 - x_start;
+                                read(codes, ic, first, sy as usize * run.w + lo, hi - lo);
+                                (first, hi - lo)
                             }
-                            Dst::Codes(out) => {
-                                // the same operations as a float output read by the next
-                                // convolution: residual, activation, its pre-activation,
-                                // its quantization
-                                if let Some(res) = residual_strip(
-                                    run.residual,
-                                    oc,
-                                    plane,
-                                    run.w,
-                                    run.start + local,
-                                    &no_output[..n],
-                                    &mut rtile,
-                                ) {
-                                    for (v, r) in vals.iter_mut().zip(res) {
-                                        *v += r;
-                                    }
+                        } else {
+                            read(codes, ic, 0, base, seg);
+                            (0, seg)
+                        };
+                        codes[..first].fill(q.zero);
+                        codes[first + count..].fill(q.zero);
+                    }
+                    let dst = &mut panel[(g * kernel + slot) * pw..][..pw];
+                    let [c0, c1, c2, c3] = &codes;
+                    for ((((d, &a), &b), &c), &e) in dst.iter_mut().zip(c0).zip(c1).zip(c2).zip(c3) {
+                        *d = u32::from_le_bytes([a, b, c, e]);
+                    }
+                }
+            };
+            // 3x3 over whole rows: the panel is a ring of three input rows, and each output row
+            // quantizes one new input row instead of three
+            let ring = kernel == 3 && seg_len >= row_len;
+            let mut held = [isize::MIN; 3];
+            for r in 0..rows {
+                let mut seg0 = 0;
+                while seg0 < row_len {
+                    let seg = seg_len.min(row_len - seg0);
+                    let base = run.start + r * row_len + seg0;
+                    // the panel row of each kernel row
+                    let mut slots = [0usize, 1, 2];
+                    if kernel == 3 {
+                        let y = (base / run.w) as isize;
+                        for (ky, slot) in slots.iter_mut().enumerate() {
+                            let sy = y + ky as isize - 1;
+                            if ring {
+                                *slot = sy.rem_euclid(3) as usize;
+                                if held[*slot] == sy {
+                                    continue;
                                 }
-                                if relu {
-                                    for v in vals.iter_mut() {
-                                        *v = v.max(0.0);
-                                    }
+                                held[*slot] = sy;
+                            }
+                            fill(&mut panel, *slot, sy, base, seg);
+                        }
+                    } else {
+                        fill(&mut panel, 0, 0, base, seg);
+                    }
+                    // 2. blocks of 8 output channels, 32 pixels at a time, in i32
+                    for b in 0..blocks {
+                        let wb = &conv.packed[b * groups * kk * OC_BLOCK..][..groups * kk * OC_BLOCK];
+                        let mut x0 = 0;
+                        while x0 < seg {
+                            $strip(
+                                &Strip {
+                                    panel: &panel,
+                                    pw,
+                                    slots,
+                                    x0,
+                                    kernel,
+                                    weights: wb,
+                                },
+                                &mut sums,
+                            );
+                            // 3. requantize, residual, activation, store the valid part (as
+                            // floats, or as the next convolution's codes)
+                            let n = STRIP.min(seg - x0);
+                            let local = r * row_len + seg0 + x0;
+                            for (o, ints) in sums.iter().enumerate() {
+                                let oc = b * OC_BLOCK + o;
+                                if oc >= conv.cout {
+                                    break;
                                 }
-                                let code = conv.output.as_ref().expect("a code output");
-                                let t = &mut transformed[..n];
-                                code.pre.apply_row_float(oc, vals, t);
-                                let mut dst_row = out.row_mut(oc);
-                                let dst_row =
-                                    dst_row.as_slice_mut().expect("output rows are contiguous");
-                                for (d, &v) in dst_row[local..local + n].iter_mut().zip(&*t) {
-                                    *d = code.quant.quantize(v);
+                                let corr = (q.zero as i32 - offset) * conv.weight_sums[oc];
+                                let (scale, bias) = (conv.out_scale[oc], conv.bias[oc]);
+                                for (v, &i) in values.iter_mut().zip(ints) {
+                                    *v = (i - corr) as f32 * scale + bias;
+                                }
+                                let vals = &mut values[..n];
+                                let relu = conv.post == Activation::Relu;
+                                match &mut run.out {
+                                    Dst::Float(out) => {
+                                        let mut dst_row = out.row_mut(oc);
+                                        let dst_row =
+                                            dst_row.as_slice_mut().expect("output rows are contiguous");
+                                        let dst = &mut dst_row[local..local + n];
+                                        if let Some(res) = residual_strip(
+                                            run.residual,
+                                            oc,
+                                            plane,
+                                            run.w,
+                                            run.start + local,
+                                            dst,
+                                            &mut rtile,
+                                        ) {
+                                            for (v, r) in vals.iter_mut().zip(res) {
+                                                *v += r;
+                                            }
+                                        }
+                                        store(vals, None, relu, dst);
+                                    }
+                                    Dst::Codes(out) => {
+                                        // the same operations as a float output read by the next
+                                        // convolution: residual, activation, its pre-activation,
+                                        // its quantization
+                                        if let Some(res) = residual_strip(
+                                            run.residual,
+                                            oc,
+                                            plane,
+                                            run.w,
+                                            run.start + local,
+                                            &no_output[..n],
+                                            &mut rtile,
+                                        ) {
+                                            for (v, r) in vals.iter_mut().zip(res) {
+                                                *v += r;
+                                            }
+                                        }
+                                        if relu {
+                                            for v in vals.iter_mut() {
+                                                *v = v.max(0.0);
+                                            }
+                                        }
+                                        let code = conv.output.as_ref().expect("a code output");
+                                        let t = &mut transformed[..n];
+                                        code.pre.apply_row_float(oc, vals, t);
+                                        let mut dst_row = out.row_mut(oc);
+                                        let dst_row =
+                                            dst_row.as_slice_mut().expect("output rows are contiguous");
+                                        for (d, &v) in dst_row[local..local + n].iter_mut().zip(&*t) {
+                                            *d = code.quant.quantize(v);
+                                        }
+                                    }
                                 }
                             }
+                            x0 += STRIP;
                         }
                     }
-                    x0 += STRIP;
+                    seg0 += seg;
                 }
             }
-            seg0 += seg;
-        }
-    }
         }
     };
 }
