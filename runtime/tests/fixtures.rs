@@ -116,6 +116,95 @@ fn runtime_reproduces_gpu_outputs_where_recorded() {
     }
 }
 
+/// The GPU leg on the shipped model: burn-cuda's probabilities on whole ISBI slices
+/// (`fixtures/shipped/gpu-sliceNN.npy`, written by scripts/gpu-parity.sh; `model.txt`
+/// names the model and the CRC-32 of its bytes). The runtime on the same slice, one
+/// window, no averaging: the float model within 1e-4 (as above); the int8 model keeps
+/// at least 99.5 % of the 0.5 decisions with a mean absolute difference of at most 0.01
+/// (the bar of the quantization ladder, tests/quantization.rs: int8 is an approximation,
+/// not a reordering). Without them the test says so and checks nothing.
+#[test]
+fn runtime_reproduces_gpu_shipped_model_outputs_where_recorded() {
+    let dir = common::root().join("fixtures/shipped");
+    let outputs = if dir.exists() {
+        sorted(&dir, "gpu-slice")
+    } else {
+        Vec::new()
+    };
+    if outputs.is_empty() {
+        eprintln!(
+            "NOTE: no GPU outputs of the shipped model in fixtures/shipped \
+             (scripts/gpu-parity.sh on a GPU machine): SKIPPED"
+        );
+        return;
+    }
+    let record =
+        std::fs::read_to_string(dir.join("model.txt")).expect("fixtures/shipped/model.txt");
+    let mut fields = record.split_whitespace();
+    let (model, crc) = match (fields.next(), fields.next(), fields.next()) {
+        (Some(m), Some("crc32"), Some(c)) => (common::root().join(m), c.to_string()),
+        _ => panic!("fixtures/shipped/model.txt: expected `PATH crc32 HEX`, got {record:?}"),
+    };
+    let bytes = std::fs::read(&model).expect("the recorded model");
+    assert_eq!(
+        format!("{:08x}", common::crc32(&bytes)),
+        crc,
+        "{}: not the model the GPU outputs were computed with: run scripts/gpu-parity.sh again",
+        model.display()
+    );
+    let float = Segmenter::from_bytes(&bytes, &model.display().to_string()).expect("loads");
+    let int8_path = model.with_file_name(format!(
+        "{}-int8.onnx",
+        model
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a file name")
+    ));
+    let int8 = Segmenter::from_path(&int8_path).expect("the int8 model beside it");
+    let stack = skipseg_runtime::io::read_slices(
+        &common::root().join("../shared/data/isbi2012/train-volume.tif"),
+    )
+    .expect("ISBI training volume");
+    for path in outputs {
+        let name = path.file_name().and_then(|n| n.to_str()).expect("a name");
+        let k: usize = name
+            .trim_start_matches("gpu-slice")
+            .trim_end_matches(".npy")
+            .parse()
+            .expect("gpu-sliceNN.npy");
+        let want = npy::read(&path).expect("gpu output npy");
+        let input = float
+            .meta()
+            .preprocessing
+            .network_input(stack[k].pixels.view());
+        let got = float.run(input.view().into_dyn()).expect("runs").into_dyn();
+        assert_eq!(got.shape(), want.shape(), "{}", path.display());
+        let d = common::max_abs(got.iter(), want.iter());
+        eprintln!("{name}: fp32 max abs diff to the GPU {d:e}");
+        assert!(d <= TOLERANCE, "{}: max abs diff {d}", path.display());
+        let q = int8.run(input.view().into_dyn()).expect("runs");
+        let n = want.len() as f64;
+        let agree = q
+            .iter()
+            .zip(want.iter())
+            .filter(|(a, b)| (**a > 0.5) == (**b > 0.5))
+            .count() as f64
+            / n;
+        let mean = q
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| f64::from((a - b).abs()))
+            .sum::<f64>()
+            / n;
+        eprintln!(
+            "{name}: int8 ({}) vs GPU: {:.3} % of decisions agree, mean abs {mean:.4}",
+            skipseg_runtime::kernels::qconv::QuantKernel::detect().name(),
+            100.0 * agree
+        );
+        assert!(agree >= 0.995 && mean <= 0.01, "{}", path.display());
+    }
+}
+
 /// The plan cache is bounded: whole images of many sizes evict the least recently used
 /// plan, and a size compiled again still reproduces the golden output.
 #[test]

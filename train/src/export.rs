@@ -12,6 +12,7 @@ use burn::tensor::backend::Backend;
 use skipseg_runtime::arch::{ArchPlan, LevelPlan};
 use skipseg_runtime::onnx::{GraphBuilder, ModelMeta, Preprocessing, pb};
 
+use crate::layers::pre_act_names;
 use crate::model::{Level, LongSkip, PreActConv, ResFcn};
 
 /// Name of the graph input `[1, C, height, width]`.
@@ -66,8 +67,9 @@ impl Exporter<'_> {
         m: &PreActConv<B>,
         dropout_channels: Option<usize>,
     ) -> String {
+        let (bn_name, conv_name) = pre_act_names(prefix, suffix);
         let x = match &m.bn {
-            Some(bn) => self.bn(&format!("{prefix}.bn{suffix}"), x, bn),
+            Some(bn) => self.bn(&bn_name, x, bn),
             None => x.to_string(),
         };
         let mut x = self.g.relu(&format!("{prefix}.relu{suffix}"), &x);
@@ -78,7 +80,7 @@ impl Exporter<'_> {
             );
             x = self.g.mul(&format!("{prefix}.dropout{suffix}"), &x, &mask);
         }
-        self.conv(&format!("{prefix}.conv{suffix}"), &x, &m.conv)
+        self.conv(&conv_name, &x, &m.conv)
     }
 
     fn skip<B: Backend>(

@@ -178,6 +178,78 @@ pub fn write_device_outputs<B: Backend>(
     Ok(written)
 }
 
+/// The folder (under the fixtures folder) of the shipped model's outputs on ISBI slices.
+pub const SHIPPED_DIR: &str = "shipped";
+/// The slices of the ISBI training volume the shipped model is run on: one of the
+/// training slices and one of the validation slices (25-29).
+pub const SHIPPED_SLICES: [usize; 2] = [0, 27];
+
+/// The name of the shipped model's output on slice `slice` computed on backend `tag`
+/// (`gpu-slice27.npy`).
+pub fn shipped_output_name(tag: &str, slice: usize) -> String {
+    format!("{tag}-slice{slice:02}.npy")
+}
+
+/// The file recording which model the shipped outputs belong to: its file name and the
+/// CRC-32 of its bytes (`models/isbi-small-bce.onnx crc32 1a2b3c4d`).
+pub const SHIPPED_MODEL_RECORD: &str = "model.txt";
+
+/// One line naming `model` and the CRC-32 of its bytes, as [`SHIPPED_MODEL_RECORD`] holds.
+pub fn model_record(model: &Path, bytes: &[u8]) -> String {
+    format!(
+        "{} crc32 {:08x}\n",
+        model.display(),
+        skipseg_runtime::embedded::format::crc32(bytes)
+    )
+}
+
+/// The shipped model (an ONNX file as `segment-train export` writes it), loaded into burn
+/// on backend `B`'s `device`, run on whole slices `slices` of the image stack `volume`
+/// (normalised as its metadata says, one 512x512 window, no averaging: what
+/// `segment-run predict --tta none` computes for these slices): the probabilities go to
+/// `out/shipped/<tag>-sliceNN.npy`, and `out/shipped/model.txt` records which model they
+/// belong to. Returns the files written.
+pub fn write_shipped_outputs<B: Backend>(
+    model: &Path,
+    volume: &Path,
+    slices: &[usize],
+    out: &Path,
+    tag: &str,
+    device: &B::Device,
+) -> Result<Vec<PathBuf>, skipseg_runtime::Error> {
+    let bytes = std::fs::read(model).map_err(|source| skipseg_runtime::Error::Io {
+        path: model.into(),
+        action: "reading the model",
+        source,
+    })?;
+    let name = model.display().to_string();
+    let proto = onnx::decode_model(&bytes, &name)?;
+    let (net, prep) = crate::layers::from_onnx::<B>(&proto, &name, device)?;
+    let stack = skipseg_runtime::io::read_slices(volume)?;
+    let dir = out.join(SHIPPED_DIR);
+    std::fs::create_dir_all(&dir).map_err(|source| skipseg_runtime::Error::Io {
+        path: dir.clone(),
+        action: "creating the folder",
+        source,
+    })?;
+    let mut written = Vec::new();
+    for &i in slices {
+        let slice = stack.get(i).ok_or_else(|| skipseg_runtime::Error::Image {
+            path: volume.into(),
+            reason: format!("slice {i} does not exist ({} slices)", stack.len()),
+        })?;
+        let input = prep.network_input(slice.pixels.view());
+        let p = tensor::to_array(net.probability(tensor::from_array::<B>(&input, device)));
+        let path = dir.join(shipped_output_name(tag, i));
+        npy::write(&path, p.into_dyn().view())?;
+        written.push(path);
+    }
+    let record = dir.join(SHIPPED_MODEL_RECORD);
+    skipseg_runtime::io::write_atomic(&record, model_record(model, &bytes).as_bytes())?;
+    written.push(record);
+    Ok(written)
+}
+
 fn record_error(dir: &Path, e: burn::record::RecorderError) -> skipseg_runtime::Error {
     skipseg_runtime::Error::BadModel {
         source_name: dir.display().to_string(),
@@ -236,6 +308,48 @@ mod tests {
         )
         .expect("test setup");
         assert!(write_device_outputs::<Cpu>(&tmp, "cpu", &Default::default()).is_err());
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+
+    /// The shipped model's leg on the CPU backend: the ONNX loaded into burn and run on
+    /// an ISBI slice equals tract running the same file on the same input (an independent
+    /// engine) within 1e-4, the parity suite's tolerance; the record names the model.
+    /// On a GPU, scripts/gpu-parity.sh runs the same function on burn-cuda.
+    #[test]
+    fn shipped_model_in_burn_equals_tract_on_an_isbi_slice() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let model = root.join("models/isbi-small-bce.onnx");
+        let volume = root.join("../shared/data/isbi2012/train-volume.tif");
+        let tmp =
+            std::env::temp_dir().join(format!("skipseg-shipped-fixtures-{}", std::process::id()));
+        let written =
+            write_shipped_outputs::<Cpu>(&model, &volume, &[27], &tmp, "cpu", &Default::default())
+                .expect("writes");
+        assert_eq!(written.len(), 2);
+        let got = npy::read(&tmp.join(SHIPPED_DIR).join(shipped_output_name("cpu", 27)))
+            .expect("written output");
+        let seg = skipseg_runtime::Segmenter::from_path(&model).expect("loads in tract");
+        let slice = &skipseg_runtime::io::read_slices(&volume).expect("ISBI volume")[27];
+        let input = seg.meta().preprocessing.network_input(slice.pixels.view());
+        let want = seg.run(input.into_dyn().view()).expect("tract runs");
+        assert_eq!(want.shape(), got.shape());
+        let worst = want
+            .iter()
+            .zip(got.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("shipped model, slice 27: burn (CPU) vs tract max abs {worst:e}");
+        assert!(worst <= 1e-4, "max abs {worst}");
+        // a real membrane map, not a constant one
+        let membrane = want.iter().filter(|v| **v > 0.5).count() as f64 / want.len() as f64;
+        assert!(
+            (0.1..0.5).contains(&membrane),
+            "membrane fraction {membrane}"
+        );
+        let record = std::fs::read_to_string(tmp.join(SHIPPED_DIR).join(SHIPPED_MODEL_RECORD))
+            .expect("record");
+        let bytes = std::fs::read(&model).expect("model");
+        assert_eq!(record, model_record(&model, &bytes));
         std::fs::remove_dir_all(&tmp).ok();
     }
 }

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod data;
 pub mod export;
 pub mod fixtures;
+pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod plot;

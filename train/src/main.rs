@@ -91,9 +91,16 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "fixtures")]
         out: PathBuf,
-        /// cpu: write the fixtures; cuda: add burn-cuda's outputs to them.
+        /// cpu: write the fixtures; cuda: add burn-cuda's outputs to them, and the
+        /// shipped model's on ISBI slices (fixtures/shipped/).
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceKind,
+        /// With --device cuda: the shipped model (ONNX as `export` writes it).
+        #[arg(long, default_value = "models/isbi-small-bce.onnx")]
+        shipped: PathBuf,
+        /// With --device cuda: the image stack the shipped model runs on.
+        #[arg(long, default_value = "../shared/data/isbi2012/train-volume.tif")]
+        volume: PathBuf,
     },
 }
 
@@ -315,10 +322,15 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Fixtures { out, device } => {
+        Command::Fixtures {
+            out,
+            device,
+            shipped,
+            volume,
+        } => {
             let written = match device {
                 DeviceKind::Cpu => fixtures::write_all(&out)?,
-                DeviceKind::Cuda => cuda_fixtures(&out)?,
+                DeviceKind::Cuda => cuda_fixtures(&out, &shipped, &volume)?,
             };
             for path in written {
                 println!("wrote {}", path.display());
@@ -645,14 +657,23 @@ const NO_CUDA: &str =
     "--device cuda: this binary was built without the `cuda` feature (cargo build --features cuda)";
 
 #[cfg(feature = "cuda")]
-fn cuda_fixtures(out: &Path) -> Result<Vec<PathBuf>> {
+fn cuda_fixtures(out: &Path, shipped: &Path, volume: &Path) -> Result<Vec<PathBuf>> {
     use skipseg_train::backend::Gpu;
     let device = cuda_device()?;
-    Ok(fixtures::write_device_outputs::<Gpu>(out, "gpu", &device)?)
+    let mut written = fixtures::write_device_outputs::<Gpu>(out, "gpu", &device)?;
+    written.extend(fixtures::write_shipped_outputs::<Gpu>(
+        shipped,
+        volume,
+        &fixtures::SHIPPED_SLICES,
+        out,
+        "gpu",
+        &device,
+    )?);
+    Ok(written)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_fixtures(_: &Path) -> Result<Vec<PathBuf>> {
+fn cuda_fixtures(_: &Path, _: &Path, _: &Path) -> Result<Vec<PathBuf>> {
     anyhow::bail!(NO_CUDA)
 }
 

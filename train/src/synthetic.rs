@@ -11,7 +11,8 @@ use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::model::{Level, LongSkip, PreActConv, ResFcn};
+use crate::layers::{LayerValues, map_layers};
+use crate::model::ResFcn;
 
 struct Randomizer {
     rng: StdRng,
@@ -30,7 +31,7 @@ impl Randomizer {
         Tensor::from_data(TensorData::new(v, shape), device)
     }
 
-    fn conv<B: Backend>(&mut self, c: Conv2d<B>) -> Conv2d<B> {
+    fn random_conv<B: Backend>(&mut self, c: Conv2d<B>) -> Conv2d<B> {
         let w = c.weight.val();
         let device = w.device();
         let dims = w.dims();
@@ -44,7 +45,7 @@ impl Randomizer {
         Conv2d { weight, bias, ..c }
     }
 
-    fn bn<B: Backend>(&mut self, bn: BatchNorm<B>) -> BatchNorm<B> {
+    fn random_bn<B: Backend>(&mut self, bn: BatchNorm<B>) -> BatchNorm<B> {
         let device = bn.gamma.val().device();
         let c = bn.gamma.val().dims();
         BatchNorm {
@@ -55,34 +56,17 @@ impl Randomizer {
             ..bn
         }
     }
+}
 
-    fn pre_act<B: Backend>(&mut self, m: PreActConv<B>) -> PreActConv<B> {
-        PreActConv {
-            bn: m.bn.map(|b| self.bn(b)),
-            conv: self.conv(m.conv),
-        }
+impl<B: Backend> LayerValues<B> for Randomizer {
+    type Error = std::convert::Infallible;
+
+    fn conv(&mut self, _name: &str, c: Conv2d<B>) -> Result<Conv2d<B>, Self::Error> {
+        Ok(self.random_conv(c))
     }
 
-    fn skip<B: Backend>(&mut self, s: LongSkip<B>) -> LongSkip<B> {
-        LongSkip {
-            projection: s.projection.map(|p| self.conv(p)),
-            ..s
-        }
-    }
-
-    fn level<B: Backend>(&mut self, l: Level<B>) -> Level<B> {
-        Level {
-            skip: l.skip.map(|s| self.skip(s)),
-            blocks: l
-                .blocks
-                .into_iter()
-                .map(|mut b| {
-                    b.convs = b.convs.into_iter().map(|c| self.pre_act(c)).collect();
-                    b.shortcut = b.shortcut.map(|s| self.conv(s));
-                    b
-                })
-                .collect(),
-        }
+    fn bn(&mut self, _name: &str, bn: BatchNorm<B>) -> Result<BatchNorm<B>, Self::Error> {
+        Ok(self.random_bn(bn))
     }
 }
 
@@ -94,15 +78,9 @@ pub fn randomize<B: Backend>(model: ResFcn<B>, seed: u64) -> ResFcn<B> {
     let mut r = Randomizer {
         rng: StdRng::seed_from_u64(seed),
     };
-    ResFcn {
-        stem: r.conv(model.stem),
-        down: model.down.into_iter().map(|l| r.level(l)).collect(),
-        across: r.level(model.across),
-        up: model.up.into_iter().map(|l| r.level(l)).collect(),
-        head_skip: model.head_skip.map(|s| r.skip(s)),
-        head: r.pre_act(model.head),
-        classifier: r.pre_act(model.classifier),
-        spec: model.spec,
+    match map_layers(model, &mut r) {
+        Ok(m) => m,
+        Err(never) => match never {},
     }
 }
 

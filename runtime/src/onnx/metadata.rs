@@ -72,6 +72,18 @@ impl Preprocessing {
         }
     }
 
+    /// The network input `[1, 1, H, W]` of one whole single-channel image of
+    /// intensities in [0, 1], normalised as this preprocessing says (its statistics
+    /// taken over the whole image). What `segment-run` feeds a model that takes the image
+    /// in one window; the GPU leg of the parity suite feeds burn the same.
+    pub fn network_input(&self, image: ndarray::ArrayView2<'_, f32>) -> ndarray::Array4<f32> {
+        let norm = self.for_image(&IntensityStats::of(image.iter()));
+        image
+            .mapv(|v| norm.apply(v))
+            .insert_axis(ndarray::Axis(0))
+            .insert_axis(ndarray::Axis(0))
+    }
+
     /// Human-readable form, as `segment-run info` prints it.
     pub fn describe(&self) -> String {
         if self.per_image {
