@@ -33,8 +33,10 @@
 # f32 on another instruction set sums the same products in another order (NEON 4 lanes,
 # AVX-512 16, different FMA use): ~1e-7 relative per conv, ~1e-6 through the network;
 # a wrong kernel moves probabilities by 1e-2 or more. int8: mean abs <= 1e-3 and 0.5
-# decisions the same on >= 99.9 % of pixels. On ARM the quantized convolutions run the
-# f32 route (the integer kernel is AVX512-VNNI only); its float sums put a value within
+# decisions the same on >= 99.9 % of pixels. On ARM CPUs with the dot product (`max`,
+# Cortex-A76) the SDOT kernel computes the integer definition as VNNI does (0 pixels
+# differ); without it (A53, A72, armv7) the quantized convolutions run the f32 route,
+# whose float sums put a value within
 # a rounding error of a quantization step on the neighbouring code now and then, and a
 # code step moves a probability by up to a few 1e-2 on those pixels. The bound is under
 # half of what quantization itself costs (int8 against fp32: mean abs 2.2e-3, 99.78 % of
