@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Creates the Python venv of the test oracles (onnx, onnxruntime, scikit-image, tifffile,
-# pypng) under target/oracle-venv. Idempotent: does nothing when the pinned requirements
+# Creates the Python venv of the tests under target/oracle-venv: the test oracles (onnx,
+# onnxruntime, scikit-image, tifffile, pypng: tests/oracle/requirements.txt) and what the
+# Python binding's tests need (maturin, pytest, pytest-qt, napari with PyQt5:
+# python/requirements-test.txt). Idempotent: does nothing when the pinned requirements
 # are installed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/target/oracle-venv"
 req="$root/tests/oracle/requirements.txt"
+req_python="$root/python/requirements-test.txt"
 stamp="$venv/.requirements.sha256"
-want=$(sha256sum "$req" | cut -d' ' -f1)
+want=$(cat "$req" "$req_python" | sha256sum | cut -d' ' -f1)
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -18,6 +21,6 @@ if ! python3 -c "import ensurepip, venv" 2>/dev/null; then
   $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq python3-venv >&2
 fi
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check -r "$req"
+"$venv/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check -r "$req" -r "$req_python"
 echo "$want" > "$stamp"
 echo "oracle venv ready: $venv"

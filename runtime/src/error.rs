@@ -57,6 +57,9 @@ pub enum Error {
     /// An image that cannot be segmented as it is (no finite pixel at all).
     #[error("{name}: {reason}")]
     Input { name: String, reason: String },
+    /// The caller asked the work to stop (a progress callback, a cancel button).
+    #[error("{name}: cancelled")]
+    Cancelled { name: String },
     /// The architecture description is inconsistent.
     #[error("invalid architecture: {0}")]
     Arch(String),

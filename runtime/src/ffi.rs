@@ -154,7 +154,8 @@ impl From<Error> for Failure {
             | Error::Tiling(_)
             | Error::Input { .. }
             | Error::Zarr { .. } => SkipsegStatus::ErrInvalidArgument,
-            Error::Engine { .. } => SkipsegStatus::ErrInference,
+            // the C interface has no cancellation: nothing it calls asks to stop
+            Error::Engine { .. } | Error::Cancelled { .. } => SkipsegStatus::ErrInference,
         };
         Failure(status, e.to_string())
     }

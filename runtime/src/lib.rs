@@ -18,6 +18,8 @@ pub mod images;
 pub mod io;
 pub mod kernels;
 pub mod metrics;
+#[cfg(feature = "package")]
+pub mod models;
 pub mod npy;
 pub mod onnx;
 #[cfg(feature = "package")]

@@ -315,6 +315,49 @@ pub struct StackEvaluation {
     pub v_info_threshold: f64,
 }
 
+impl StackEvaluation {
+    /// The report `segment-run eval --json` prints (and the Python binding's
+    /// `evaluate` returns): the official V_rand / V_info with their thresholds, each
+    /// slice's scores at those thresholds (`names`: the slices' names), and the mean
+    /// F-scores at every threshold.
+    pub fn to_json(&self, names: &[String], thinning: bool) -> serde_json::Value {
+        let at = |t: f64| self.thresholds.iter().position(|&x| x == t).unwrap_or(0);
+        let (ri, ii) = (at(self.v_rand_threshold), at(self.v_info_threshold));
+        let slices: Vec<serde_json::Value> = names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let r = self.per_slice[ri][k];
+                let i = self.per_slice[ii][k];
+                serde_json::json!({
+                    "name": name,
+                    "rand_f": r.map(|v| v.rand.f),
+                    "rand_precision": r.map(|v| v.rand.precision),
+                    "rand_recall": r.map(|v| v.rand.recall),
+                    "info_f": i.map(|v| v.info.f),
+                    "info_precision": i.map(|v| v.info.precision),
+                    "info_recall": i.map(|v| v.info.recall),
+                })
+            })
+            .collect();
+        let by_threshold: Vec<serde_json::Value> = self
+            .thresholds
+            .iter()
+            .zip(self.rand_by_threshold.iter().zip(&self.info_by_threshold))
+            .map(|(t, (r, i))| serde_json::json!({"threshold": t, "rand_f": r, "info_f": i}))
+            .collect();
+        serde_json::json!({
+            "v_rand": self.v_rand,
+            "v_info": self.v_info,
+            "v_rand_threshold": self.v_rand_threshold,
+            "v_info_threshold": self.v_info_threshold,
+            "thinning": thinning,
+            "slices": slices,
+            "by_threshold": by_threshold,
+        })
+    }
+}
+
 /// One slice of a stack: ground truth and proposal (cell-high, [0, 1]) of equal size.
 #[derive(Debug, Clone, Copy)]
 pub struct SlicePair<'a> {

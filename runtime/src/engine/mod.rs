@@ -21,6 +21,7 @@ pub mod bench;
 pub mod halo;
 #[cfg(feature = "onnx")]
 pub mod ops;
+pub mod pixels;
 
 #[cfg(feature = "onnx")]
 pub use halo::{

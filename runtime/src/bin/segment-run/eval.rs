@@ -37,38 +37,7 @@ pub fn run(args: Args) -> Result<()> {
     let at = |t: f64| e.thresholds.iter().position(|&x| x == t).unwrap_or(0);
     let (ri, ii) = (at(e.v_rand_threshold), at(e.v_info_threshold));
     if args.json {
-        let slices: Vec<serde_json::Value> = names
-            .iter()
-            .enumerate()
-            .map(|(k, name)| {
-                let r = e.per_slice[ri][k];
-                let i = e.per_slice[ii][k];
-                serde_json::json!({
-                    "name": name,
-                    "rand_f": r.map(|v| v.rand.f),
-                    "rand_precision": r.map(|v| v.rand.precision),
-                    "rand_recall": r.map(|v| v.rand.recall),
-                    "info_f": i.map(|v| v.info.f),
-                    "info_precision": i.map(|v| v.info.precision),
-                    "info_recall": i.map(|v| v.info.recall),
-                })
-            })
-            .collect();
-        let by_threshold: Vec<serde_json::Value> = e
-            .thresholds
-            .iter()
-            .zip(e.rand_by_threshold.iter().zip(&e.info_by_threshold))
-            .map(|(t, (r, i))| serde_json::json!({"threshold": t, "rand_f": r, "info_f": i}))
-            .collect();
-        let out = serde_json::json!({
-            "v_rand": e.v_rand,
-            "v_info": e.v_info,
-            "v_rand_threshold": e.v_rand_threshold,
-            "v_info_threshold": e.v_info_threshold,
-            "thinning": thinning,
-            "slices": slices,
-            "by_threshold": by_threshold,
-        });
+        let out = e.to_json(&names, thinning);
         println!("{out}");
         return Ok(());
     }
