@@ -206,7 +206,9 @@ pub fn scores(ground_truth: &[u32], proposal: &[u32]) -> Option<SliceScores> {
     let mut sum_ab2 = 0.0;
     let mut h_ab = 0.0;
     let mut aux = 0.0; // fraction of GT-foreground pixels with proposal label 0
-    let mut col: std::collections::HashMap<u32, f64> = std::collections::HashMap::new();
+    // ordered by label, so the column sums below add up in one order every run (a
+    // HashMap's random order moved the scores' last bits from run to run)
+    let mut col: std::collections::BTreeMap<u32, f64> = std::collections::BTreeMap::new();
     let mut k = 0;
     while k < pairs.len() {
         let i = pairs[k] >> 32;
