@@ -66,24 +66,33 @@ def main():
     def py_call():
         return model.predict(image, averaging="none", threads=a.threads)
 
+    py_out = np.empty(image.shape, np.float32)
+
+    def py_out_call():
+        return model.predict(image, averaging="none", threads=a.threads, out=py_out)
+
     # warm-up: plans compiled, pools started; and the same numbers from both
     assert np.array_equal(py_call(), c_call().copy())
-    times = {"C (ctypes -> skipseg_segment)": [], "Python (skipseg.Model.predict)": []}
+    calls = {
+        "C (ctypes -> skipseg_segment, caller's buffer)": c_call,
+        "Python (predict, new array)": py_call,
+        "Python (predict, out= caller's array)": py_out_call,
+    }
+    times = {name: [] for name in calls}
     for r in range(a.rounds):
-        order = [("C (ctypes -> skipseg_segment)", c_call), ("Python (skipseg.Model.predict)", py_call)]
-        if r % 2:
-            order.reverse()
+        order = list(calls.items())
+        order = order[r % 3:] + order[:r % 3]  # each call first, second, third in turn
         for name, f in order:
             t = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - t)
-    c, p = (statistics.median(v) for v in times.values())
+    c, p, po = (statistics.median(v) for v in times.values())
     print(f"{a.size}x{a.size} uint8, one pass, {a.threads} threads, {a.rounds} alternating rounds")
     print("| call | median s | min s |")
     print("|---|---|---|")
     for name, v in times.items():
         print(f"| {name} | {statistics.median(v):.3f} | {min(v):.3f} |")
-    print(f"Python / C (medians): {p / c:.3f}   (goal <= 1.03)")
+    print(f"Python / C (medians): new array {p / c:.3f}, out= {po / c:.3f}   (goal <= 1.03)")
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-venv=target/oracle-venv
-[ -x $venv/bin/python ] || bash scripts/oracle-venv.sh
+venv="$root/target/oracle-venv"
+[ -x "$venv/bin/python" ] || bash scripts/oracle-venv.sh
 wheel=$(bash scripts/build-wheel.sh | tail -1)
-$venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheel"
+"$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheel"
 cargo rustc -q -p skipseg-runtime --lib --release --no-default-features --features ffi,onnx \
   --crate-type cdylib
 lscpu | grep -E "Model name|^Flags" | sed 's/^Flags: */flags: /' | cut -c1-400
 cd target
-$venv/bin/python ../bench/python_overhead.py "$root/target/release/libskipseg_runtime.so" \
+"$venv/bin/python" ../bench/python_overhead.py "$root/target/release/libskipseg_runtime.so" \
   "$root/models/isbi-small-bce.onnx" "$@"
 echo "(the test venv now holds the release wheel; scripts/python-tests.sh reinstalls the dev one)"

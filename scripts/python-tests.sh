@@ -27,8 +27,23 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 wheel=$(bash scripts/build-wheel.sh --dev | tail -1)
 "$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheel"
-cargo build --quiet -p skipseg-runtime --bin segment-run
+# the feature set of `cargo test --workspace --features skipseg-runtime/ffi` (test.sh), so
+# that after it this is a no-op
+cargo build --quiet -p skipseg-runtime --features ffi --bin segment-run
 export SKIPSEG_SEGMENT_RUN="$root/target/debug/segment-run"
+# the wheel as a user installs it: a fresh venv, pip (numpy from PyPI), no Rust on PATH
+fresh="$root/target/wheel-smoke-venv"
+rm -rf "$fresh"
+python3 -m venv "$fresh"
+"$fresh/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir "$wheel"
+(cd / && env -i HOME="$HOME" PATH=/usr/bin:/bin "$fresh/bin/python" -c '
+import shutil, numpy as np, skipseg
+assert shutil.which("cargo") is None and shutil.which("rustc") is None
+p = skipseg.Model().predict(np.full((64, 64), 128, np.uint8), averaging="none")
+assert p.dtype == np.float32 and p.shape == (64, 64) and np.isfinite(p).all()
+print("fresh venv: skipseg", skipseg.__version__, "imports and predicts without Rust")
+')
+rm -rf "$fresh"
 # run from outside python/, so `import skipseg` is the installed wheel, not the sources
 cd "$root/target"
 xvfb-run -a -s "-screen 0 1920x1200x24" "$venv/bin/python" -m pytest -q -p no:cacheprovider \

@@ -58,6 +58,7 @@ class Model:
         mc_samples: int = 0,
         seed: int = 0,
         progress: Optional[Progress] = None,
+        out: Optional[npt.NDArray[np.float32]] = None,
     ) -> npt.NDArray[np.float32]:
         """Membrane probabilities (float32, the image's shape) of a 2-D uint8 / uint16 /
         float32 image: what ``segment-run predict --float`` computes for an image file with
@@ -68,7 +69,8 @@ class Model:
         'flips' (4 passes) or 'dihedral' (8 passes). blend: how tiles meet. threads: engine
         threads (None: every core). mc_samples, seed: Monte-Carlo dropout (a model trained
         with dropout). progress(done_tiles, total_tiles) runs after every tile; returning
-        False stops with CancelledError. 8-bit pixels are scaled by 1/255, 16-bit by
+        False stops with CancelledError. out: a float32 array of the image's shape (any
+        strides) to write into and return, instead of a new array. 8-bit pixels are scaled by 1/255, 16-bit by
         1/65535, float taken as is; NaN/inf pixels are missing. The GIL is released while
         the engine runs, so other Python threads keep going.
         """

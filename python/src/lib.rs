@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyReadonlyArray3, PyUntypedArray};
-use numpy::{PyArrayDescrMethods, PyUntypedArrayMethods, dtype};
+use numpy::{PyArrayDescrMethods, PyArrayMethods, PyUntypedArrayMethods, dtype};
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -383,9 +383,11 @@ impl Model {
     /// 'flips' or 'dihedral'; blend: 'crop' or 'linear'; threads: engine threads (None:
     /// every core); mc_samples, seed: Monte-Carlo dropout (models trained with dropout);
     /// progress: called as progress(done_tiles, total_tiles) after each tile; returning
-    /// False stops the work with CancelledError. The GIL is released while the engine
-    /// runs. NaN / inf pixels are missing (an image with no finite pixel is refused).
-    #[pyo3(signature = (image, *, tile=None, halo=None, averaging=None, blend="crop", threads=None, mc_samples=0, seed=0, progress=None))]
+    /// False stops the work with CancelledError; out: a float32 array of the image's
+    /// shape to write into (and return) instead of a new one. The GIL is released while
+    /// the engine runs. NaN / inf pixels are missing (an image with no finite pixel is
+    /// refused).
+    #[pyo3(signature = (image, *, tile=None, halo=None, averaging=None, blend="crop", threads=None, mc_samples=0, seed=0, progress=None, out=None))]
     #[allow(clippy::too_many_arguments)]
     fn predict<'py>(
         &self,
@@ -399,6 +401,7 @@ impl Model {
         mc_samples: usize,
         seed: u64,
         progress: Option<Py<PyAny>>,
+        out: Option<Bound<'py, PyArray2<f32>>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let opts = RunOptions {
             tile,
@@ -422,11 +425,28 @@ impl Model {
             0
         };
         let pool = self.pool(threads).map_err(py_err)?;
+        // the caller's float32 array of the image's shape, written in place (any
+        // strides), or a new one
+        let target = match out {
+            Some(a) => {
+                if a.shape() != [h, w] {
+                    return Err(InputError::new_err(format!(
+                        "out has shape {:?}, the image [{h}, {w}]",
+                        a.shape()
+                    )));
+                }
+                a
+            }
+            None => Array2::<f32>::zeros((h, w)).into_pyarray(py),
+        };
+        let mut writable = target.try_readwrite().map_err(|e| {
+            PyValueError::new_err(format!("out is not writable (or is the image): {e}"))
+        })?;
+        let mut result_view = writable.as_array_mut();
         let stop = AtomicBool::new(false);
         let raised = Mutex::new(None);
         let seg_ref: &Segmenter = &seg;
         let result = py.detach(|| {
-            let mut out = Array2::<f32>::zeros((h, w));
             let mut progress = Progress {
                 callback: progress.as_ref(),
                 total,
@@ -442,20 +462,21 @@ impl Model {
                     &how,
                     &mut || progress.tick(),
                     &|| stop.load(Ordering::Relaxed),
-                    out.view_mut(),
+                    result_view.view_mut(),
                 )
             };
-            let r = if threads == 1 {
+            if threads == 1 {
                 run()
             } else {
                 pool.install(run)
-            };
-            r.map(|()| out)
+            }
         });
+        drop(writable);
         if let Some(e) = raised.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
-        Ok(result.map_err(py_err)?.into_pyarray(py))
+        result.map_err(py_err)?;
+        Ok(target)
     }
 }
 

@@ -101,3 +101,31 @@ def test_an_exception_in_the_progress_callback_propagates(model, isbi_volume):
 
     with pytest.raises(Boom, match="from the callback"):
         model.predict(isbi_volume[0, :128, :128], averaging="none", progress=boom)
+
+
+def test_out_is_written_in_place_and_checked(model, isbi_volume):
+    image = isbi_volume[1, :128, :160]
+    want = model.predict(image, averaging="none")
+    out = np.full((128, 160), -1.0, np.float32)
+    got = model.predict(image, averaging="none", out=out)
+    assert got is out and np.array_equal(out, want)
+    strided = np.zeros((160, 128), np.float32).T  # Fortran-ordered target
+    model.predict(image, averaging="none", out=strided)
+    assert np.array_equal(strided, want)
+    with pytest.raises(skipseg.InputError, match="out has shape"):
+        model.predict(image, out=np.zeros((128, 128), np.float32))
+    with pytest.raises(TypeError):
+        model.predict(image, out=np.zeros((128, 160), np.float64))
+    as_float = image.astype(np.float32) / 255
+    with pytest.raises(ValueError, match="not writable"):
+        model.predict(as_float, out=as_float)
+
+
+def test_a_bioimage_io_package_loads_and_predicts_as_its_onnx(segment_run, tmp_path, model, isbi_volume):
+    segment_run("package", "-o", tmp_path / "pkg")
+    image = isbi_volume[6, :128, :128]
+    want = model.predict(image, averaging="none")
+    for path in (tmp_path / "pkg", tmp_path / "pkg.zip"):
+        packaged = skipseg.Model(path)
+        assert packaged.info["architecture"] == "small"
+        assert np.array_equal(packaged.predict(image, averaging="none"), want)
