@@ -16,7 +16,7 @@ use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use skipseg_runtime::engine::pixels::{PixelView, segment_pixels};
-use skipseg_runtime::metrics::{self, SlicePair};
+use skipseg_runtime::metrics;
 use skipseg_runtime::models::{self, LoadOptions};
 use skipseg_runtime::tiling::{Blend, Tiling};
 use skipseg_runtime::volume::{Shard, VolumeOptions, segment_volume};
@@ -649,20 +649,8 @@ fn evaluate<'py>(
         }
     }
     let json = py.detach(|| {
-        let flat = |a: &Array2<f32>| a.iter().copied().collect::<Vec<f32>>();
-        let g: Vec<Vec<f32>> = gt.iter().map(flat).collect();
-        let p: Vec<Vec<f32>> = prop.iter().map(flat).collect();
-        let pairs: Vec<SlicePair<'_>> = gt
-            .iter()
-            .zip(g.iter().zip(&p))
-            .map(|(s, (g, p))| SlicePair {
-                ground_truth: g,
-                proposal: p,
-                width: s.ncols(),
-            })
-            .collect();
         let names: Vec<String> = (0..gt.len()).map(|k| format!("slice {k}")).collect();
-        metrics::evaluate_stack(&pairs, thinning)
+        metrics::evaluate_images(&gt, &prop, thinning)
             .to_json(&names, thinning)
             .to_string()
     });

@@ -476,20 +476,36 @@ pub fn evaluate_files(
             p.pixels.mapv_inplace(|v| 1.0 - v);
         }
     }
-    let flat = |s: &crate::io::Slice| s.pixels.iter().copied().collect::<Vec<f32>>();
-    let gt_data: Vec<Vec<f32>> = gt.iter().map(flat).collect();
-    let prop_data: Vec<Vec<f32>> = prop.iter().map(flat).collect();
-    let pairs: Vec<SlicePair<'_>> = gt
+    let names = gt.iter().map(|s| s.name.clone()).collect();
+    let gt: Vec<ndarray::Array2<f32>> = gt.into_iter().map(|s| s.pixels).collect();
+    let prop: Vec<ndarray::Array2<f32>> = prop.into_iter().map(|s| s.pixels).collect();
+    Ok((names, evaluate_images(&gt, &prop, thinning)))
+}
+
+/// [`evaluate_stack`] on images in memory: cell-high ground truth and proposal slices
+/// in [0, 1], pairwise of equal size (any strides).
+///
+/// # Panics
+/// When the two lists differ in length or a pair in size (callers check and name them).
+pub fn evaluate_images(
+    ground_truth: &[ndarray::Array2<f32>],
+    proposal: &[ndarray::Array2<f32>],
+    thinning: bool,
+) -> StackEvaluation {
+    assert_eq!(ground_truth.len(), proposal.len(), "slice counts differ");
+    let flat = |a: &ndarray::Array2<f32>| a.iter().copied().collect::<Vec<f32>>();
+    let gt_data: Vec<Vec<f32>> = ground_truth.iter().map(flat).collect();
+    let prop_data: Vec<Vec<f32>> = proposal.iter().map(flat).collect();
+    let pairs: Vec<SlicePair<'_>> = ground_truth
         .iter()
         .zip(gt_data.iter().zip(&prop_data))
         .map(|(s, (g, p))| SlicePair {
             ground_truth: g,
             proposal: p,
-            width: s.pixels.ncols(),
+            width: s.ncols(),
         })
         .collect();
-    let names = gt.iter().map(|s| s.name.clone()).collect();
-    Ok((names, evaluate_stack(&pairs, thinning)))
+    evaluate_stack(&pairs, thinning)
 }
 
 #[cfg(test)]
