@@ -20,7 +20,7 @@ def test_two_threads_overlap(model, isbi_volume):
         return model.predict(image, averaging="none", threads=1)
 
     ratios = []
-    for _ in range(3):
+    for _ in range(5):
         t = time.perf_counter()
         a, b = one(), one()
         serial = time.perf_counter() - t
@@ -39,8 +39,12 @@ def test_two_threads_overlap(model, isbi_volume):
         assert np.array_equal(results[0], a) and np.array_equal(results[1], b)
         ratios.append(parallel / serial)
     print(f"two threads / one after the other: {', '.join(f'{r:.2f}' for r in ratios)}")
-    # 2 cores: 0.5 ideal; the best of three rounds must show real overlap
-    assert min(ratios) < 0.8, ratios
+    # 2 cores: 0.5 ideal, 0.54-0.63 measured on an idle machine; with the GIL held the
+    # calls cannot overlap (about 1). The best of five rounds must show overlap. On a
+    # machine busy with other work the ratio is noise (0.9 with the GIL released while a
+    # build ran; the GIL held on purpose once passed it by luck): the test below is
+    # the robust one.
+    assert min(ratios) < 0.75, ratios
 
 
 def test_other_python_threads_run_while_the_engine_works(model, isbi_volume):
@@ -62,5 +66,6 @@ def test_other_python_threads_run_while_the_engine_works(model, isbi_volume):
     done.set()
     th.join()
     # a thread that sleeps 1 ms per tick gets at least a tick per 10 ms of engine time
-    # when the GIL is free; with the GIL held it would get none until the call returned
+    # when the GIL is free; with the GIL held it gets none until the call returns (2
+    # ticks in 0.61 s when the release was removed on purpose: this test failed)
     assert ticks >= elapsed / 0.01, (ticks, elapsed)
