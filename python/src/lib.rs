@@ -6,8 +6,8 @@
 //! `volume::segment_volume`, `metrics::evaluate_stack`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyReadonlyArray3, PyUntypedArray};
@@ -157,9 +157,9 @@ impl RunOptions {
 struct Model {
     path: Option<PathBuf>,
     /// The deterministic network, as `segment-run predict` loads it.
-    seg: Segmenter,
+    seg: Arc<Segmenter>,
     /// The network with its dropout masks exposed, loaded at the first `mc_samples > 0`.
-    monte_carlo: Mutex<Option<std::sync::Arc<Segmenter>>>,
+    monte_carlo: Mutex<Option<Arc<Segmenter>>>,
     /// One thread pool per thread count asked for, kept for the next call.
     pools: Mutex<Vec<(usize, ThreadPool)>>,
 }
@@ -187,9 +187,9 @@ impl Model {
     }
 
     /// The engine for `mc_samples` (the Monte-Carlo one, loaded once, when > 0).
-    fn engine(&self, mc_samples: usize) -> Result<EngineRef<'_>, Error> {
+    fn engine(&self, mc_samples: usize) -> Result<Arc<Segmenter>, Error> {
         if mc_samples == 0 {
-            return Ok(EngineRef::Plain(&self.seg));
+            return Ok(self.seg.clone());
         }
         if !self.seg.has_dropout_masks() {
             return Err(Error::BadModel {
@@ -200,30 +200,12 @@ impl Model {
             });
         }
         let mut mc = self.monte_carlo.lock().unwrap_or_else(|p| p.into_inner());
-        if mc.is_none() {
-            *mc = Some(std::sync::Arc::new(Self::load(self.path.as_deref(), true)?));
+        if let Some(seg) = mc.as_ref() {
+            return Ok(seg.clone());
         }
-        Ok(EngineRef::MonteCarlo(mc.clone().ok_or_else(|| {
-            Error::Engine {
-                source_name: self.seg.source_name().to_string(),
-                reason: "Monte-Carlo engine missing".into(),
-            }
-        })?))
-    }
-}
-
-enum EngineRef<'a> {
-    Plain(&'a Segmenter),
-    MonteCarlo(std::sync::Arc<Segmenter>),
-}
-
-impl std::ops::Deref for EngineRef<'_> {
-    type Target = Segmenter;
-    fn deref(&self) -> &Segmenter {
-        match self {
-            EngineRef::Plain(s) => s,
-            EngineRef::MonteCarlo(s) => s,
-        }
+        let seg = Arc::new(Self::load(self.path.as_deref(), true)?);
+        *mc = Some(seg.clone());
+        Ok(seg)
     }
 }
 
@@ -332,7 +314,7 @@ impl Model {
             .map_err(py_err)?;
         Ok(Self {
             path,
-            seg,
+            seg: Arc::new(seg),
             monte_carlo: Mutex::new(None),
             pools: Mutex::new(Vec::new()),
         })
