@@ -4,7 +4,9 @@
 #   bash scripts/build-clib.sh             # workstation library (ONNX and embedded models),
 #                                          # profile clib (release + fat LTO, stripped):
 #                                          # target/clib/libskipseg_runtime.{so,a}
-#   bash scripts/build-clib.sh --dev       # test build: target/debug/ (what the tests use)
+#   bash scripts/build-clib.sh --dev       # test build: target/debug/ (what the tests use);
+#                                          # with the feature `unify`, so it reuses the
+#                                          # dependencies `cargo test --workspace` builds
 #   bash scripts/build-clib.sh --embedded [--target TRIPLE]
 #                                          # the embedded library (docs/EDGE.md): embedded
 #                                          # models only, no tract, no protobuf, profile clib:
@@ -17,7 +19,7 @@ cd "$(dirname "$0")/.."
 profile=(--profile clib); dir=target/clib; features=(--features ffi,onnx); target=(); out=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --dev) profile=(); dir=target/debug ;;
+    --dev) profile=(); dir=target/debug; features=(--features ffi,onnx,unify) ;;
     --embedded) features=(--features ffi); out=target/clib-embedded ;;
     --target) target=(--target "$2"); shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;

@@ -27,9 +27,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 wheel=$(bash scripts/build-wheel.sh --dev | tail -1)
 "$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheel"
-# the feature set of `cargo test --workspace --features skipseg-runtime/ffi` (test.sh), so
-# that after it this is a no-op
-cargo build --quiet -p skipseg-runtime --features ffi --bin segment-run
+# segment-run as `cargo test --workspace --features skipseg-runtime/ffi` (test.sh) builds
+# it for its own tests: after test.sh this is a no-op. (`cargo build -p skipseg-runtime`
+# would enable other features of shared dependencies and compile tract again.)
+cargo test --quiet --workspace --features skipseg-runtime/ffi --no-run
 export SKIPSEG_SEGMENT_RUN="$root/target/debug/segment-run"
 # the wheel as a user installs it: a fresh venv, pip (numpy from PyPI), no Rust on PATH
 fresh="$root/target/wheel-smoke-venv"
