@@ -17,6 +17,9 @@ pub mod ffi;
 pub mod images;
 pub mod io;
 pub mod kernels;
+#[cfg(feature = "image")]
+pub mod label_images;
+pub mod labels;
 pub mod metrics;
 #[cfg(feature = "package")]
 pub mod models;

@@ -482,6 +482,135 @@ pub fn evaluate_files(
     Ok((names, evaluate_images(&gt, &prop, thinning)))
 }
 
+/// Instance label images scored against cell-high ground truth, two ways.
+#[derive(Debug, Clone)]
+pub struct InstanceEvaluation {
+    /// Directly: each label id one segment, label 0 singletons; ground-truth cells are
+    /// its 4-connected components above 0.5. One score per slice (`None`: no cell).
+    pub direct: Vec<Option<SliceScores>>,
+    /// Means over slices of `direct`.
+    pub v_rand: f64,
+    pub v_info: f64,
+    /// As the challenge took a submission: the label image becomes a cell map, 0 on a
+    /// one-pixel boundary between labels ([`crate::labels::boundary_map`]), and is scored
+    /// the official way (thresholds, thinning).
+    pub as_submission: StackEvaluation,
+}
+
+/// Score instance label images (`labels`, ids, 0 = none) against cell-high ground truth.
+///
+/// # Panics
+/// When the two lists differ in length or a pair in size (callers check and name them).
+pub fn evaluate_instances(
+    ground_truth: &[ndarray::Array2<f32>],
+    labels: &[ndarray::Array2<u32>],
+    thinning: bool,
+) -> InstanceEvaluation {
+    assert_eq!(ground_truth.len(), labels.len(), "slice counts differ");
+    let direct: Vec<Option<SliceScores>> = ground_truth
+        .iter()
+        .zip(labels)
+        .map(|(g, l)| {
+            assert_eq!(g.dim(), l.dim(), "slice sizes differ");
+            let cell: Vec<bool> = g.iter().map(|&v| v > 0.5).collect();
+            let (gt, _) = components4(&cell, g.ncols());
+            let ids: Vec<u32> = l.iter().copied().collect();
+            scores(&gt, &ids)
+        })
+        .collect();
+    let mean = |f: fn(&SliceScores) -> f64| {
+        let v: Vec<f64> = direct.iter().flatten().map(f).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let maps: Vec<ndarray::Array2<f32>> = labels
+        .iter()
+        .map(|l| {
+            let ids: Vec<u32> = l.iter().copied().collect();
+            ndarray::Array2::from_shape_vec(l.dim(), crate::labels::boundary_map(&ids, l.ncols()))
+                .expect("same size")
+        })
+        .collect();
+    InstanceEvaluation {
+        v_rand: mean(|s| s.rand.f),
+        v_info: mean(|s| s.info.f),
+        direct,
+        as_submission: evaluate_images(ground_truth, &maps, thinning),
+    }
+}
+
+/// [`evaluate_instances`] on files: the ground truth as for [`evaluate_files`]; the
+/// labels a label TIFF (one page per slice) or a folder of them (sorted by name, e.g.
+/// `segment-run label`'s `*_labels.tif`). Returns the slice names and the evaluation.
+#[cfg(feature = "image")]
+pub fn evaluate_label_files(
+    ground_truth: &std::path::Path,
+    labels: &std::path::Path,
+    thinning: bool,
+) -> crate::error::Result<(Vec<String>, InstanceEvaluation)> {
+    let bad = |path: &std::path::Path, reason: String| crate::error::Error::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let files: Vec<std::path::PathBuf> = if labels.is_dir() {
+        let mut f: Vec<_> = std::fs::read_dir(labels)
+            .map_err(|source| crate::error::Error::Io {
+                path: labels.to_path_buf(),
+                action: "cannot list label folder",
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|e| {
+                    e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff")
+                })
+            })
+            .collect();
+        f.sort();
+        if f.is_empty() {
+            return Err(bad(labels, "no .tif label images in this folder".into()));
+        }
+        f
+    } else {
+        vec![labels.to_path_buf()]
+    };
+    let mut pages = Vec::new();
+    let mut page_files = Vec::new();
+    for f in &files {
+        for page in crate::io::read_label_tiff(f)? {
+            pages.push(page);
+            page_files.push(f.clone());
+        }
+    }
+    let gt = crate::io::read_slices(ground_truth)?;
+    if gt.len() != pages.len() {
+        return Err(bad(
+            labels,
+            format!(
+                "{} label slices, but {} has {}",
+                pages.len(),
+                ground_truth.display(),
+                gt.len()
+            ),
+        ));
+    }
+    for ((g, p), f) in gt.iter().zip(&pages).zip(&page_files) {
+        if g.pixels.dim() != p.dim() {
+            return Err(bad(
+                f,
+                format!(
+                    "a label slice is {:?} but ground-truth slice {} is {:?}",
+                    p.dim(),
+                    g.name,
+                    g.pixels.dim()
+                ),
+            ));
+        }
+    }
+    let names = gt.iter().map(|s| s.name.clone()).collect();
+    let gt: Vec<ndarray::Array2<f32>> = gt.into_iter().map(|s| s.pixels).collect();
+    Ok((names, evaluate_instances(&gt, &pages, thinning)))
+}
+
 /// [`evaluate_stack`] on images in memory: cell-high ground truth and proposal slices
 /// in [0, 1], pairwise of equal size (any strides).
 ///

@@ -3,7 +3,7 @@
 //! - [`atomic`]: write-then-rename, used by every writer (always built);
 //! - `png`, `tiff` (feature `image`): grayscale PNG (8/16-bit) and TIFF (8/16-bit integer
 //!   or 32-bit float, single or multi-page), single files or folders of them, read row by
-//!   row; [`sink`] writes `segment-run predict`'s outputs row by row;
+//!   row; label images as uint32 TIFF (`write_label_tiff`, `read_label_tiff`); [`sink`] writes `segment-run predict`'s outputs row by row;
 //! - [`zarr`] (feature `zarr`): OME-Zarr images and volumes (Zarr v2 and v3), read and
 //!   written chunk by chunk.
 //!
@@ -11,6 +11,8 @@
 //! taken as is), so preprocessing never needs to know where an image came from.
 
 pub mod atomic;
+#[cfg(feature = "image")]
+mod label_tiff;
 #[cfg(feature = "image")]
 mod pages;
 #[cfg(feature = "image")]
@@ -23,6 +25,8 @@ mod tiff;
 pub mod zarr;
 
 pub use atomic::write_atomic;
+#[cfg(feature = "image")]
+pub use label_tiff::{read_label_tiff, write_label_tiff};
 #[cfg(feature = "image")]
 pub use pages::*;
 #[cfg(feature = "image")]

@@ -4,6 +4,7 @@
 mod bench;
 mod eval;
 mod info;
+mod label;
 mod model;
 mod optimize;
 mod package;
@@ -40,6 +41,9 @@ enum Command {
     /// Measure the smallest halo at which tiles equal the whole image (within 1/255) on
     /// reference images, and write the model with it recorded as its default halo.
     TuneHalo(tune_halo::Args),
+    /// Instance labels: one id per cell (seeds, seeded watershed, agglomeration by mean
+    /// boundary probability, fragment removal), as uint32 TIFF and a colour overlay.
+    Label(label::Args),
     /// Write a bioimage.io model package (rdf.yaml, ONNX weights, test tensors made by
     /// this runtime, cover, documentation) into a folder, and the folder as a zip.
     Package(package::Args),
@@ -126,6 +130,7 @@ fn run(cli: Cli, purge_delay: std::os::raw::c_long) -> Result<()> {
         Command::Quantize(args) => quantize::run(args),
         Command::Bench(args) => bench::run(args, purge_delay),
         Command::Eval(args) => eval::run(args),
+        Command::Label(args) => label::run(args),
     }
 }
 

@@ -41,61 +41,91 @@ pub struct Args {
     /// Also write an RGB PNG with the mask (or the probability) drawn over the input.
     #[arg(long)]
     overlay: bool,
+    #[command(flatten)]
+    pub how: InferenceArgs,
+}
+
+/// How the network runs on an image (shared by `predict` and `label`).
+#[derive(clap::Args)]
+pub struct InferenceArgs {
     /// Tile core size (rounded up to the model's down-sampling factor). Default: windows
     /// as large as memory allows (`segment-run info`), the whole image when it fits.
     #[arg(long)]
-    tile: Option<usize>,
+    pub tile: Option<usize>,
     /// Context around each tile, in pixels (rounded up to the down-sampling factor).
     /// Default: the halo the model records, measured so that tiles equal the whole
     /// image within 1/255 (`segment-run info`).
     #[arg(long)]
-    halo: Option<usize>,
+    pub halo: Option<usize>,
     /// How tiles are combined: crop = keep each tile's centre; linear = blend overlaps.
     #[arg(long, value_enum, default_value = "crop")]
-    blend: Blend,
+    pub blend: Blend,
     /// Threads of the inference engine (default: every core of this machine).
     #[arg(long)]
-    threads: Option<usize>,
+    pub threads: Option<usize>,
     /// Test-time averaging over flipped (flips: 4 passes) or flipped and transposed
     /// (dihedral: 8 passes) copies of every tile, 4 or 8 times slower. Default: what
     /// the model records (`segment-run info`; the shipped model: dihedral, see
     /// models/isbi-small-bce.md).
     #[arg(long, value_enum)]
-    tta: Option<Averaging>,
+    pub tta: Option<Averaging>,
     /// Monte-Carlo dropout (models trained with dropout): average K passes per window,
     /// each with fresh dropout masks (K x the passes of --tta); 0 = the deterministic
     /// model.
     #[arg(long, default_value_t = 0)]
-    mc_samples: usize,
+    pub mc_samples: usize,
     /// Seed of the Monte-Carlo dropout masks: the same seed gives the same output (any
     /// thread count), another seed other samples.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
 }
 
-/// How every window is run: tiles, blending, averaging (the model's default unless
-/// --tta) and Monte-Carlo dropout, as the command line says.
-fn inference(args: &Args, seg: &Segmenter) -> Inference {
-    Inference {
-        tiling: Tiling {
-            tile: args.tile,
-            halo: args.halo,
-        },
-        blend: args.blend,
-        averaging: args.tta.unwrap_or(seg.meta().inference.averaging),
-        monte_carlo: (args.mc_samples > 0).then_some(MonteCarlo {
-            samples: args.mc_samples,
-            seed: args.seed,
-        }),
+impl InferenceArgs {
+    /// How every window is run: tiles, blending, averaging (the model's default unless
+    /// --tta) and Monte-Carlo dropout, as the command line says.
+    pub fn inference(&self, seg: &Segmenter) -> Inference {
+        Inference {
+            tiling: Tiling {
+                tile: self.tile,
+                halo: self.halo,
+            },
+            blend: self.blend,
+            averaging: self.tta.unwrap_or(seg.meta().inference.averaging),
+            monte_carlo: (self.mc_samples > 0).then_some(MonteCarlo {
+                samples: self.mc_samples,
+                seed: self.seed,
+            }),
+        }
+    }
+
+    /// The model (`--model`, or the shipped one) loaded for these options, refused for
+    /// --mc-samples when it has no dropout.
+    pub fn load(&self, model: Option<&std::path::Path>) -> Result<(Segmenter, usize)> {
+        let threads = self.threads.unwrap_or_else(crate::all_cores);
+        anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+        let seg = load_model(model, threads, self.mc_samples > 0, false)?;
+        if self.mc_samples > 0 {
+            anyhow::ensure!(
+                !seg.dropout_masks().is_empty(),
+                "{}: --mc-samples needs a model trained with dropout (segment-train --dropout P); this one has none",
+                seg.source_name()
+            );
+        }
+        Ok((seg, threads))
     }
 }
 
 /// A progress bar counting tiles, drawn on a terminal only.
 fn tile_progress_bar(tiles: Option<u64>, prefix: String) -> indicatif::ProgressBar {
+    progress_bar(tiles, prefix, "tiles")
+}
+
+/// A progress bar counting `unit`, drawn on a terminal only.
+pub fn progress_bar(len: Option<u64>, prefix: String, unit: &str) -> indicatif::ProgressBar {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     use std::io::IsTerminal;
     let bar = ProgressBar::with_draw_target(
-        tiles,
+        len,
         if std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
@@ -103,25 +133,18 @@ fn tile_progress_bar(tiles: Option<u64>, prefix: String) -> indicatif::ProgressB
         },
     );
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tiles ({eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(&format!(
+            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{eta}})"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(prefix);
     bar
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let threads = args.threads.unwrap_or_else(crate::all_cores);
-    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
-    let seg = load_model(args.model.as_deref(), threads, args.mc_samples > 0, false)?;
-    if args.mc_samples > 0 {
-        anyhow::ensure!(
-            !seg.dropout_masks().is_empty(),
-            "{}: --mc-samples needs a model trained with dropout (segment-train --dropout P); this one has none",
-            seg.source_name()
-        );
-    }
+    let (seg, threads) = args.how.load(args.model.as_deref())?;
     if args.inputs.len() == 1 && io::zarr::is_zarr_store(&args.inputs[0]) {
         return predict_zarr(&args, &seg, threads);
     }
@@ -135,7 +158,7 @@ pub fn run(args: Args) -> Result<()> {
         float: args.float,
         threshold: args.threshold,
         overlay: args.overlay,
-        ..ImageOptions::new(inference(&args, &seg))
+        ..ImageOptions::new(args.how.inference(&seg))
     };
     let mut bar: Option<indicatif::ProgressBar> = None;
     let per_symmetry = match opts.inference.averaging {
@@ -238,7 +261,7 @@ fn predict_zarr(args: &Args, seg: &Segmenter, threads: usize) -> Result<()> {
     );
     let image = io::zarr::ZarrImage::open(input)?;
     let opts = VolumeOptions {
-        inference: inference(args, seg),
+        inference: args.how.inference(seg),
         float: args.float,
         shard: args.shard.unwrap_or(Shard::ALL),
     };
