@@ -32,6 +32,8 @@ use std::collections::{BinaryHeap, HashMap};
 /// training slices 0-24 only (docs/EVALUATION.md, "Instance labels").
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LabelOptions {
+    /// Where seeds come from.
+    pub seeds: SeedKind,
     /// Gaussian sigma (pixels) of the smoothing before seeds are found; 0 = none.
     pub seed_sigma: f32,
     /// Seeds only where the smoothed probability is below this.
@@ -46,12 +48,25 @@ pub struct LabelOptions {
 impl Default for LabelOptions {
     fn default() -> Self {
         Self {
+            seeds: SeedKind::Minima,
             seed_sigma: 2.0,
             seed_max_probability: 0.5,
             merge_threshold: 0.5,
             min_size: 50,
         }
     }
+}
+
+/// How seeds are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum SeedKind {
+    /// Regional minima of the smoothed probability below `seed_max_probability`.
+    Minima,
+    /// Regional maxima of the distance to the nearest membrane pixel (smoothed
+    /// probability >= `seed_max_probability`), smoothed by `seed_sigma`, quantised to
+    /// half a pixel: one seed per cell body, however uneven its inside.
+    Distance,
 }
 
 /// A label image: `labels[y * width + x]`, ids `first_id..first_id + count`.
@@ -71,7 +86,14 @@ pub fn label_membranes(
     first_id: u32,
 ) -> Labelling {
     let p = sanitised(probability);
-    let seeds = minima_seeds(&p, width, options.seed_sigma, options.seed_max_probability);
+    let seeds = match options.seeds {
+        SeedKind::Minima => {
+            minima_seeds(&p, width, options.seed_sigma, options.seed_max_probability)
+        }
+        SeedKind::Distance => {
+            distance_seeds(&p, width, options.seed_sigma, options.seed_max_probability)
+        }
+    };
     let regions = watershed(&p, width, &seeds);
     let mut graph = RegionGraph::new(&p, width, &regions.labels, regions.count);
     graph.agglomerate(options.merge_threshold as f64);
@@ -165,20 +187,107 @@ fn neighbours4(i: usize, width: usize, height: usize) -> impl Iterator<Item = us
 /// a minimum gets one seed: its global minimum plateau.
 pub fn minima_seeds(p: &[f32], width: usize, sigma: f32, max_probability: f32) -> Vec<u32> {
     let smooth = gaussian_blur(p, width, sigma);
-    let q: Vec<u16> = smooth
+    let q: Vec<u32> = smooth
         .iter()
-        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u16)
+        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u32)
         .collect();
     let limit = max_probability.clamp(0.0, 1.0) * 255.0;
-    let height = if width == 0 { 0 } else { p.len() / width };
-    let mut plateau = vec![0u32; p.len()];
-    let mut markers = vec![0u32; p.len()];
+    plateau_minima(&q, width, |v| (v as f32) < limit)
+}
+
+/// Seed markers from the regional maxima of the distance transform of the cell mask
+/// (smoothed probability below `max_probability`), smoothed by `sigma` and quantised to
+/// half a pixel; maxima at a distance of at least one pixel.
+pub fn distance_seeds(p: &[f32], width: usize, sigma: f32, max_probability: f32) -> Vec<u32> {
+    let smooth = gaussian_blur(p, width, sigma.min(1.0));
+    let cell: Vec<bool> = smooth.iter().map(|&v| v < max_probability).collect();
+    let dist = gaussian_blur(&distance_transform(&cell, width), width, sigma);
+    // maxima of the distance = minima of its negation, in half-pixel steps
+    let top = dist.iter().copied().fold(0.0f32, f32::max);
+    let q: Vec<u32> = dist
+        .iter()
+        .map(|&d| ((top - d) * 2.0).round() as u32)
+        .collect();
+    let limit = ((top - 1.0) * 2.0).round();
+    plateau_minima(&q, width, |v| (v as f32) <= limit)
+}
+
+/// Euclidean distance of every pixel to the nearest `false` pixel (0 on them; the image
+/// border is not a boundary), by Felzenszwalb and Huttenlocher's separable transform.
+pub fn distance_transform(inside: &[bool], width: usize) -> Vec<f32> {
+    let height = if width == 0 { 0 } else { inside.len() / width };
+    let far = ((width * width + height * height) as f32) * 4.0 + 1.0;
+    let mut f: Vec<f32> = inside.iter().map(|&c| if c { far } else { 0.0 }).collect();
+    let mut line = Vec::new();
+    let mut out = Vec::new();
+    // columns, then rows
+    for x in 0..width {
+        line.clear();
+        line.extend((0..height).map(|y| f[y * width + x]));
+        squared_distance_1d(&line, &mut out);
+        for y in 0..height {
+            f[y * width + x] = out[y];
+        }
+    }
+    for y in 0..height {
+        line.clear();
+        line.extend_from_slice(&f[y * width..(y + 1) * width]);
+        squared_distance_1d(&line, &mut out);
+        f[y * width..(y + 1) * width].copy_from_slice(&out);
+    }
+    f.iter().map(|v| v.sqrt()).collect()
+}
+
+/// The 1-D squared distance transform of sampled function `f` (lower envelope of
+/// parabolas).
+fn squared_distance_1d(f: &[f32], out: &mut Vec<f32>) {
+    let n = f.len();
+    out.clear();
+    out.resize(n, 0.0);
+    if n == 0 {
+        return;
+    }
+    let mut v = vec![0usize; n];
+    let mut z = vec![0.0f32; n + 1];
+    let mut k = 0usize;
+    z[0] = f32::NEG_INFINITY;
+    z[1] = f32::INFINITY;
+    let inter = |q: usize, p: usize| -> f32 {
+        ((f[q] + (q * q) as f32) - (f[p] + (p * p) as f32)) / (2.0 * q as f32 - 2.0 * p as f32)
+    };
+    for q in 1..n {
+        let mut s = inter(q, v[k]);
+        while s <= z[k] {
+            k -= 1;
+            s = inter(q, v[k]);
+        }
+        k += 1;
+        v[k] = q;
+        z[k] = s;
+        z[k + 1] = f32::INFINITY;
+    }
+    k = 0;
+    for (q, o) in out.iter_mut().enumerate() {
+        while z[k + 1] < q as f32 {
+            k += 1;
+        }
+        let d = q as f32 - v[k] as f32;
+        *o = d * d + f[v[k]];
+    }
+}
+
+/// Markers of the 8-connected plateaus of `q` with no lower neighbour whose value
+/// `keep` accepts; without any, the global minimum plateau.
+fn plateau_minima(q: &[u32], width: usize, keep: impl Fn(u32) -> bool) -> Vec<u32> {
+    let height = if width == 0 { 0 } else { q.len() / width };
+    let mut plateau = vec![0u32; q.len()];
+    let mut markers = vec![0u32; q.len()];
     let mut seeds = 0u32;
     let mut stack = Vec::new();
     let mut members = Vec::new();
     let mut next_plateau = 0u32;
-    let mut global: Option<(u16, usize)> = None;
-    for start in 0..p.len() {
+    let mut global: Option<(u32, usize)> = None;
+    for start in 0..q.len() {
         if plateau[start] != 0 {
             continue;
         }
@@ -202,7 +311,7 @@ pub fn minima_seeds(p: &[f32], width: usize, sigma: f32, max_probability: f32) -
                 }
             }
         }
-        if is_minimum && (value as f32) < limit {
+        if is_minimum && keep(value) {
             seeds += 1;
             for &i in &members {
                 markers[i] = seeds;
@@ -521,6 +630,7 @@ mod tests {
     #[test]
     fn a_strong_membrane_separates_two_cells_and_a_weak_one_does_not() {
         let opts = LabelOptions {
+            seeds: SeedKind::Minima,
             seed_sigma: 0.0,
             seed_max_probability: 0.5,
             merge_threshold: 0.5,
@@ -580,6 +690,7 @@ mod tests {
             }
         }
         let opts = LabelOptions {
+            seeds: SeedKind::Minima,
             seed_sigma: 0.0,
             seed_max_probability: 0.5,
             merge_threshold: 0.5,
@@ -610,6 +721,36 @@ mod tests {
     }
 
     #[test]
+    fn distance_transform_matches_brute_force() {
+        let (w, h) = (13, 9);
+        let inside: Vec<bool> = (0..w * h).map(|i| (i * 7919 % 11) != 0).collect();
+        let d = distance_transform(&inside, w);
+        for i in 0..w * h {
+            let (y, x) = ((i / w) as f32, (i % w) as f32);
+            let brute = (0..w * h)
+                .filter(|&j| !inside[j])
+                .map(|j| ((j / w) as f32 - y).hypot((j % w) as f32 - x))
+                .fold(f32::INFINITY, f32::min);
+            assert!((d[i] - brute).abs() < 1e-4, "pixel {i}: {} vs {brute}", d[i]);
+        }
+    }
+
+    #[test]
+    fn distance_seeds_give_one_seed_per_round_cell() {
+        // two discs of radius 6 separated by membrane
+        let (w, h) = (32, 16);
+        let p: Vec<f32> = (0..w * h)
+            .map(|i| {
+                let (y, x) = ((i / w) as f32, (i % w) as f32);
+                let inside = |cx: f32| (x - cx).hypot(y - 7.5) < 6.0;
+                if inside(7.5) || inside(23.5) { 0.0 } else { 1.0 }
+            })
+            .collect();
+        let seeds = distance_seeds(&p, w, 1.0, 0.5);
+        assert_eq!(seeds.iter().copied().max(), Some(2));
+    }
+
+    #[test]
     fn boundary_map_marks_one_pixel_between_labels() {
         let labels = [1u32, 1, 2, 2, 1, 1, 2, 2];
         assert_eq!(
@@ -637,8 +778,8 @@ mod tests {
                     z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     (z >> 40) as f32 / (1u64 << 24) as f32
                 }).collect();
-                let opts = LabelOptions { seed_sigma: sigma, seed_max_probability: 1.0,
-                    merge_threshold: merge, min_size };
+                let opts = LabelOptions { seeds: SeedKind::Minima, seed_sigma: sigma,
+                    seed_max_probability: 1.0, merge_threshold: merge, min_size };
                 let l = label_membranes(&p, w, &opts, 1);
                 prop_assert!(l.labels.iter().all(|&v| v >= 1 && v <= l.count));
                 let mut seen = vec![false; l.count as usize + 1];

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use skipseg_runtime::io;
 use skipseg_runtime::label_images::{Probability, label_pages};
-use skipseg_runtime::labels::LabelOptions;
+use skipseg_runtime::labels::{LabelOptions, SeedKind};
 
 use crate::predict::InferenceArgs;
 
@@ -30,6 +30,10 @@ pub struct Args {
     model: Option<PathBuf>,
     #[command(flatten)]
     how: InferenceArgs,
+    /// Seeds: regional minima of the smoothed probability, or regional maxima of the
+    /// distance to the nearest membrane (one per cell body).
+    #[arg(long, value_enum, default_value_t = LabelOptions::default().seeds)]
+    seeds: SeedKind,
     /// Gaussian sigma (pixels) of the smoothing before the seeds (regional minima) are
     /// found; larger = fewer seeds.
     #[arg(long, default_value_t = LabelOptions::default().seed_sigma)]
@@ -80,6 +84,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let pages = skipseg_runtime::images::list_inputs(&args.inputs)?;
     let options = LabelOptions {
+        seeds: args.seeds,
         seed_sigma: args.seed_sigma,
         seed_max_probability: args.seed_max,
         merge_threshold: args.merge_threshold,
