@@ -23,7 +23,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let maps = io::read_slices(prob)?;
     let truth = io::read_slices(gt)?;
     if maps.len() != truth.len() {
-        return Err(format!("{} maps but {} ground-truth slices", maps.len(), truth.len()).into());
+        return Err(format!(
+            "{} maps but {} ground-truth slices",
+            maps.len(),
+            truth.len()
+        )
+        .into());
     }
     let gt_arrays: Vec<_> = truth.iter().map(|s| s.pixels.clone()).collect();
     let cells: Vec<_> = maps.iter().map(|m| m.pixels.mapv(|v| 1.0 - v)).collect();

@@ -47,12 +47,14 @@ pub struct LabelOptions {
 
 impl Default for LabelOptions {
     fn default() -> Self {
+        // the best of `examples/label_sweep.rs`'s 270 settings on the shipped model's
+        // dihedral maps of training slices 0-24 (docs/EVALUATION.md, "Instance labels")
         Self {
-            seeds: SeedKind::Minima,
-            seed_sigma: 2.0,
+            seeds: SeedKind::Distance,
+            seed_sigma: 1.0,
             seed_max_probability: 0.5,
             merge_threshold: 0.5,
-            min_size: 50,
+            min_size: 100,
         }
     }
 }
@@ -731,7 +733,11 @@ mod tests {
                 .filter(|&j| !inside[j])
                 .map(|j| ((j / w) as f32 - y).hypot((j % w) as f32 - x))
                 .fold(f32::INFINITY, f32::min);
-            assert!((d[i] - brute).abs() < 1e-4, "pixel {i}: {} vs {brute}", d[i]);
+            assert!(
+                (d[i] - brute).abs() < 1e-4,
+                "pixel {i}: {} vs {brute}",
+                d[i]
+            );
         }
     }
 
@@ -743,7 +749,11 @@ mod tests {
             .map(|i| {
                 let (y, x) = ((i / w) as f32, (i % w) as f32);
                 let inside = |cx: f32| (x - cx).hypot(y - 7.5) < 6.0;
-                if inside(7.5) || inside(23.5) { 0.0 } else { 1.0 }
+                if inside(7.5) || inside(23.5) {
+                    0.0
+                } else {
+                    1.0
+                }
             })
             .collect();
         let seeds = distance_seeds(&p, w, 1.0, 0.5);
