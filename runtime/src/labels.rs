@@ -217,7 +217,7 @@ pub fn distance_seeds(p: &[f32], width: usize, sigma: f32, max_probability: f32)
 /// Euclidean distance of every pixel to the nearest `false` pixel (0 on them; the image
 /// border is not a boundary), by Felzenszwalb and Huttenlocher's separable transform.
 pub fn distance_transform(inside: &[bool], width: usize) -> Vec<f32> {
-    let height = if width == 0 { 0 } else { inside.len() / width };
+    let height = inside.len().checked_div(width).unwrap_or(0);
     let far = ((width * width + height * height) as f32) * 4.0 + 1.0;
     let mut f: Vec<f32> = inside.iter().map(|&c| if c { far } else { 0.0 }).collect();
     let mut line = Vec::new();
@@ -281,7 +281,7 @@ fn squared_distance_1d(f: &[f32], out: &mut Vec<f32>) {
 /// Markers of the 8-connected plateaus of `q` with no lower neighbour whose value
 /// `keep` accepts; without any, the global minimum plateau.
 fn plateau_minima(q: &[u32], width: usize, keep: impl Fn(u32) -> bool) -> Vec<u32> {
-    let height = if width == 0 { 0 } else { q.len() / width };
+    let height = q.len().checked_div(width).unwrap_or(0);
     let mut plateau = vec![0u32; q.len()];
     let mut markers = vec![0u32; q.len()];
     let mut seeds = 0u32;
@@ -346,7 +346,7 @@ pub struct Regions {
 /// to each unlabelled neighbour, which enters the heap with the next age.
 pub fn watershed(p: &[f32], width: usize, markers: &[u32]) -> Regions {
     assert_eq!(p.len(), markers.len(), "image and markers differ in size");
-    let height = if width == 0 { 0 } else { p.len() / width };
+    let height = p.len().checked_div(width).unwrap_or(0);
     // non-negative floats order as their bit patterns
     let key = |i: usize| {
         let v = p[i];
@@ -406,7 +406,7 @@ impl RegionGraph {
         let n = count as usize + 1;
         let mut size = vec![0u64; n];
         let mut borders: Vec<HashMap<u32, Border>> = vec![HashMap::new(); n];
-        let height = if width == 0 { 0 } else { p.len() / width };
+        let height = p.len().checked_div(width).unwrap_or(0);
         for i in 0..labels.len() {
             let a = labels[i];
             size[a as usize] += 1;
@@ -561,7 +561,7 @@ fn relabel(merged: &[u32], width: usize, first_id: u32) -> Labelling {
 /// every pixel whose right or lower neighbour has another label (a one-pixel boundary
 /// between touching cells) and on label 0.
 pub fn boundary_map(labels: &[u32], width: usize) -> Vec<f32> {
-    let height = if width == 0 { 0 } else { labels.len() / width };
+    let height = labels.len().checked_div(width).unwrap_or(0);
     (0..labels.len())
         .map(|i| {
             let (y, x) = (i / width, i % width);
@@ -580,7 +580,7 @@ pub fn overlay_rgb(image: &[f32], labels: &[u32], width: usize, alpha: f32) -> V
     let boundary = boundary_map(labels, width);
     let mut rgb = Vec::with_capacity(labels.len() * 3);
     for i in 0..labels.len() {
-        let g = (image[i].clamp(0.0, 1.0) * 255.0) as f32;
+        let g = image[i].clamp(0.0, 1.0) * 255.0;
         let l = labels[i];
         if l == 0 || boundary[i] == 0.0 {
             rgb.extend_from_slice(&[(g * 0.3) as u8; 3]);
@@ -727,17 +727,13 @@ mod tests {
         let (w, h) = (13, 9);
         let inside: Vec<bool> = (0..w * h).map(|i| (i * 7919 % 11) != 0).collect();
         let d = distance_transform(&inside, w);
-        for i in 0..w * h {
+        for (i, &di) in d.iter().enumerate() {
             let (y, x) = ((i / w) as f32, (i % w) as f32);
             let brute = (0..w * h)
                 .filter(|&j| !inside[j])
                 .map(|j| ((j / w) as f32 - y).hypot((j % w) as f32 - x))
                 .fold(f32::INFINITY, f32::min);
-            assert!(
-                (d[i] - brute).abs() < 1e-4,
-                "pixel {i}: {} vs {brute}",
-                d[i]
-            );
+            assert!((di - brute).abs() < 1e-4, "pixel {i}: {di} vs {brute}");
         }
     }
 

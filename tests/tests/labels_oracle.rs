@@ -44,7 +44,9 @@ fn watershed_agrees_with_scikit_image() {
         monte_carlo: None,
     };
     let images = root.join("data/isbi2012/train/images");
-    let mut cases: Vec<(String, Vec<f32>, usize, Vec<u32>, Vec<u32>)> = Vec::new();
+    // (name, map, width, seeds, skipseg's watershed)
+    type Case = (String, Vec<f32>, usize, Vec<u32>, Vec<u32>);
+    let mut cases: Vec<Case> = Vec::new();
     for k in [3usize, 27] {
         let slice = &io::read_slices(&images.join(format!("{k:02}.png"))).expect("slice")[0];
         let (h, w) = slice.pixels.dim();
