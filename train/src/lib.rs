@@ -7,6 +7,7 @@
 pub mod ablation;
 pub mod augment;
 pub mod backend;
+pub mod cv;
 pub mod data;
 pub mod export;
 pub mod fixtures;

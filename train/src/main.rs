@@ -64,6 +64,10 @@ enum Command {
     /// into OUT/<variant>/, then write OUT/ablation.{md,csv,json} and OUT/curves.png.
     /// Resumable: run it again to continue unfinished variants.
     Ablation(AblationArgs),
+    /// Cross-validation: one model per fold of contiguous validation slices (resumable),
+    /// then every slice scored by the model that never saw it (one pass, averaged, best
+    /// threshold, instance labels): OUT/cv-report.{md,json}, OUT/cv-slices.csv.
+    Cv(CvArgs),
     /// Redraw the charts and CSV files of a run folder from its state (after a crash,
     /// or to get the current chart style for an old run).
     Report {
@@ -142,8 +146,8 @@ struct TrainArgs {
     select: Selection,
 }
 
-/// The recipe options `train` and `ablation` share.
-#[derive(clap::Args)]
+/// The recipe options `train`, `ablation` and `cv` share.
+#[derive(clap::Args, Clone)]
 struct RecipeArgs {
     /// Training images: a folder of PNG/TIFF slices or a multi-page TIFF.
     #[arg(long, default_value = "data/isbi2012/train/images")]
@@ -213,6 +217,47 @@ struct AblationArgs {
     device: DeviceKind,
 }
 
+#[derive(clap::Args)]
+struct CvArgs {
+    /// Architecture JSON (not needed with --report-only).
+    #[arg(long, required_unless_present = "report_only")]
+    arch: Option<PathBuf>,
+    /// Loss function.
+    #[arg(long, value_enum, default_value = "bce")]
+    loss: LossKind,
+    /// Epochs per fold.
+    #[arg(long, default_value_t = 40)]
+    epochs: usize,
+    /// Number of folds: the slices are cut into this many contiguous blocks, each the
+    /// validation set of one model.
+    #[arg(long, default_value_t = 6)]
+    folds: usize,
+    /// Train only these folds (e.g. `--only 0,1` here and `--only 2,3` on another
+    /// machine sharing OUT); default: every fold.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<usize>,
+    /// Output folder: OUT/fold-K (ordinary run folders) and the report.
+    #[arg(long)]
+    out: PathBuf,
+    /// Only score the folds that have a model and write the report.
+    #[arg(long)]
+    report_only: bool,
+    /// Which checkpoint each fold exports (its own validation slices choose it).
+    #[arg(long, value_enum, default_value = "v-rand")]
+    select: Selection,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Freeze batch norms after this epoch (default: three quarters of the epochs).
+    #[arg(long)]
+    freeze_bn_after: Option<usize>,
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+    /// Threads of the engine that scores the folds.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Normalise {
     PerImage,
@@ -242,6 +287,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => train(args),
         Command::Ablation(args) => ablation(args),
+        Command::Cv(args) => cross_validate(args),
         Command::Export {
             run,
             output,
@@ -647,6 +693,110 @@ fn ablation(args: AblationArgs) -> Result<()> {
     }
     println!(
         "wrote {}/ablation.md, ablation.csv, ablation.json, curves.png",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn cross_validate(args: CvArgs) -> Result<()> {
+    use skipseg_train::cv;
+    let slices = skipseg_runtime::io::list_pages(&args.recipe.images)?.len();
+    anyhow::ensure!(
+        args.folds >= 2 && args.folds <= slices,
+        "--folds {}: needs 2 to {slices} folds ({} has {slices} slices)",
+        args.folds,
+        args.recipe.images.display()
+    );
+    let folds = cv::folds(slices, args.folds);
+    if let Some(bad) = args.only.iter().find(|&&f| f >= args.folds) {
+        anyhow::bail!("--only {bad}: there are folds 0 to {}", args.folds - 1);
+    }
+    if !args.report_only {
+        use anyhow::Context;
+        let arch = args.arch.as_deref().context("--arch is required")?;
+        for (k, val) in folds.iter().enumerate() {
+            if !args.only.is_empty() && !args.only.contains(&k) {
+                continue;
+            }
+            let mut recipe = args.recipe.clone();
+            recipe.val = cv::val_spec(val);
+            let cfg = recipe_config(arch, args.loss, args.epochs, args.freeze_bn_after, &recipe)?;
+            let dir = cv::fold_dir(&args.out, k);
+            let resume = dir.join("state.json").exists();
+            if resume {
+                let done = training::epochs_done(&dir)?;
+                let mut same = training::read_config(&dir)?;
+                same.epochs = cfg.epochs;
+                same.freeze_bn_after = cfg.freeze_bn_after;
+                anyhow::ensure!(
+                    same == cfg,
+                    "{}: holds a run with another recipe; choose another --out",
+                    dir.display()
+                );
+                if done >= cfg.epochs && dir.join("model.onnx").exists() {
+                    println!(
+                        "fold {k} (validation {}): {done} epochs done already",
+                        recipe.val
+                    );
+                    continue;
+                }
+                println!(
+                    "fold {k} (validation {}): resuming after epoch {done}",
+                    recipe.val
+                );
+            }
+            let data = load_data(&cfg)?;
+            println!(
+                "fold {k} of {}: training on {} slices, validating on {} ({}), {} epochs -> {}",
+                args.folds,
+                data.train.len(),
+                data.val.len(),
+                recipe.val,
+                cfg.epochs,
+                dir.display()
+            );
+            train_on(args.device, &cfg, &data, &dir, resume, args.select)?;
+        }
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let report = cv::score(
+        &args.out,
+        &folds,
+        &args.recipe.images,
+        &args.recipe.labels,
+        threads,
+        &mut |done, total| {
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprint!("\rscoring slice {done} of {total}   ");
+            }
+        },
+    )?;
+    anyhow::ensure!(
+        !report.rows.is_empty(),
+        "{}: no fold has a model.onnx yet; train them first",
+        args.out.display()
+    );
+    cv::write_report(&args.out, &report)?;
+    let m = &report.means;
+    println!(
+        "{} of {} folds scored, {} slices: V_rand / V_info one pass {:.4} / {:.4}, averaged \
+         {:.4} / {:.4}, averaged at 0.5 {:.4} / {:.4}, labels {:.4} / {:.4}",
+        report.folds_scored.len(),
+        args.folds,
+        m.slices,
+        m.one_pass.0,
+        m.one_pass.1,
+        m.averaged.0,
+        m.averaged.1,
+        m.averaged_at_half.0,
+        m.averaged_at_half.1,
+        m.labels.0,
+        m.labels.1
+    );
+    println!(
+        "wrote {}/cv-report.md, cv-report.json, cv-slices.csv",
         args.out.display()
     );
     Ok(())

@@ -1,0 +1,335 @@
+//! Cross-validation (`segment-train cv`): K models with one recipe, each validated (its
+//! checkpoint chosen included) on its own contiguous block of slices, so that every
+//! slice is scored by the one model that never saw it. Each fold is an ordinary training
+//! run in `OUT/fold-K` (resumable like any run); the report scores every slice with its
+//! fold's exported `model.onnx` through the runtime, four ways:
+//!
+//! - **one pass**: the official score of the one-pass maps (the threshold that is best
+//!   for the mean over all scored slices, thinning on);
+//! - **averaged**: the same for the maps averaged over the symmetries the model records
+//!   (dihedral for the shipped recipe): the best threshold of these maps;
+//! - **averaged at 0.5**: the averaged maps cut at membrane probability 0.5, what a user
+//!   without labels to choose a threshold gets (`segment-run predict --threshold 0.5`);
+//! - **labels**: instance labels of the averaged maps with `segment-run label`'s defaults
+//!   ([`skipseg_runtime::labels`]), each id one segment.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use serde::Serialize;
+use skipseg_runtime::engine::pixels::{PixelView, segment_pixels};
+use skipseg_runtime::labels::{LabelOptions, label_membranes};
+use skipseg_runtime::metrics::{self, SliceScores};
+use skipseg_runtime::tiling::{Blend, Tiling};
+use skipseg_runtime::{Averaging, Inference, Options, Segmenter, io};
+
+use crate::training::TrainError;
+
+/// `k` contiguous blocks of `0..slices`, sizes differing by at most one.
+pub fn folds(slices: usize, k: usize) -> Vec<Vec<usize>> {
+    let k = k.clamp(1, slices.max(1));
+    (0..k)
+        .map(|f| (f * slices / k..(f + 1) * slices / k).collect())
+        .collect()
+}
+
+/// The run folder of fold `fold`.
+pub fn fold_dir(out: &Path, fold: usize) -> PathBuf {
+    out.join(format!("fold-{fold}"))
+}
+
+/// A validation list as `--val` takes it (`5-9`).
+pub fn val_spec(slices: &[usize]) -> String {
+    match (slices.first(), slices.last()) {
+        (Some(a), Some(b)) if b - a + 1 == slices.len() => format!("{a}-{b}"),
+        _ => slices
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// V_rand and V_info of one slice one way (`None`: no ground-truth cell).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Pair {
+    pub v_rand: Option<f64>,
+    pub v_info: Option<f64>,
+}
+
+impl Pair {
+    fn of(s: Option<SliceScores>) -> Self {
+        Self {
+            v_rand: s.map(|s| s.rand.f),
+            v_info: s.map(|s| s.info.f),
+        }
+    }
+}
+
+/// One slice, scored by the fold that held it out.
+#[derive(Debug, Clone, Serialize)]
+pub struct SliceRow {
+    pub slice: usize,
+    pub fold: usize,
+    pub one_pass: Pair,
+    pub averaged: Pair,
+    pub averaged_at_half: Pair,
+    pub labels: Pair,
+}
+
+/// Means over the scored slices.
+#[derive(Debug, Clone, Serialize)]
+pub struct Means {
+    pub slices: usize,
+    pub one_pass: (f64, f64),
+    pub averaged: (f64, f64),
+    pub averaged_at_half: (f64, f64),
+    /// The thresholds (on the cell map, as the official evaluation thresholds it) the
+    /// one-pass and the averaged maps scored best at.
+    pub one_pass_threshold: f64,
+    pub averaged_threshold: f64,
+    pub labels: (f64, f64),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub folds: Vec<Vec<usize>>,
+    /// Folds with an exported model (the others are not scored yet).
+    pub folds_scored: Vec<usize>,
+    pub averaging: String,
+    pub rows: Vec<SliceRow>,
+    pub means: Means,
+}
+
+/// Score every slice of the folds that have `model.onnx`, from the images and labels
+/// the runs trained on. `threads`: the engine's.
+pub fn score(
+    out: &Path,
+    folds: &[Vec<usize>],
+    images: &Path,
+    labels: &Path,
+    threads: usize,
+    on_slice: &mut dyn FnMut(usize, usize),
+) -> Result<Report, TrainError> {
+    let image_slices = io::read_slices(images)?;
+    let label_slices = io::read_slices(labels)?;
+    let mut scored = Vec::new();
+    let mut maps_one = Vec::new();
+    let mut maps_avg = Vec::new();
+    let mut truth = Vec::new();
+    let mut which = Vec::new();
+    let mut averaging = Averaging::None;
+    let total: usize = folds.iter().map(Vec::len).sum();
+    for (f, slices) in folds.iter().enumerate() {
+        let model = fold_dir(out, f).join("model.onnx");
+        if !model.exists() {
+            continue;
+        }
+        let proto = skipseg_runtime::onnx::read_model(&model)?;
+        let seg = Segmenter::with_options(
+            proto,
+            &model.display().to_string(),
+            &Options {
+                threads,
+                ..Options::default()
+            },
+        )?;
+        averaging = match seg.meta().inference.averaging {
+            Averaging::None => Averaging::Dihedral,
+            a => a,
+        };
+        scored.push(f);
+        for &s in slices {
+            let (Some(image), Some(label)) = (image_slices.get(s), label_slices.get(s)) else {
+                return Err(TrainError::Runtime(skipseg_runtime::Error::Input {
+                    name: images.display().to_string(),
+                    reason: format!("fold {f} holds slice {s}, which is not there"),
+                }));
+            };
+            let run = |averaging| -> Result<Array2<f32>, TrainError> {
+                let how = Inference {
+                    tiling: Tiling {
+                        tile: None,
+                        halo: None,
+                    },
+                    blend: Blend::Crop,
+                    averaging,
+                    monte_carlo: None,
+                };
+                let mut p = Array2::<f32>::zeros(image.pixels.dim());
+                segment_pixels(
+                    &seg,
+                    PixelView::F32(image.pixels.view()),
+                    &image.name,
+                    &how,
+                    &mut || {},
+                    &|| false,
+                    p.view_mut(),
+                )?;
+                Ok(p)
+            };
+            maps_one.push(run(Averaging::None)?);
+            maps_avg.push(run(averaging)?);
+            truth.push(label.pixels.clone());
+            which.push((s, f));
+            on_slice(which.len(), total);
+        }
+    }
+    let cells = |maps: &[Array2<f32>]| -> Vec<Array2<f32>> {
+        maps.iter().map(|m| m.mapv(|v| 1.0 - v)).collect()
+    };
+    let one = metrics::evaluate_images(&truth, &cells(&maps_one), true);
+    let avg = metrics::evaluate_images(&truth, &cells(&maps_avg), true);
+    let half = nearest(&avg.thresholds, 0.5);
+    let best_one = nearest(&one.thresholds, one.v_rand_threshold);
+    let best = nearest(&avg.thresholds, avg.v_rand_threshold);
+    let options = LabelOptions::default();
+    let label_scores: Vec<Option<SliceScores>> = maps_avg
+        .iter()
+        .zip(&truth)
+        .map(|(m, g)| {
+            let p: Vec<f32> = m.iter().copied().collect();
+            let l = label_membranes(&p, m.ncols(), &options, 1);
+            let ids = Array2::from_shape_vec(m.dim(), l.labels).expect("same size");
+            metrics::evaluate_instances(std::slice::from_ref(g), &[ids], true).direct[0]
+        })
+        .collect();
+    let rows: Vec<SliceRow> = which
+        .iter()
+        .enumerate()
+        .map(|(k, &(slice, fold))| SliceRow {
+            slice,
+            fold,
+            one_pass: Pair::of(one.per_slice[best_one][k]),
+            averaged: Pair::of(avg.per_slice[best][k]),
+            averaged_at_half: Pair::of(avg.per_slice[half][k]),
+            labels: Pair::of(label_scores[k]),
+        })
+        .collect();
+    let mean = |f: &dyn Fn(&SliceRow) -> Pair| {
+        let r: Vec<f64> = rows.iter().filter_map(|x| f(x).v_rand).collect();
+        let i: Vec<f64> = rows.iter().filter_map(|x| f(x).v_info).collect();
+        let m = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        (m(&r), m(&i))
+    };
+    let means = Means {
+        slices: rows.len(),
+        one_pass: mean(&|r| r.one_pass),
+        averaged: mean(&|r| r.averaged),
+        averaged_at_half: mean(&|r| r.averaged_at_half),
+        one_pass_threshold: one.v_rand_threshold,
+        averaged_threshold: avg.v_rand_threshold,
+        labels: mean(&|r| r.labels),
+    };
+    Ok(Report {
+        folds: folds.to_vec(),
+        folds_scored: scored,
+        averaging: format!("{averaging:?}").to_lowercase(),
+        rows,
+        means,
+    })
+}
+
+/// Index of the threshold nearest `t`.
+fn nearest(thresholds: &[f64], t: f64) -> usize {
+    thresholds
+        .iter()
+        .enumerate()
+        .min_by(|a, b| (a.1 - t).abs().total_cmp(&(b.1 - t).abs()))
+        .map_or(0, |(i, _)| i)
+}
+
+/// Write `cv-report.md`, `cv-report.json` and `cv-slices.csv` into `out`.
+pub fn write_report(out: &Path, r: &Report) -> Result<(), TrainError> {
+    let f = |p: Pair| {
+        (
+            p.v_rand.map_or("-".into(), |v| format!("{v:.4}")),
+            p.v_info.map_or("-".into(), |v| format!("{v:.4}")),
+        )
+    };
+    let mut csv = String::from(
+        "slice,fold,one_pass_v_rand,one_pass_v_info,averaged_v_rand,averaged_v_info,averaged_at_half_v_rand,averaged_at_half_v_info,labels_v_rand,labels_v_info\n",
+    );
+    let mut md = format!(
+        "# Cross-validation: {} folds, {} of them scored ({} slices)\n\n\
+         Each slice is scored by the fold model that never saw it (V_rand / V_info). one \
+         pass and averaged ({}): official scores, thinning on, at the threshold best for \
+         the mean over these slices ({:.1} and {:.1} on the cell map); averaged at 0.5: \
+         membrane probability < 0.5 is cell; labels: `segment-run label`'s defaults on \
+         the averaged maps, each id one segment.\n\n\
+         | | one pass | averaged | averaged at 0.5 | labels |\n|---|---|---|---|---|\n",
+        r.folds.len(),
+        r.folds_scored.len(),
+        r.means.slices,
+        r.averaging,
+        r.means.one_pass_threshold,
+        r.means.averaged_threshold,
+    );
+    let m = &r.means;
+    let _ = writeln!(
+        md,
+        "| mean V_rand | {:.4} | {:.4} | {:.4} | {:.4} |\n| mean V_info | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+        m.one_pass.0,
+        m.averaged.0,
+        m.averaged_at_half.0,
+        m.labels.0,
+        m.one_pass.1,
+        m.averaged.1,
+        m.averaged_at_half.1,
+        m.labels.1
+    );
+    md.push_str("| slice | fold | one pass | averaged | averaged at 0.5 | labels |\n|---|---|---|---|---|---|\n");
+    for row in &r.rows {
+        let (a, b, c, d) = (
+            f(row.one_pass),
+            f(row.averaged),
+            f(row.averaged_at_half),
+            f(row.labels),
+        );
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{}",
+            row.slice, row.fold, a.0, a.1, b.0, b.1, c.0, c.1, d.0, d.1
+        );
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} / {} | {} / {} | {} / {} | {} / {} |",
+            row.slice, row.fold, a.0, a.1, b.0, b.1, c.0, c.1, d.0, d.1
+        );
+    }
+    let json = serde_json::to_string_pretty(r).expect("serialisable");
+    skipseg_runtime::io::write_atomic(&out.join("cv-slices.csv"), csv.as_bytes())?;
+    skipseg_runtime::io::write_atomic(&out.join("cv-report.md"), md.as_bytes())?;
+    skipseg_runtime::io::write_atomic(&out.join("cv-report.json"), json.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn six_folds_of_thirty_are_blocks_of_five_covering_every_slice_once() {
+        let f = folds(30, 6);
+        assert_eq!(f.len(), 6);
+        assert_eq!(f[0], vec![0, 1, 2, 3, 4]);
+        assert_eq!(f[5], vec![25, 26, 27, 28, 29]);
+        let all: Vec<usize> = f.concat();
+        assert_eq!(all, (0..30).collect::<Vec<_>>());
+        assert_eq!(val_spec(&f[1]), "5-9");
+        // uneven: sizes differ by at most one
+        let g = folds(7, 3);
+        assert_eq!(g.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 3]);
+    }
+
+    #[test]
+    fn val_spec_parses_back() {
+        for f in folds(30, 6) {
+            assert_eq!(
+                crate::data::parse_indices(&val_spec(&f)).expect("parses"),
+                f
+            );
+        }
+    }
+}

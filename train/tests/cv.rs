@@ -1,0 +1,158 @@
+//! `segment-train cv`'s scoring: every slice is scored by the fold model that held it
+//! out, checked against scoring the slice with that model directly (and the fold models
+//! made to differ, so a slice scored by the wrong fold would show).
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use skipseg_runtime::arch::{ArchSpec, BlockKind, Level};
+use skipseg_runtime::engine::pixels::{PixelView, segment_pixels};
+use skipseg_runtime::metrics::score_slice;
+use skipseg_runtime::tiling::{Blend, Tiling};
+use skipseg_runtime::{Averaging, Inference, Segmenter, io};
+use skipseg_train::backend::Cpu;
+use skipseg_train::cv;
+use skipseg_train::model::ResFcn;
+
+fn tiny_spec() -> ArchSpec {
+    let level = Level {
+        block: BlockKind::Basic,
+        width: 8,
+        repeats: 1,
+    };
+    ArchSpec {
+        name: "tiny".into(),
+        in_channels: 1,
+        stem_width: 8,
+        down: vec![level.clone()],
+        across: level.clone(),
+        up: vec![level],
+        head_width: 8,
+        long_skips: true,
+        short_skips: true,
+        batch_norm: true,
+        dropout: 0.0,
+        bn_epsilon: 1e-5,
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).expect("tmp");
+    p
+}
+
+/// Slice k: cells of 12 px separated by membrane lines (label), an image of the lines
+/// darker plus a slice-dependent texture.
+fn write_slices(images: &Path, labels: &Path, n: usize) {
+    std::fs::create_dir_all(images).expect("dir");
+    std::fs::create_dir_all(labels).expect("dir");
+    for k in 0..n {
+        let label = Array2::from_shape_fn((48, 48), |(y, x)| {
+            if (y + k) % 12 == 0 || (x + 2 * k) % 12 == 0 {
+                0u8
+            } else {
+                255
+            }
+        });
+        let image = Array2::from_shape_fn((48, 48), |(y, x)| {
+            let base = if label[(y, x)] == 0 { 60 } else { 180 };
+            (base + ((x * 7 + y * 13 + k * 29) % 40)) as u8
+        });
+        io::write_png_u8(&images.join(format!("{k:02}.png")), &image).expect("png");
+        io::write_png_u8(&labels.join(format!("{k:02}.png")), &label).expect("png");
+    }
+}
+
+fn one_pass(seg: &Segmenter, image: &Array2<f32>) -> Array2<f32> {
+    let how = Inference {
+        tiling: Tiling {
+            tile: None,
+            halo: None,
+        },
+        blend: Blend::Crop,
+        averaging: Averaging::None,
+        monte_carlo: None,
+    };
+    let mut p = Array2::zeros(image.dim());
+    segment_pixels(
+        seg,
+        PixelView::F32(image.view()),
+        "t",
+        &how,
+        &mut || {},
+        &|| false,
+        p.view_mut(),
+    )
+    .expect("segment");
+    p
+}
+
+#[test]
+fn every_slice_is_scored_by_the_fold_that_held_it_out() {
+    let dir = tmp("cv-scoring");
+    let (images, labels, out) = (dir.join("images"), dir.join("labels"), dir.join("cv"));
+    write_slices(&images, &labels, 4);
+    let folds = cv::folds(4, 2);
+    let spec = tiny_spec();
+    let mut models = Vec::new();
+    for f in 0..2 {
+        let model = skipseg_train::synthetic::randomize(
+            ResFcn::<Cpu>::new(&spec, &Default::default()),
+            100 + f as u64,
+        );
+        let proto = skipseg_train::export::to_onnx(&model, Default::default());
+        let path = cv::fold_dir(&out, f).join("model.onnx");
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+        skipseg_runtime::onnx::write_model(&proto, &path).expect("write");
+        models.push(Segmenter::from_proto(proto, "fold").expect("load"));
+    }
+    let report = cv::score(&out, &folds, &images, &labels, 1, &mut |_, _| {}).expect("score");
+    assert_eq!(report.folds_scored, vec![0, 1]);
+    assert_eq!(
+        report
+            .rows
+            .iter()
+            .map(|r| (r.slice, r.fold))
+            .collect::<Vec<_>>(),
+        vec![(0, 0), (1, 0), (2, 1), (3, 1)]
+    );
+    let image_slices = io::read_slices(&images).expect("images");
+    let label_slices = io::read_slices(&labels).expect("labels");
+    let mut differ = 0.0f32;
+    for row in &report.rows {
+        let image = &image_slices[row.slice].pixels;
+        let gt: Vec<f32> = label_slices[row.slice].pixels.iter().copied().collect();
+        let own = one_pass(&models[row.fold], image);
+        let other = one_pass(&models[1 - row.fold], image);
+        differ = differ.max(
+            own.iter()
+                .zip(other.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max),
+        );
+        let cell: Vec<f32> = own.iter().map(|p| 1.0 - p).collect();
+        let direct =
+            score_slice(&gt, &cell, 48, report.means.one_pass_threshold, true).map(|s| s.rand.f);
+        assert_eq!(row.one_pass.v_rand, direct, "slice {}", row.slice);
+    }
+    assert!(
+        differ > 1e-3,
+        "the fold models must differ for this test to mean anything"
+    );
+    let m = &report.means;
+    let mean = report
+        .rows
+        .iter()
+        .filter_map(|r| r.one_pass.v_rand)
+        .sum::<f64>()
+        / 4.0;
+    assert!((m.one_pass.0 - mean).abs() < 1e-12);
+    cv::write_report(&out, &report).expect("report");
+    for f in ["cv-report.md", "cv-report.json", "cv-slices.csv"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let csv = std::fs::read_to_string(out.join("cv-slices.csv")).expect("csv");
+    assert_eq!(csv.lines().count(), 5, "a header and one row per slice");
+}
