@@ -20,8 +20,7 @@ use skipseg_parity::{oracle_python, run_oracle, workspace_root};
 use skipseg_runtime::engine::pixels::{PixelView, segment_pixels};
 use skipseg_runtime::labels::{minima_seeds, watershed};
 use skipseg_runtime::metrics::scores;
-use skipseg_runtime::tiling::{Blend, Tiling};
-use skipseg_runtime::{Averaging, Inference, Segmenter, io, models, npy};
+use skipseg_runtime::{Inference, Segmenter, io, models, npy};
 
 #[test]
 fn watershed_agrees_with_scikit_image() {
@@ -34,15 +33,7 @@ fn watershed_agrees_with_scikit_image() {
     std::fs::create_dir_all(&dir).expect("dir");
     let file = models::read_model(Some(&root.join("models/isbi-small-bce.onnx"))).expect("model");
     let seg = Segmenter::from_proto(file.proto, "isbi-small-bce.onnx").expect("load");
-    let how = Inference {
-        tiling: Tiling {
-            tile: None,
-            halo: None,
-        },
-        blend: Blend::Crop,
-        averaging: Averaging::None,
-        monte_carlo: None,
-    };
+    let how = Inference::one_pass();
     let images = root.join("data/isbi2012/train/images");
     // (name, map, width, seeds, skipseg's watershed)
     type Case = (String, Vec<f32>, usize, Vec<u32>, Vec<u32>);

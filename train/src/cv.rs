@@ -21,7 +21,6 @@ use serde::Serialize;
 use skipseg_runtime::engine::pixels::{PixelView, segment_pixels};
 use skipseg_runtime::labels::{LabelOptions, label_membranes};
 use skipseg_runtime::metrics::{self, SliceScores};
-use skipseg_runtime::tiling::{Blend, Tiling};
 use skipseg_runtime::{Averaging, Inference, Options, Segmenter, io};
 
 use crate::training::TrainError;
@@ -149,13 +148,8 @@ pub fn score(
             };
             let run = |averaging| -> Result<Array2<f32>, TrainError> {
                 let how = Inference {
-                    tiling: Tiling {
-                        tile: None,
-                        halo: None,
-                    },
-                    blend: Blend::Crop,
                     averaging,
-                    monte_carlo: None,
+                    ..Inference::one_pass()
                 };
                 let mut p = Array2::<f32>::zeros(image.pixels.dim());
                 segment_pixels(

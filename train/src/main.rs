@@ -640,24 +640,9 @@ fn ablation(args: AblationArgs) -> Result<()> {
         for v in variants {
             let cfg = v.config(&base);
             let dir = ablation::run_dir(&args.out, v);
-            let resume = dir.join("state.json").exists();
-            if resume {
-                let done = training::epochs_done(&dir)?;
-                let before = training::read_config(&dir)?;
-                let mut same = before.clone();
-                same.epochs = cfg.epochs;
-                same.freeze_bn_after = cfg.freeze_bn_after;
-                anyhow::ensure!(
-                    same == cfg,
-                    "{}: holds a run with another recipe; choose another --out",
-                    dir.display()
-                );
-                if done >= cfg.epochs {
-                    println!("{}: {done} epochs done already", dir.display());
-                    continue;
-                }
-                println!("{}: resuming after epoch {done}", dir.display());
-            }
+            let Some(resume) = run_to_continue(&dir, &cfg, false)? else {
+                continue;
+            };
             println!(
                 "ablation variant {} ({}): {} loss, {} epochs -> {}",
                 v.dir(),
@@ -698,6 +683,30 @@ fn ablation(args: AblationArgs) -> Result<()> {
     Ok(())
 }
 
+/// What to do with the run folder `dir` of a multi-run command (ablation, cv) for
+/// `cfg`: `None` when its run is finished (and, with `needs_model`, exported), else
+/// `Some(resume)`. A folder holding a run of another recipe is refused.
+fn run_to_continue(dir: &Path, cfg: &TrainConfig, needs_model: bool) -> Result<Option<bool>> {
+    if !dir.join("state.json").exists() {
+        return Ok(Some(false));
+    }
+    let done = training::epochs_done(dir)?;
+    let mut same = training::read_config(dir)?;
+    same.epochs = cfg.epochs;
+    same.freeze_bn_after = cfg.freeze_bn_after;
+    anyhow::ensure!(
+        same == *cfg,
+        "{}: holds a run with another recipe; choose another --out",
+        dir.display()
+    );
+    if done >= cfg.epochs && (!needs_model || dir.join("model.onnx").exists()) {
+        println!("{}: {done} epochs done already", dir.display());
+        return Ok(None);
+    }
+    println!("{}: resuming after epoch {done}", dir.display());
+    Ok(Some(true))
+}
+
 fn cross_validate(args: CvArgs) -> Result<()> {
     use skipseg_train::cv;
     let slices = skipseg_runtime::io::list_pages(&args.recipe.images)?.len();
@@ -722,29 +731,9 @@ fn cross_validate(args: CvArgs) -> Result<()> {
             recipe.val = cv::val_spec(val);
             let cfg = recipe_config(arch, args.loss, args.epochs, args.freeze_bn_after, &recipe)?;
             let dir = cv::fold_dir(&args.out, k);
-            let resume = dir.join("state.json").exists();
-            if resume {
-                let done = training::epochs_done(&dir)?;
-                let mut same = training::read_config(&dir)?;
-                same.epochs = cfg.epochs;
-                same.freeze_bn_after = cfg.freeze_bn_after;
-                anyhow::ensure!(
-                    same == cfg,
-                    "{}: holds a run with another recipe; choose another --out",
-                    dir.display()
-                );
-                if done >= cfg.epochs && dir.join("model.onnx").exists() {
-                    println!(
-                        "fold {k} (validation {}): {done} epochs done already",
-                        recipe.val
-                    );
-                    continue;
-                }
-                println!(
-                    "fold {k} (validation {}): resuming after epoch {done}",
-                    recipe.val
-                );
-            }
+            let Some(resume) = run_to_continue(&dir, &cfg, true)? else {
+                continue;
+            };
             let data = load_data(&cfg)?;
             println!(
                 "fold {k} of {}: training on {} slices, validating on {} ({}), {} epochs -> {}",

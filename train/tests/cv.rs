@@ -8,8 +8,7 @@ use ndarray::Array2;
 use skipseg_runtime::arch::{ArchSpec, BlockKind, Level};
 use skipseg_runtime::engine::pixels::{PixelView, segment_pixels};
 use skipseg_runtime::metrics::score_slice;
-use skipseg_runtime::tiling::{Blend, Tiling};
-use skipseg_runtime::{Averaging, Inference, Segmenter, io};
+use skipseg_runtime::{Inference, Segmenter, io};
 use skipseg_train::backend::Cpu;
 use skipseg_train::cv;
 use skipseg_train::model::ResFcn;
@@ -66,15 +65,7 @@ fn write_slices(images: &Path, labels: &Path, n: usize) {
 }
 
 fn one_pass(seg: &Segmenter, image: &Array2<f32>) -> Array2<f32> {
-    let how = Inference {
-        tiling: Tiling {
-            tile: None,
-            halo: None,
-        },
-        blend: Blend::Crop,
-        averaging: Averaging::None,
-        monte_carlo: None,
-    };
+    let how = Inference::one_pass();
     let mut p = Array2::zeros(image.dim());
     segment_pixels(
         seg,
