@@ -6,6 +6,7 @@
 - ``segment_zarr(input, output, shard=(i, n), ...)``: the OME-Zarr shard worker of
   ``segment-run predict IN.zarr -o OUT.zarr --shard I/N`` (resumable).
 - ``evaluate(labels, proposal, ...)``: V_rand and V_info as ``segment-run eval``.
+- ``label(probability, ...)``: instance labels (uint32 ids) as ``segment-run label``.
 
 Errors are ``SkipsegError`` subclasses (``ModelError``, ``InputError``, ``FileError``,
 ``EngineError``, ``CancelledError``) carrying the runtime's message; a wrong array type
@@ -22,6 +23,7 @@ from ._skipseg import (
     SkipsegError,
     __version__,
     evaluate,
+    label,
     segment_zarr,
 )
 
@@ -35,5 +37,6 @@ __all__ = [
     "SkipsegError",
     "__version__",
     "evaluate",
+    "label",
     "segment_zarr",
 ]

@@ -98,6 +98,22 @@ def segment_zarr(
     blocks_skipped, blocks_computed, slices, pixels_computed, pyramid_levels_built,
     seconds)."""
 
+def label(
+    probability: npt.NDArray[Any],
+    *,
+    seeds: str | None = None,
+    seed_sigma: float | None = None,
+    seed_max: float | None = None,
+    merge_threshold: float | None = None,
+    min_size: int | None = None,
+    first_id: int = 1,
+) -> npt.NDArray[np.uint32]:
+    """Instance labels of a membrane probability map, as ``segment-run label
+    --probabilities``: 2-D or a stack [slices, height, width] (float32 in [0, 1]; uint8 /
+    uint16 scaled); uint32 ids of the same shape, every pixel labelled, ids running on
+    across a stack from first_id. seeds: "distance" or "minima"; options left at None take
+    ``segment-run label``'s defaults."""
+
 def evaluate(
     labels: npt.NDArray[Any],
     proposal: npt.NDArray[Any],

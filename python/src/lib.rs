@@ -639,12 +639,101 @@ fn evaluate<'py>(
     py.import("json")?.call_method1("loads", (json,))
 }
 
+/// Instance labels of a membrane probability map, as `segment-run label --probabilities`
+/// computes them (runtime/src/labels.rs): seeds, seeded watershed, agglomeration by the
+/// mean probability along shared borders, fragments joined to a neighbour. probability:
+/// 2-D [height, width] or a stack [slices, height, width], float32 in [0, 1] (uint8 and
+/// uint16 are scaled by 1/255 and 1/65535). Returns uint32 ids of the same shape, every
+/// pixel labelled, ids running on across a stack's slices from first_id. Options left at
+/// None take `segment-run label`'s defaults.
+#[pyfunction]
+#[pyo3(signature = (probability, *, seeds=None, seed_sigma=None, seed_max=None,
+    merge_threshold=None, min_size=None, first_id=1))]
+#[allow(clippy::too_many_arguments)] // the keyword options of `segment-run label`
+fn label<'py>(
+    py: Python<'py>,
+    probability: &Bound<'py, PyAny>,
+    seeds: Option<&str>,
+    seed_sigma: Option<f32>,
+    seed_max: Option<f32>,
+    merge_threshold: Option<f32>,
+    min_size: Option<usize>,
+    first_id: u32,
+) -> PyResult<Bound<'py, PyAny>> {
+    use skipseg_runtime::labels::{LabelOptions, SeedKind, label_membranes};
+    let d = LabelOptions::default();
+    let seeds = match seeds {
+        None => d.seeds,
+        Some("distance") => SeedKind::Distance,
+        Some("minima") => SeedKind::Minima,
+        Some(other) => {
+            return Err(PyValueError::new_err(format!(
+                "seeds must be 'distance' or 'minima', not {other:?}"
+            )));
+        }
+    };
+    let options = LabelOptions {
+        seeds,
+        seed_sigma: seed_sigma.unwrap_or(d.seed_sigma),
+        seed_max_probability: seed_max.unwrap_or(d.seed_max_probability),
+        merge_threshold: merge_threshold.unwrap_or(d.merge_threshold),
+        min_size: min_size.unwrap_or(d.min_size),
+    };
+    for (name, v) in [
+        ("seed_max", options.seed_max_probability),
+        ("merge_threshold", options.merge_threshold),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(PyValueError::new_err(format!(
+                "{name} must be within [0, 1], not {v}"
+            )));
+        }
+    }
+    if !(options.seed_sigma.is_finite() && options.seed_sigma >= 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "seed_sigma must be 0 or more, not {}",
+            options.seed_sigma
+        )));
+    }
+    if first_id == 0 {
+        return Err(PyValueError::new_err(
+            "first_id must be at least 1 (0 means no label)",
+        ));
+    }
+    let stack = probability
+        .cast::<PyUntypedArray>()
+        .map(|a| a.ndim() == 3)
+        .unwrap_or(false);
+    let maps = slices("probability", probability)?;
+    let labelled = py.detach(|| {
+        let mut next = first_id;
+        let mut out = Vec::with_capacity(maps.len());
+        for m in &maps {
+            let p: Vec<f32> = m.iter().copied().collect();
+            let l = label_membranes(&p, m.ncols(), &options, next);
+            next = next.saturating_add(l.count);
+            out.push(l.labels);
+        }
+        out
+    });
+    let (h, w) = maps.first().map_or((0, 0), |m| m.dim());
+    let flat: Vec<u32> = labelled.concat();
+    if stack {
+        let a = ndarray::Array3::from_shape_vec((maps.len(), h, w), flat).expect("stack shape");
+        Ok(a.into_pyarray(py).into_any())
+    } else {
+        let a = Array2::from_shape_vec((h, w), flat).expect("slice shape");
+        Ok(a.into_pyarray(py).into_any())
+    }
+}
+
 #[pymodule]
 fn _skipseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Model>()?;
     m.add_function(wrap_pyfunction!(segment_zarr, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(label, m)?)?;
     m.add("SkipsegError", py.get_type::<SkipsegError>())?;
     m.add("ModelError", py.get_type::<ModelError>())?;
     m.add("InputError", py.get_type::<InputError>())?;
