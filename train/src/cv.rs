@@ -7,7 +7,8 @@
 //! - **one pass**: the official score of the one-pass maps (the threshold that is best
 //!   for the mean over all scored slices, thinning on);
 //! - **averaged**: the same for the maps averaged over the symmetries the model records
-//!   (dihedral for the shipped recipe): the best threshold of these maps;
+//!   (dihedral when it records none, as a training run's own `model.onnx` does; the
+//!   shipped model records dihedral): the best threshold of these maps;
 //! - **averaged at 0.5**: the averaged maps cut at membrane probability 0.5, what a user
 //!   without labels to choose a threshold gets (`segment-run predict --threshold 0.5`);
 //! - **labels**: instance labels of the averaged maps with `segment-run label`'s defaults
