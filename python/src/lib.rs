@@ -679,22 +679,7 @@ fn label<'py>(
         merge_threshold: merge_threshold.unwrap_or(d.merge_threshold),
         min_size: min_size.unwrap_or(d.min_size),
     };
-    for (name, v) in [
-        ("seed_max", options.seed_max_probability),
-        ("merge_threshold", options.merge_threshold),
-    ] {
-        if !(0.0..=1.0).contains(&v) {
-            return Err(PyValueError::new_err(format!(
-                "{name} must be within [0, 1], not {v}"
-            )));
-        }
-    }
-    if !(options.seed_sigma.is_finite() && options.seed_sigma >= 0.0) {
-        return Err(PyValueError::new_err(format!(
-            "seed_sigma must be 0 or more, not {}",
-            options.seed_sigma
-        )));
-    }
+    options.check().map_err(PyValueError::new_err)?;
     if first_id == 0 {
         return Err(PyValueError::new_err(
             "first_id must be at least 1 (0 means no label)",

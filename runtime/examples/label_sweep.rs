@@ -1,7 +1,7 @@
 //! Choose `segment-run label`'s parameters on slices whose probability maps are given:
 //! labels every map of PROB (a folder of float TIFF membrane maps, e.g. `segment-run
 //! predict --float`'s) with each setting of a grid, scores the labels against the ground
-//! truth GT (`metrics::evaluate_instances`, direct V_rand / V_info, the mean over
+//! truth GT (`metrics::score_instances`, direct V_rand / V_info, the mean over
 //! slices) and prints every setting, best last. Also prints the best threshold of the
 //! maps themselves (the official score of the probability maps), for comparison.
 //! Run it on training slices only: the defaults in runtime/src/labels.rs came from it
@@ -70,12 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let direct: Vec<_> = gt_arrays
                 .iter()
                 .zip(&labels)
-                .map(|(g, l)| {
-                    let cell: Vec<bool> = g.iter().map(|&v| v > 0.5).collect();
-                    let (gt, _) = metrics::components4(&cell, g.ncols());
-                    let ids: Vec<u32> = l.iter().copied().collect();
-                    metrics::scores(&gt, &ids)
-                })
+                .map(|(g, l)| metrics::score_instances(g, l))
                 .collect();
             let mean = |f: fn(&metrics::SliceScores) -> f64| {
                 let v: Vec<f64> = direct.iter().flatten().map(f).collect();

@@ -46,6 +46,7 @@ pub struct LabelReport {
 
 /// Label every page of `pages` into `output` (created if missing): `<name>_labels.tif`
 /// and `<name>_labels.png` per page. `first_id` is the first page's first id (>= 1).
+/// Options that [`LabelOptions::check`] refuses are an [`Error::Input`].
 /// `on_page` runs after each page is written. Stops at the first error, which names the
 /// file; the pages written before it stay.
 pub fn label_pages(
@@ -56,6 +57,10 @@ pub fn label_pages(
     first_id: u32,
     on_page: &mut dyn FnMut(&LabelReport),
 ) -> Result<Vec<LabelReport>> {
+    options.check().map_err(|reason| Error::Input {
+        name: "label options".into(),
+        reason,
+    })?;
     std::fs::create_dir_all(output).map_err(|source| Error::Io {
         path: output.to_path_buf(),
         action: "cannot create output folder",

@@ -59,6 +59,29 @@ impl Default for LabelOptions {
     }
 }
 
+impl LabelOptions {
+    /// Why these options cannot be used, if they cannot: probabilities outside [0, 1],
+    /// a negative or non-finite sigma. (`label_membranes` itself clamps; the front ends
+    /// refuse instead of clamping silently.)
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for (name, v) in [
+            ("seed_max_probability", self.seed_max_probability),
+            ("merge_threshold", self.merge_threshold),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{name} must be within [0, 1], not {v}"));
+            }
+        }
+        if !(self.seed_sigma.is_finite() && self.seed_sigma >= 0.0) {
+            return Err(format!(
+                "seed_sigma must be 0 or more, not {}",
+                self.seed_sigma
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How seeds are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -647,6 +670,25 @@ mod tests {
         let (p, w) = two_cells(0.3);
         let l = label_membranes(&p, w, &opts, 1);
         assert_eq!(l.count, 1, "a boundary mean of 0.3 < 0.5 merges");
+    }
+
+    #[test]
+    fn options_out_of_range_are_named() {
+        assert!(LabelOptions::default().check().is_ok());
+        let bad = LabelOptions {
+            merge_threshold: 2.0,
+            ..LabelOptions::default()
+        };
+        assert!(
+            bad.check()
+                .expect_err("refused")
+                .contains("merge_threshold")
+        );
+        let bad = LabelOptions {
+            seed_sigma: f32::NAN,
+            ..LabelOptions::default()
+        };
+        assert!(bad.check().expect_err("refused").contains("seed_sigma"));
     }
 
     #[test]

@@ -497,6 +497,23 @@ pub struct InstanceEvaluation {
     pub as_submission: StackEvaluation,
 }
 
+/// One slice of instance labels (ids, 0 = none) scored directly against cell-high
+/// ground truth: each id one segment, the ground truth's 4-connected cells above 0.5.
+/// `None` when the ground truth has no cell.
+///
+/// # Panics
+/// When the two differ in size.
+pub fn score_instances(
+    ground_truth: &ndarray::Array2<f32>,
+    labels: &ndarray::Array2<u32>,
+) -> Option<SliceScores> {
+    assert_eq!(ground_truth.dim(), labels.dim(), "slice sizes differ");
+    let cell: Vec<bool> = ground_truth.iter().map(|&v| v > 0.5).collect();
+    let (gt, _) = components4(&cell, ground_truth.ncols());
+    let ids: Vec<u32> = labels.iter().copied().collect();
+    scores(&gt, &ids)
+}
+
 /// Score instance label images (`labels`, ids, 0 = none) against cell-high ground truth.
 ///
 /// # Panics
@@ -510,13 +527,7 @@ pub fn evaluate_instances(
     let direct: Vec<Option<SliceScores>> = ground_truth
         .iter()
         .zip(labels)
-        .map(|(g, l)| {
-            assert_eq!(g.dim(), l.dim(), "slice sizes differ");
-            let cell: Vec<bool> = g.iter().map(|&v| v > 0.5).collect();
-            let (gt, _) = components4(&cell, g.ncols());
-            let ids: Vec<u32> = l.iter().copied().collect();
-            scores(&gt, &ids)
-        })
+        .map(|(g, l)| score_instances(g, l))
         .collect();
     let mean = |f: fn(&SliceScores) -> f64| {
         let v: Vec<f64> = direct.iter().flatten().map(f).collect();

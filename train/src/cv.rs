@@ -187,7 +187,7 @@ pub fn score(
             let p: Vec<f32> = m.iter().copied().collect();
             let l = label_membranes(&p, m.ncols(), &options, 1);
             let ids = Array2::from_shape_vec(m.dim(), l.labels).expect("same size");
-            metrics::evaluate_instances(std::slice::from_ref(g), &[ids], true).direct[0]
+            metrics::score_instances(g, &ids)
         })
         .collect();
     let rows: Vec<SliceRow> = which

@@ -59,27 +59,13 @@ pub fn run(args: Args) -> Result<()> {
         args.first_id >= 1,
         "--first-id must be at least 1 (0 means no label)"
     );
-    for (name, v) in [
-        ("--seed-max", args.seed_max),
-        ("--merge-threshold", args.merge_threshold),
-    ] {
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&v),
-            "{name} must be within [0, 1], not {v}"
-        );
-    }
-    anyhow::ensure!(
-        args.seed_sigma.is_finite() && args.seed_sigma >= 0.0,
-        "--seed-sigma must be 0 or more, not {}",
-        args.seed_sigma
-    );
-    if args.inputs.iter().any(|p| io::zarr::is_zarr_store(p)) {
+    if let Some(store) = args.inputs.iter().find(|p| io::zarr::is_zarr_store(p)) {
         anyhow::bail!(
             "{}: labels of OME-Zarr volumes are not written yet: a shard worker sees blocks, \
              and ids consistent across blocks and workers need a relabelling pass over the \
              seams that skipseg does not have. Predict the volume (`segment-run predict`), \
              export its slices as TIFF and label those: ids stay unique across slices.",
-            args.inputs[0].display()
+            store.display()
         );
     }
     let pages = skipseg_runtime::images::list_inputs(&args.inputs)?;
