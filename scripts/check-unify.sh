@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks that the builds scripts/test.sh makes besides `cargo test --workspace` (the dev C
-# library, the Python wheel, the no-image library check) reuse the test build's compiled
+# library, the Python wheel, the library without image/CLI dependencies) reuse the test build's compiled
 # dependencies instead of compiling them (tract among them) again with other features.
 # unify/Cargo.toml says why they could differ; add what this reports there.
 # `--unit-graph` is unstable: it is asked of the project's own (stable) cargo with
@@ -18,8 +18,7 @@ graph test test --workspace --features skipseg-runtime/ffi --no-run
 graph clib rustc -p skipseg-runtime --lib --no-default-features --features ffi,onnx,unify \
   --crate-type cdylib,staticlib
 graph wheel rustc -p skipseg-python --lib --features pyo3/abi3-py39
-graph check-all check --workspace --all-targets --features skipseg-runtime/ffi
-graph check-onnx check -p skipseg-runtime --no-default-features --features onnx,unify --lib
+graph build-onnx build -p skipseg-runtime --no-default-features --features onnx,unify --lib
 python3 - "$tmp" <<'PY'
 import json, sys
 tmp = sys.argv[1]
@@ -43,7 +42,7 @@ def units(name):
 # skipseg's own crates and the binding's own dependencies are expected to be built anew
 own = ("path+file://", "pyo3", "numpy@", "rustc-hash@", "target-lexicon@", "once_cell@")
 failed = False
-for base, other in [("test", "clib"), ("test", "wheel"), ("check-all", "check-onnx")]:
+for base, other in [("test", "clib"), ("test", "wheel"), ("test", "build-onnx")]:
     b, o = units(base), units(other)
     by_pkg = {}
     for u in b.values():
