@@ -111,7 +111,7 @@ def label(
     """Instance labels of a membrane probability map, as ``segment-run label
     --probabilities``: 2-D or a stack [slices, height, width] (float32 in [0, 1]; uint8 /
     uint16 scaled); uint32 ids of the same shape, every pixel labelled, ids running on
-    across a stack from first_id. seeds: "distance" or "minima"; options left at None take
+    across a stack from first_id. seeds: "distance", "minima" or "components"; options left at None take
     ``segment-run label``'s defaults."""
 
 def evaluate(

@@ -666,9 +666,10 @@ fn label<'py>(
         None => d.seeds,
         Some("distance") => SeedKind::Distance,
         Some("minima") => SeedKind::Minima,
+        Some("components") => SeedKind::Components,
         Some(other) => {
             return Err(PyValueError::new_err(format!(
-                "seeds must be 'distance' or 'minima', not {other:?}"
+                "seeds must be 'distance', 'minima' or 'components', not {other:?}"
             )));
         }
     };

@@ -1,87 +1,76 @@
 //! Choose `segment-run label`'s parameters on slices whose probability maps are given:
-//! labels every map of PROB (a folder of float TIFF membrane maps, e.g. `segment-run
-//! predict --float`'s) with each setting of a grid, scores the labels against the ground
-//! truth GT (`metrics::score_instances`, direct V_rand / V_info, the mean over
-//! slices) and prints every setting, best last. Also prints the best threshold of the
-//! maps themselves (the official score of the probability maps), for comparison.
-//! Run it on training slices only: the defaults in runtime/src/labels.rs came from it
+//! labels every map of PROB (a folder of float TIFF membrane maps: `segment-run predict
+//! --float`'s, or the out-of-fold maps `segment-train cv` writes to OUT/maps) with each
+//! setting of `labels::tuning_grid`, scores the labels against the ground truth GT
+//! (direct V_rand / V_info, the mean over slices; `label_tuning::sweep`) and prints the
+//! best settings, best last. Also prints the best threshold of the maps themselves (the
+//! official score of the probability maps), for comparison.
+//!
+//! Maps named `slice-NN.tif` (cv's) are matched to page NN of GT; otherwise the maps,
+//! sorted by name, are matched to GT's pages in order. Run it on slices that chose
+//! nothing else you will report: the defaults in runtime/src/labels.rs came from it
 //! (docs/EVALUATION.md, "Instance labels").
 //!
-//!   cargo run --release -p skipseg-runtime --example label_sweep -- PROB GT
+//!   cargo run --release -p skipseg-runtime --example label_sweep -- PROB GT [SHOW]
 
 use std::path::PathBuf;
 
-use rayon::prelude::*;
-use skipseg_runtime::labels::{LabelOptions, SeedKind, label_membranes};
-use skipseg_runtime::{io, metrics};
+use skipseg_runtime::labels::tuning_grid;
+use skipseg_runtime::{io, label_tuning, metrics};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    let [prob, gt] = args.as_slice() else {
-        return Err("usage: label_sweep PROB_DIR GT_DIR".into());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (prob, gt, show) = match args.as_slice() {
+        [p, g] => (PathBuf::from(p), PathBuf::from(g), 20),
+        [p, g, n] => (PathBuf::from(p), PathBuf::from(g), n.parse()?),
+        _ => return Err("usage: label_sweep PROB_DIR GT [SHOW]".into()),
     };
-    let maps = io::read_slices(prob)?;
-    let truth = io::read_slices(gt)?;
-    if maps.len() != truth.len() {
-        return Err(format!(
-            "{} maps but {} ground-truth slices",
-            maps.len(),
-            truth.len()
-        )
-        .into());
+    let maps = io::read_slices(&prob)?;
+    let truth = io::read_slices(&gt)?;
+    let page = |name: &str| -> Option<usize> {
+        let file = std::path::Path::new(name).file_stem()?.to_str()?;
+        file.strip_prefix("slice-")?.parse().ok()
+    };
+    let pages: Vec<usize> = match maps.iter().map(|m| page(&m.name)).collect::<Option<_>>() {
+        Some(pages) => pages,
+        None if maps.len() == truth.len() => (0..maps.len()).collect(),
+        None => {
+            return Err(format!(
+                "{} maps but {} ground-truth slices (and the maps are not named slice-NN)",
+                maps.len(),
+                truth.len()
+            )
+            .into());
+        }
+    };
+    let mut gt_arrays = Vec::new();
+    for (m, &k) in maps.iter().zip(&pages) {
+        let g = truth
+            .get(k)
+            .ok_or(format!("{}: no page {k} in {}", m.name, gt.display()))?;
+        if g.pixels.dim() != m.pixels.dim() {
+            return Err(format!("{}: size differs from {}", m.name, g.name).into());
+        }
+        gt_arrays.push(g.pixels.clone());
     }
-    let gt_arrays: Vec<_> = truth.iter().map(|s| s.pixels.clone()).collect();
+    println!("{} maps, ground-truth pages {pages:?}", maps.len());
     let cells: Vec<_> = maps.iter().map(|m| m.pixels.mapv(|v| 1.0 - v)).collect();
     let official = metrics::evaluate_images(&gt_arrays, &cells, true);
     println!(
         "probability maps, official (best threshold {:.1}): V_rand {:.4}, V_info {:.4}",
         official.v_rand_threshold, official.v_rand, official.v_info
     );
-    let mut grid = Vec::new();
-    for seeds in [SeedKind::Minima, SeedKind::Distance] {
-        for seed_sigma in [1.0f32, 2.0, 3.0] {
-            for seed_max_probability in [0.3f32, 0.5, 0.7] {
-                for merge_threshold in [0.4f32, 0.45, 0.5, 0.55, 0.6] {
-                    for min_size in [0usize, 100, 300] {
-                        grid.push(LabelOptions {
-                            seeds,
-                            seed_sigma,
-                            seed_max_probability,
-                            merge_threshold,
-                            min_size,
-                        });
-                    }
-                }
-            }
-        }
-    }
-    let mut rows: Vec<(f64, f64, LabelOptions)> = grid
-        .par_iter()
-        .map(|opts| {
-            let labels: Vec<_> = maps
-                .iter()
-                .map(|m| {
-                    let (h, w) = m.pixels.dim();
-                    let p: Vec<f32> = m.pixels.iter().copied().collect();
-                    let l = label_membranes(&p, w, opts, 1);
-                    ndarray::Array2::from_shape_vec((h, w), l.labels).expect("h x w")
-                })
-                .collect();
-            let direct: Vec<_> = gt_arrays
-                .iter()
-                .zip(&labels)
-                .map(|(g, l)| metrics::score_instances(g, l))
-                .collect();
-            let mean = |f: fn(&metrics::SliceScores) -> f64| {
-                let v: Vec<f64> = direct.iter().flatten().map(f).collect();
-                v.iter().sum::<f64>() / v.len().max(1) as f64
-            };
-            (mean(|s| s.rand.f), mean(|s| s.info.f), *opts)
-        })
+    let arrays: Vec<_> = maps.iter().map(|m| m.pixels.clone()).collect();
+    let grid = tuning_grid();
+    let table = label_tuning::sweep(&arrays, &gt_arrays, &grid, 0);
+    let all: Vec<usize> = (0..maps.len()).collect();
+    let mut rows: Vec<(f64, f64, usize)> = (0..grid.len())
+        .filter_map(|o| table.mean(o, &all).map(|(r, i)| (r, i, o)))
         .collect();
     rows.sort_by(|a, b| a.0.total_cmp(&b.0));
     println!("V_rand  V_info  seeds     sigma  seed_max  merge  min_size   (best last)");
-    for (r, i, o) in &rows {
+    for &(r, i, o) in rows.iter().skip(rows.len().saturating_sub(show)) {
+        let o = &grid[o];
         println!(
             "{r:.4}  {i:.4}  {:<8}  {:>5}  {:>8}  {:>5}  {:>8}",
             format!("{:?}", o.seeds),

@@ -92,6 +92,10 @@ pub enum SeedKind {
     /// probability >= `seed_max_probability`), smoothed by `seed_sigma`, quantised to
     /// half a pixel: one seed per cell body, however uneven its inside.
     Distance,
+    /// Each 4-connected component of the smoothed probability below
+    /// `seed_max_probability` is one seed: the cells of a thresholded map, which the
+    /// watershed then grows over the membranes and the agglomeration merges.
+    Components,
 }
 
 /// A label image: `labels[y * width + x]`, ids `first_id..first_id + count`.
@@ -110,22 +114,91 @@ pub fn label_membranes(
     options: &LabelOptions,
     first_id: u32,
 ) -> Labelling {
-    let p = sanitised(probability);
-    let seeds = match options.seeds {
-        SeedKind::Minima => {
-            minima_seeds(&p, width, options.seed_sigma, options.seed_max_probability)
+    Oversegmentation::new(probability, width, options).merge(options, first_id)
+}
+
+/// Steps 1-2 (seeds, watershed) of [`label_membranes`] with the region adjacency graph,
+/// kept so that steps 3-4 can be tried with several merge thresholds and fragment sizes
+/// without repeating them (the parameter search of [`tuning_grid`]).
+#[derive(Clone)]
+pub struct Oversegmentation {
+    width: usize,
+    regions: Regions,
+    graph: RegionGraph,
+}
+
+impl Oversegmentation {
+    /// Seeds and watershed with `options.seeds`, `seed_sigma`, `seed_max_probability`
+    /// (the other fields are [`Self::merge`]'s).
+    pub fn new(probability: &[f32], width: usize, options: &LabelOptions) -> Self {
+        let p = sanitised(probability);
+        let seeds = match options.seeds {
+            SeedKind::Minima => {
+                minima_seeds(&p, width, options.seed_sigma, options.seed_max_probability)
+            }
+            SeedKind::Distance => {
+                distance_seeds(&p, width, options.seed_sigma, options.seed_max_probability)
+            }
+            SeedKind::Components => {
+                component_seeds(&p, width, options.seed_sigma, options.seed_max_probability)
+            }
+        };
+        let regions = watershed(&p, width, &seeds);
+        let graph = RegionGraph::new(&p, width, &regions.labels, regions.count);
+        Self {
+            width,
+            regions,
+            graph,
         }
-        SeedKind::Distance => {
-            distance_seeds(&p, width, options.seed_sigma, options.seed_max_probability)
+    }
+
+    /// Steps 3-4 with `options.merge_threshold` and `min_size`, then the numbering.
+    pub fn merge(&self, options: &LabelOptions, first_id: u32) -> Labelling {
+        let mut graph = self.graph.clone();
+        graph.agglomerate(options.merge_threshold as f64);
+        graph.absorb_fragments(options.min_size);
+        let roots: Vec<u32> = (0..=self.regions.count).map(|r| graph.find(r)).collect();
+        let merged: Vec<u32> = self
+            .regions
+            .labels
+            .iter()
+            .map(|&l| roots[l as usize])
+            .collect();
+        relabel(&merged, self.width, first_id)
+    }
+}
+
+/// The settings a parameter search tries (`examples/label_sweep.rs`, `segment-train
+/// cv`): minima and distance seeds with seed sigma 1 / 2 / 3 and seed threshold 0.3 /
+/// 0.5 / 0.7; component seeds with sigma 0 / 1 / 2 and threshold 0.1 / 0.2 / 0.3 (the
+/// range where thresholded maps separate cells); each with merge threshold 0.3 to 0.6 in
+/// steps of 0.05 and minimum size 0 / 50 / 100 / 300 (27 oversegmentations x 28 = 756
+/// settings). Ordered with the seed settings outermost, so settings sharing an
+/// [`Oversegmentation`] are neighbours.
+pub fn tuning_grid() -> Vec<LabelOptions> {
+    let mut grid = Vec::new();
+    for (seeds, sigmas, limits) in [
+        (SeedKind::Minima, [1.0f32, 2.0, 3.0], [0.3f32, 0.5, 0.7]),
+        (SeedKind::Distance, [1.0, 2.0, 3.0], [0.3, 0.5, 0.7]),
+        (SeedKind::Components, [0.0, 1.0, 2.0], [0.1, 0.2, 0.3]),
+    ] {
+        for seed_sigma in sigmas {
+            for seed_max_probability in limits {
+                for merge_threshold in [0.3f32, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6] {
+                    for min_size in [0usize, 50, 100, 300] {
+                        grid.push(LabelOptions {
+                            seeds,
+                            seed_sigma,
+                            seed_max_probability,
+                            merge_threshold,
+                            min_size,
+                        });
+                    }
+                }
+            }
         }
-    };
-    let regions = watershed(&p, width, &seeds);
-    let mut graph = RegionGraph::new(&p, width, &regions.labels, regions.count);
-    graph.agglomerate(options.merge_threshold as f64);
-    graph.absorb_fragments(options.min_size);
-    let roots: Vec<u32> = (0..=regions.count).map(|r| graph.find(r)).collect();
-    let merged: Vec<u32> = regions.labels.iter().map(|&l| roots[l as usize]).collect();
-    relabel(&merged, width, first_id)
+    }
+    grid
 }
 
 /// Probabilities clamped to [0, 1], NaN as 1.
@@ -218,6 +291,14 @@ pub fn minima_seeds(p: &[f32], width: usize, sigma: f32, max_probability: f32) -
         .collect();
     let limit = max_probability.clamp(0.0, 1.0) * 255.0;
     plateau_minima(&q, width, |v| (v as f32) < limit)
+}
+
+/// Seed markers from the 4-connected components of the smoothed probability below
+/// `max_probability` (1, 2, ... in raster order; 0 elsewhere).
+pub fn component_seeds(p: &[f32], width: usize, sigma: f32, max_probability: f32) -> Vec<u32> {
+    let smooth = gaussian_blur(p, width, sigma);
+    let cell: Vec<bool> = smooth.iter().map(|&v| v < max_probability).collect();
+    crate::metrics::components4(&cell, width).0
 }
 
 /// Seed markers from the regional maxima of the distance transform of the cell mask
@@ -417,6 +498,7 @@ fn ordered(v: f64) -> u64 {
 }
 
 /// The region adjacency graph of a labelling, merged by union-find.
+#[derive(Clone)]
 struct RegionGraph {
     parent: Vec<u32>,
     size: Vec<u64>,

@@ -19,6 +19,7 @@ pub mod io;
 pub mod kernels;
 #[cfg(feature = "image")]
 pub mod label_images;
+pub mod label_tuning;
 pub mod labels;
 pub mod metrics;
 #[cfg(feature = "package")]

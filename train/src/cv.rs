@@ -12,7 +12,15 @@
 //! - **averaged at 0.5**: the averaged maps cut at membrane probability 0.5, what a user
 //!   without labels to choose a threshold gets (`segment-run predict --threshold 0.5`);
 //! - **labels**: instance labels of the averaged maps with `segment-run label`'s defaults
-//!   ([`skipseg_runtime::labels`]), each id one segment.
+//!   ([`skipseg_runtime::labels`]), each id one segment;
+//! - **labels, nested**: the same with the setting of [`tuning_grid`] that is best on the
+//!   other scored folds' slices (`label_tuning::LabelSweep::nested`), so that no slice
+//!   is labelled with parameters chosen on it; the report also names the setting best
+//!   on all scored slices and its (optimistic, like the best threshold's) score.
+//!
+//! The averaged out-of-fold maps are written to `OUT/maps/slice-NN.tif` (32-bit float),
+//! so that `examples/label_sweep.rs` can search label parameters on them, and their
+//! labels with the defaults to `OUT/labels/slice-NN.tif` (uint32).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,7 +28,8 @@ use std::path::{Path, PathBuf};
 use ndarray::Array2;
 use serde::Serialize;
 use skipseg_runtime::engine::pixels::{PixelView, segment_pixels};
-use skipseg_runtime::labels::{LabelOptions, label_membranes};
+use skipseg_runtime::label_tuning;
+use skipseg_runtime::labels::{LabelOptions, label_membranes, tuning_grid};
 use skipseg_runtime::metrics::{self, SliceScores};
 use skipseg_runtime::{Averaging, Inference, Options, Segmenter, io};
 
@@ -76,6 +85,53 @@ pub struct SliceRow {
     pub averaged: Pair,
     pub averaged_at_half: Pair,
     pub labels: Pair,
+    /// Labels with the setting chosen on the other folds (`None` with one fold scored).
+    pub labels_nested: Pair,
+}
+
+/// A label setting, as the report names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Setting {
+    pub seeds: String,
+    pub seed_sigma: f32,
+    pub seed_max_probability: f32,
+    pub merge_threshold: f32,
+    pub min_size: usize,
+}
+
+impl Setting {
+    pub fn of(o: &LabelOptions) -> Self {
+        Self {
+            seeds: format!("{:?}", o.seeds).to_lowercase(),
+            seed_sigma: o.seed_sigma,
+            seed_max_probability: o.seed_max_probability,
+            merge_threshold: o.merge_threshold,
+            min_size: o.min_size,
+        }
+    }
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "--seeds {} --seed-sigma {} --seed-max-probability {} --merge-threshold {} --min-size {}",
+            self.seeds,
+            self.seed_sigma,
+            self.seed_max_probability,
+            self.merge_threshold,
+            self.min_size
+        )
+    }
+}
+
+/// The label setting a fold's slices were labelled with in the nested column.
+#[derive(Debug, Clone, Serialize)]
+pub struct NestedChoice {
+    pub fold: usize,
+    /// The mean V_rand of the setting on the other folds' slices, which chose it.
+    pub v_rand_on_others: f64,
+    pub setting: Setting,
 }
 
 /// Means over the scored slices.
@@ -90,6 +146,11 @@ pub struct Means {
     pub one_pass_threshold: f64,
     pub averaged_threshold: f64,
     pub labels: (f64, f64),
+    /// `None` with one fold scored.
+    pub labels_nested: Option<(f64, f64)>,
+    /// The setting best on all scored slices and its mean there (chosen on the slices it
+    /// is scored on: optimistic, like the best threshold).
+    pub labels_best_setting: Option<((f64, f64), Setting)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +161,7 @@ pub struct Report {
     pub averaging: String,
     pub rows: Vec<SliceRow>,
     pub means: Means,
+    pub label_choices: Vec<NestedChoice>,
 }
 
 /// Score every slice of the folds that have `model.onnx`, from the images and labels
@@ -165,7 +227,16 @@ pub fn score(
                 Ok(p)
             };
             maps_one.push(run(Averaging::None)?);
-            maps_avg.push(run(averaging)?);
+            let avg = run(averaging)?;
+            let maps = out.join("maps");
+            std::fs::create_dir_all(&maps).map_err(|e| {
+                TrainError::Runtime(skipseg_runtime::Error::Input {
+                    name: maps.display().to_string(),
+                    reason: format!("cannot create the folder: {e}"),
+                })
+            })?;
+            io::write_float_tiff(&maps.join(format!("slice-{s:02}.tif")), &avg)?;
+            maps_avg.push(avg);
             truth.push(label.pixels.clone());
             which.push((s, f));
             on_slice(which.len(), total);
@@ -180,16 +251,47 @@ pub fn score(
     let best_one = nearest(&one.thresholds, one.v_rand_threshold);
     let best = nearest(&avg.thresholds, avg.v_rand_threshold);
     let options = LabelOptions::default();
-    let label_scores: Vec<Option<SliceScores>> = maps_avg
-        .iter()
-        .zip(&truth)
-        .map(|(m, g)| {
-            let p: Vec<f32> = m.iter().copied().collect();
-            let l = label_membranes(&p, m.ncols(), &options, 1);
-            let ids = Array2::from_shape_vec(m.dim(), l.labels).expect("same size");
-            metrics::score_instances(g, &ids)
+    let labels_dir = out.join("labels");
+    std::fs::create_dir_all(&labels_dir).map_err(|e| {
+        TrainError::Runtime(skipseg_runtime::Error::Input {
+            name: labels_dir.display().to_string(),
+            reason: format!("cannot create the folder: {e}"),
         })
+    })?;
+    let mut label_scores: Vec<Option<SliceScores>> = Vec::new();
+    for ((m, g), &(slice, _)) in maps_avg.iter().zip(&truth).zip(&which) {
+        let p: Vec<f32> = m.iter().copied().collect();
+        let l = label_membranes(&p, m.ncols(), &options, 1);
+        let ids = Array2::from_shape_vec(m.dim(), l.labels).expect("same size");
+        io::write_label_tiff(&labels_dir.join(format!("slice-{slice:02}.tif")), &ids)?;
+        label_scores.push(metrics::score_instances(g, &ids));
+    }
+    // nested label settings: each fold's slices with the setting best on the others
+    let grid = tuning_grid();
+    let sweep = label_tuning::sweep(&maps_avg, &truth, &grid, threads);
+    let groups: Vec<Vec<usize>> = scored
+        .iter()
+        .map(|&f| (0..which.len()).filter(|&k| which[k].1 == f).collect())
         .collect();
+    let nested = sweep.nested(&groups);
+    let mut chosen_for_row = vec![None; which.len()];
+    let mut label_choices = Vec::new();
+    for ((&f, group), choice) in scored.iter().zip(&groups).zip(&nested) {
+        let Some(o) = *choice else { continue };
+        let others: Vec<usize> = (0..which.len()).filter(|k| !group.contains(k)).collect();
+        label_choices.push(NestedChoice {
+            fold: f,
+            v_rand_on_others: sweep.mean(o, &others).map_or(f64::NAN, |m| m.0),
+            setting: Setting::of(&grid[o]),
+        });
+        for &k in group {
+            chosen_for_row[k] = Some(o);
+        }
+    }
+    let all: Vec<usize> = (0..which.len()).collect();
+    let labels_best_setting = sweep
+        .best(&all)
+        .and_then(|o| Some((sweep.mean(o, &all)?, Setting::of(&grid[o]))));
     let rows: Vec<SliceRow> = which
         .iter()
         .enumerate()
@@ -200,6 +302,7 @@ pub fn score(
             averaged: Pair::of(avg.per_slice[best][k]),
             averaged_at_half: Pair::of(avg.per_slice[half][k]),
             labels: Pair::of(label_scores[k]),
+            labels_nested: Pair::of(chosen_for_row[k].and_then(|o| sweep.scores[o][k])),
         })
         .collect();
     let mean = |f: &dyn Fn(&SliceRow) -> Pair| {
@@ -216,6 +319,8 @@ pub fn score(
         one_pass_threshold: one.v_rand_threshold,
         averaged_threshold: avg.v_rand_threshold,
         labels: mean(&|r| r.labels),
+        labels_nested: (!label_choices.is_empty()).then(|| mean(&|r| r.labels_nested)),
+        labels_best_setting,
     };
     Ok(Report {
         folds: folds.to_vec(),
@@ -223,6 +328,7 @@ pub fn score(
         averaging: format!("{averaging:?}").to_lowercase(),
         rows,
         means,
+        label_choices,
     })
 }
 
@@ -243,8 +349,13 @@ pub fn write_report(out: &Path, r: &Report) -> Result<(), TrainError> {
             p.v_info.map_or("-".into(), |v| format!("{v:.4}")),
         )
     };
+    let pair = |m: Option<(f64, f64)>| {
+        m.map_or(("-".to_string(), "-".to_string()), |(a, b)| {
+            (format!("{a:.4}"), format!("{b:.4}"))
+        })
+    };
     let mut csv = String::from(
-        "slice,fold,one_pass_v_rand,one_pass_v_info,averaged_v_rand,averaged_v_info,averaged_at_half_v_rand,averaged_at_half_v_info,labels_v_rand,labels_v_info\n",
+        "slice,fold,one_pass_v_rand,one_pass_v_info,averaged_v_rand,averaged_v_info,averaged_at_half_v_rand,averaged_at_half_v_info,labels_v_rand,labels_v_info,labels_nested_v_rand,labels_nested_v_info\n",
     );
     let mut md = format!(
         "# Cross-validation: {} folds, {} of them scored ({} slices)\n\n\
@@ -252,8 +363,9 @@ pub fn write_report(out: &Path, r: &Report) -> Result<(), TrainError> {
          pass and averaged ({}): official scores, thinning on, at the threshold best for \
          the mean over these slices ({:.1} and {:.1} on the cell map); averaged at 0.5: \
          membrane probability < 0.5 is cell; labels: `segment-run label`'s defaults on \
-         the averaged maps, each id one segment.\n\n\
-         | | one pass | averaged | averaged at 0.5 | labels |\n|---|---|---|---|---|\n",
+         the averaged maps, each id one segment; labels, nested: the label setting best \
+         on the other folds' slices (below).\n\n\
+         | | one pass | averaged | averaged at 0.5 | labels | labels, nested |\n|---|---|---|---|---|---|\n",
         r.folds.len(),
         r.folds_scored.len(),
         r.means.slices,
@@ -262,35 +374,58 @@ pub fn write_report(out: &Path, r: &Report) -> Result<(), TrainError> {
         r.means.averaged_threshold,
     );
     let m = &r.means;
+    let nested = pair(m.labels_nested);
     let _ = writeln!(
         md,
-        "| mean V_rand | {:.4} | {:.4} | {:.4} | {:.4} |\n| mean V_info | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+        "| mean V_rand | {:.4} | {:.4} | {:.4} | {:.4} | {} |\n| mean V_info | {:.4} | {:.4} | {:.4} | {:.4} | {} |\n",
         m.one_pass.0,
         m.averaged.0,
         m.averaged_at_half.0,
         m.labels.0,
+        nested.0,
         m.one_pass.1,
         m.averaged.1,
         m.averaged_at_half.1,
-        m.labels.1
+        m.labels.1,
+        nested.1
     );
-    md.push_str("| slice | fold | one pass | averaged | averaged at 0.5 | labels |\n|---|---|---|---|---|---|\n");
+    if !r.label_choices.is_empty() {
+        md.push_str("Label settings of the nested column (each chosen on the other folds' slices):\n\n| fold | V_rand there | setting |\n|---|---|---|\n");
+        for c in &r.label_choices {
+            let _ = writeln!(
+                md,
+                "| {} | {:.4} | `{}` |",
+                c.fold, c.v_rand_on_others, c.setting
+            );
+        }
+        md.push('\n');
+    }
+    if let Some(((v_rand, v_info), setting)) = &m.labels_best_setting {
+        let _ = writeln!(
+            md,
+            "Best label setting on all {} slices (chosen on them: optimistic, like the best \
+             threshold): V_rand {v_rand:.4}, V_info {v_info:.4}, `{setting}`.\n",
+            m.slices
+        );
+    }
+    md.push_str("| slice | fold | one pass | averaged | averaged at 0.5 | labels | labels, nested |\n|---|---|---|---|---|---|---|\n");
     for row in &r.rows {
-        let (a, b, c, d) = (
+        let (a, b, c, d, e) = (
             f(row.one_pass),
             f(row.averaged),
             f(row.averaged_at_half),
             f(row.labels),
+            f(row.labels_nested),
         );
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{}",
-            row.slice, row.fold, a.0, a.1, b.0, b.1, c.0, c.1, d.0, d.1
+            "{},{},{},{},{},{},{},{},{},{},{},{}",
+            row.slice, row.fold, a.0, a.1, b.0, b.1, c.0, c.1, d.0, d.1, e.0, e.1
         );
         let _ = writeln!(
             md,
-            "| {} | {} | {} / {} | {} / {} | {} / {} | {} / {} |",
-            row.slice, row.fold, a.0, a.1, b.0, b.1, c.0, c.1, d.0, d.1
+            "| {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |",
+            row.slice, row.fold, a.0, a.1, b.0, b.1, c.0, c.1, d.0, d.1, e.0, e.1
         );
     }
     let json = serde_json::to_string_pretty(r).expect("serialisable");

@@ -771,7 +771,7 @@ fn cross_validate(args: CvArgs) -> Result<()> {
     let m = &report.means;
     println!(
         "{} of {} folds scored, {} slices: V_rand / V_info one pass {:.4} / {:.4}, averaged \
-         {:.4} / {:.4}, averaged at 0.5 {:.4} / {:.4}, labels {:.4} / {:.4}",
+         {:.4} / {:.4}, averaged at 0.5 {:.4} / {:.4}, labels {:.4} / {:.4}{}",
         report.folds_scored.len(),
         args.folds,
         m.slices,
@@ -782,7 +782,10 @@ fn cross_validate(args: CvArgs) -> Result<()> {
         m.averaged_at_half.0,
         m.averaged_at_half.1,
         m.labels.0,
-        m.labels.1
+        m.labels.1,
+        m.labels_nested.map_or(String::new(), |(r, i)| format!(
+            ", labels nested {r:.4} / {i:.4}"
+        ))
     );
     println!(
         "wrote {}/cv-report.md, cv-report.json, cv-slices.csv",

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use ndarray::Array2;
 use skipseg_runtime::arch::{ArchSpec, BlockKind, Level};
 use skipseg_runtime::engine::pixels::{PixelView, segment_pixels};
-use skipseg_runtime::metrics::score_slice;
-use skipseg_runtime::{Inference, Segmenter, io};
+use skipseg_runtime::labels::{LabelOptions, label_membranes, tuning_grid};
+use skipseg_runtime::metrics::{score_instances, score_slice};
+use skipseg_runtime::{Averaging, Inference, Segmenter, io};
 use skipseg_train::backend::Cpu;
 use skipseg_train::cv;
 use skipseg_train::model::ResFcn;
@@ -146,4 +147,69 @@ fn every_slice_is_scored_by_the_fold_that_held_it_out() {
     }
     let csv = std::fs::read_to_string(out.join("cv-slices.csv")).expect("csv");
     assert_eq!(csv.lines().count(), 5, "a header and one row per slice");
+
+    // the out-of-fold maps: each slice's averaged map from its own fold's model
+    let dihedral = Inference {
+        averaging: Averaging::Dihedral,
+        ..Inference::one_pass()
+    };
+    let mut averaged = Vec::new();
+    for row in &report.rows {
+        let image = &image_slices[row.slice].pixels;
+        let mut p = Array2::zeros(image.dim());
+        segment_pixels(
+            &models[row.fold],
+            PixelView::F32(image.view()),
+            "t",
+            &dihedral,
+            &mut || {},
+            &|| false,
+            p.view_mut(),
+        )
+        .expect("segment");
+        let written = io::read_slices(&out.join(format!("maps/slice-{:02}.tif", row.slice)))
+            .expect("map")
+            .remove(0)
+            .pixels;
+        assert_eq!(written, p, "slice {}: the written map", row.slice);
+        averaged.push(p);
+    }
+
+    // nested labels: fold f's slices labelled with the setting that labelling the other
+    // fold's slices from scratch, setting by setting, finds best (first of equals)
+    let grid = tuning_grid();
+    let direct = |o: &LabelOptions, k: usize| -> Option<f64> {
+        let m = &averaged[k];
+        let p: Vec<f32> = m.iter().copied().collect();
+        let l = label_membranes(&p, m.ncols(), o, 1);
+        let ids = Array2::from_shape_vec(m.dim(), l.labels).expect("size");
+        score_instances(&label_slices[report.rows[k].slice].pixels, &ids).map(|s| s.rand.f)
+    };
+    assert_eq!(report.label_choices.len(), 2);
+    for choice in &report.label_choices {
+        let others: Vec<usize> = (0..4)
+            .filter(|&k| report.rows[k].fold != choice.fold)
+            .collect();
+        let mut best: Option<(f64, usize)> = None;
+        for (o, opts) in grid.iter().enumerate() {
+            let v: Vec<f64> = others.iter().filter_map(|&k| direct(opts, k)).collect();
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            if !v.is_empty() && best.is_none_or(|(b, _)| mean > b) {
+                best = Some((mean, o));
+            }
+        }
+        let (mean, o) = best.expect("scored");
+        let want = cv::Setting::of(&grid[o]);
+        assert_eq!(
+            format!("{}", choice.setting),
+            format!("{want}"),
+            "fold {}",
+            choice.fold
+        );
+        assert!((choice.v_rand_on_others - mean).abs() < 1e-12);
+        for k in (0..4).filter(|&k| report.rows[k].fold == choice.fold) {
+            assert_eq!(report.rows[k].labels_nested.v_rand, direct(&grid[o], k));
+        }
+    }
+    assert!(report.means.labels_nested.is_some());
 }

@@ -33,6 +33,8 @@ pub use pages::*;
 pub use png::{encode_png_rgb, write_png_rgb, write_png_u8};
 #[cfg(feature = "image")]
 pub use sink::ProbabilitySink;
+#[cfg(feature = "image")]
+pub use tiff::write_float_tiff;
 
 /// A probability (or an intensity in [0, 1]) as an 8-bit value: clamped, times 255,
 /// rounded. Every 8-bit output (PNG, Zarr) uses it.

@@ -282,3 +282,13 @@ impl Drop for FloatTiffStream {
         }
     }
 }
+
+/// Write `pixels` as a 32-bit float TIFF (temporary file, then renamed into place).
+pub fn write_float_tiff(path: &Path, pixels: &ndarray::Array2<f32>) -> Result<()> {
+    let (height, width) = pixels.dim();
+    let mut stream = FloatTiffStream::create(path.to_path_buf(), width, height)?;
+    for row in pixels.rows() {
+        stream.write(&row.to_vec())?;
+    }
+    stream.finish().map(|_| ())
+}
