@@ -156,7 +156,7 @@ mod tests {
     /// Membrane lines every 9 px (probability 0.9) with a gap, noise inside the cells.
     fn map_and_truth(shift: usize) -> (Array2<f32>, Array2<f32>) {
         let truth = Array2::from_shape_fn((40, 44), |(y, x)| {
-            if (y + shift) % 9 == 0 || (x + 2 * shift) % 11 == 0 {
+            if (y + shift).is_multiple_of(9) || (x + 2 * shift).is_multiple_of(11) {
                 0.0
             } else {
                 1.0

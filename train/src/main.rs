@@ -731,6 +731,15 @@ fn cross_validate(args: CvArgs) -> Result<()> {
             recipe.val = cv::val_spec(val);
             let cfg = recipe_config(arch, args.loss, args.epochs, args.freeze_bn_after, &recipe)?;
             let dir = cv::fold_dir(&args.out, k);
+            if dir.join("model.onnx").exists() && !dir.join("state.json").exists() {
+                // a model placed there (e.g. models/cv's, or the shipped model as the
+                // fold it is): scored, never trained over
+                println!(
+                    "{}: a model without a training run: scored as it is",
+                    dir.display()
+                );
+                continue;
+            }
             let Some(resume) = run_to_continue(&dir, &cfg, true)? else {
                 continue;
             };
