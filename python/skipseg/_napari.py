@@ -3,9 +3,11 @@
 - ``SegmentWidget``: a dock widget that segments the selected image layer (2-D, or a
   stack: the current slice or all of them) with the shipped model or a chosen one (ONNX
   file, embedded model or bioimage.io package), in a worker thread with a napari
-  progress bar and a Cancel button. It adds a probability layer and a labels layer (cell
-  pixels, probability below the threshold, split into 4-connected components; ids
-  unique across a stack), named after the input.
+  progress bar and a Cancel button. It adds a probability layer and a labels layer,
+  named after the input, with ids unique across a stack: "threshold" cells (pixels
+  with probability below the threshold, split into 4-connected components, membranes
+  0) or "instances" (``skipseg.label``: seeds, watershed and agglomeration, as
+  ``segment-run label``; every pixel labelled).
 - ``read_ome_zarr``: opens an OME-Zarr image (what ``segment-run predict IN.zarr -o
   OUT.zarr`` and ``skipseg.segment_zarr`` write) as one multiscale layer.
 """
@@ -39,6 +41,7 @@ from qtpy.QtWidgets import (
 import skipseg
 
 AVERAGING_CHOICES = ["model default", "none", "flips", "dihedral"]
+CELL_CHOICES = ["threshold", "instances"]
 
 
 def cell_labels(probability: np.ndarray, threshold: float) -> np.ndarray:
@@ -121,6 +124,8 @@ class SegmentWidget(QWidget):
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setSingleStep(0.05)
         self.threshold.setValue(0.5)
+        self.cells = QComboBox()
+        self.cells.addItems(CELL_CHOICES)
         self.all_slices = QCheckBox("all slices of a stack")
         self.run_button = QPushButton("Segment")
         self.run_button.clicked.connect(lambda: self.run())
@@ -135,6 +140,7 @@ class SegmentWidget(QWidget):
         form.addRow("halo (px)", self.halo)
         form.addRow("averaging", self.averaging)
         form.addRow("threshold", self.threshold)
+        form.addRow("cells", self.cells)
         form.addRow(self.all_slices)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -202,6 +208,7 @@ class SegmentWidget(QWidget):
             return None
         options = self.options()
         threshold = self.threshold.value()
+        instances = self.cells.currentText() == "instances"
         self._cancel.clear()
         ticks = self._ticks
 
@@ -221,7 +228,7 @@ class SegmentWidget(QWidget):
 
         worker = create_worker(work, _start_thread=False)
         self._progress = napari_progress(total=0, desc=f"skipseg: {name}")
-        worker.returned.connect(lambda p: self._finish(layer, p, threshold, which))
+        worker.returned.connect(lambda p: self._finish(layer, p, threshold, instances, which))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
@@ -241,13 +248,13 @@ class SegmentWidget(QWidget):
             self._progress.n = done
             self._progress.refresh()
 
-    def _finish(self, layer, probability, threshold, which):
+    def _finish(self, layer, probability, threshold, instances, which):
         if probability is None:
             self.last_status = "cancelled"
             show_info("skipseg: cancelled")
         else:
             self.last_status = "done"
-            self._add_layers(layer, probability, threshold, which)
+            self._add_layers(layer, probability, threshold, instances, which)
 
     def _on_error(self, error):
         self.last_status = f"failed: {error}"
@@ -261,7 +268,7 @@ class SegmentWidget(QWidget):
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
-    def _add_layers(self, layer, probability, threshold, which):
+    def _add_layers(self, layer, probability, threshold, instances, which):
         suffix = f" [slice {which}]" if which is not None else ""
         scale = tuple(layer.scale[-probability.ndim :])
         translate = tuple(layer.translate[-probability.ndim :])
@@ -275,8 +282,9 @@ class SegmentWidget(QWidget):
             scale=scale,
             translate=translate,
         )
+        labels = skipseg.label(probability) if instances else cell_labels(probability, threshold)
         self.viewer.add_labels(
-            cell_labels(probability, threshold),
+            labels,
             name=f"{layer.name} labels{suffix}",
             opacity=0.4,
             scale=scale,
