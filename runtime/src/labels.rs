@@ -881,6 +881,41 @@ mod tests {
     }
 
     #[test]
+    fn component_seeds_are_the_cells_of_the_thresholded_map() {
+        // rows: two cells (0.1) split by a ridge (0.9) with a 0.25 saddle, which the
+        // threshold 0.2 closes and 0.3 opens; no smoothing
+        #[rustfmt::skip]
+        let p = [
+            0.1, 0.1, 0.9, 0.1,
+            0.1, 0.1, 0.25, 0.1,
+            0.9, 0.9, 0.9, 0.9,
+        ];
+        assert_eq!(
+            component_seeds(&p, 4, 0.0, 0.2),
+            vec![1, 1, 0, 2, 1, 1, 0, 2, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            component_seeds(&p, 4, 0.0, 0.3),
+            vec![1, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0]
+        );
+        // labelled: the watershed gives the ridge to the cells, both cells survive
+        let l = label_membranes(
+            &p,
+            4,
+            &LabelOptions {
+                seeds: SeedKind::Components,
+                seed_sigma: 0.0,
+                seed_max_probability: 0.2,
+                merge_threshold: 0.0,
+                min_size: 0,
+            },
+            1,
+        );
+        assert_eq!(l.count, 2);
+        assert!(l.labels.iter().all(|&v| v >= 1));
+    }
+
+    #[test]
     fn boundary_map_marks_one_pixel_between_labels() {
         let labels = [1u32, 1, 2, 2, 1, 1, 2, 2];
         assert_eq!(
