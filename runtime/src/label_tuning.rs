@@ -84,9 +84,17 @@ pub fn sweep(
             })
             .collect()
     };
-    let results = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-        Ok(pool) if threads > 0 => pool.install(run),
-        _ => run(),
+    let pool = (threads > 0)
+        .then(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .ok()
+        })
+        .flatten();
+    let results = match pool {
+        Some(pool) => pool.install(run),
+        None => run(),
     };
     let mut table = vec![vec![None; maps.len()]; options.len()];
     for (o, s, score) in results {

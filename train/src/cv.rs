@@ -183,6 +183,7 @@ pub fn score(
     let mut which = Vec::new();
     let mut averaging = Averaging::None;
     let total: usize = folds.iter().map(Vec::len).sum();
+    let maps_dir = created(out.join("maps"))?;
     for (f, slices) in folds.iter().enumerate() {
         let model = fold_dir(out, f).join("model.onnx");
         if !model.exists() {
@@ -228,14 +229,7 @@ pub fn score(
             };
             maps_one.push(run(Averaging::None)?);
             let avg = run(averaging)?;
-            let maps = out.join("maps");
-            std::fs::create_dir_all(&maps).map_err(|e| {
-                TrainError::Runtime(skipseg_runtime::Error::Input {
-                    name: maps.display().to_string(),
-                    reason: format!("cannot create the folder: {e}"),
-                })
-            })?;
-            io::write_float_tiff(&maps.join(format!("slice-{s:02}.tif")), &avg)?;
+            io::write_float_tiff(&maps_dir.join(format!("slice-{s:02}.tif")), &avg)?;
             maps_avg.push(avg);
             truth.push(label.pixels.clone());
             which.push((s, f));
@@ -251,13 +245,7 @@ pub fn score(
     let best_one = nearest(&one.thresholds, one.v_rand_threshold);
     let best = nearest(&avg.thresholds, avg.v_rand_threshold);
     let options = LabelOptions::default();
-    let labels_dir = out.join("labels");
-    std::fs::create_dir_all(&labels_dir).map_err(|e| {
-        TrainError::Runtime(skipseg_runtime::Error::Input {
-            name: labels_dir.display().to_string(),
-            reason: format!("cannot create the folder: {e}"),
-        })
-    })?;
+    let labels_dir = created(out.join("labels"))?;
     let mut label_scores: Vec<Option<SliceScores>> = Vec::new();
     for ((m, g), &(slice, _)) in maps_avg.iter().zip(&truth).zip(&which) {
         let p: Vec<f32> = m.iter().copied().collect();
@@ -330,6 +318,17 @@ pub fn score(
         means,
         label_choices,
     })
+}
+
+/// `dir`, created if missing.
+fn created(dir: PathBuf) -> Result<PathBuf, TrainError> {
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        TrainError::Runtime(skipseg_runtime::Error::Input {
+            name: dir.display().to_string(),
+            reason: format!("cannot create the folder: {e}"),
+        })
+    })?;
+    Ok(dir)
 }
 
 /// Index of the threshold nearest `t`.
