@@ -5,6 +5,9 @@
 # python/requirements-test.txt). Idempotent: does nothing when the pinned requirements
 # are installed.
 set -euo pipefail
+# CI lints skipseg's crates through RUSTC_WORKSPACE_WRAPPER (.ci/run); a package pip
+# would build from source is not ours to lint
+unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/target/oracle-venv"
 req="$root/tests/oracle/requirements.txt"
