@@ -2,11 +2,13 @@
 //!
 //! Four steps, each deterministic (the same map gives the same labels on every machine
 //! and thread count):
-//! 1. **Seeds**: the regional minima of the probability, smoothed by a Gaussian of
-//!    [`LabelOptions::seed_sigma`] pixels and quantised to steps of 1/255 (so that the
-//!    noise inside a cell does not make a seed of every pixel), where the smoothed
-//!    probability is below [`LabelOptions::seed_max_probability`]. A minimum is an
-//!    8-connected plateau of equal values with no lower neighbour; each is one seed.
+//! 1. **Seeds** ([`SeedKind`]): the regional minima of the probability, smoothed by a
+//!    Gaussian of [`LabelOptions::seed_sigma`] pixels and quantised to steps of 1/255
+//!    (so that the noise inside a cell does not make a seed of every pixel), where the
+//!    smoothed probability is below [`LabelOptions::seed_max_probability`] (a minimum
+//!    is an 8-connected plateau of equal values with no lower neighbour; each is one
+//!    seed); or the maxima of the distance to the membrane (the default); or each
+//!    4-connected component of the smoothed map below the seed threshold.
 //! 2. **Seeded watershed** on the probability itself, 4-connected: a priority flood from
 //!    the seeds, lowest probability first, ties first come first served. This is
 //!    scikit-image's `watershed(p, markers, connectivity=1)` algorithm (a pixel takes
