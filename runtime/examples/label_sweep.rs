@@ -60,10 +60,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "probability maps, official (best threshold {:.1}): V_rand {:.4}, V_info {:.4}",
         official.v_rand_threshold, official.v_rand, official.v_info
     );
-    let arrays: Vec<_> = maps.iter().map(|m| m.pixels.clone()).collect();
+    let all: Vec<usize> = (0..maps.len()).collect();
+    let arrays: Vec<_> = maps.into_iter().map(|m| m.pixels).collect();
     let grid = tuning_grid();
     let table = label_tuning::sweep(&arrays, &gt_arrays, &grid, 0);
-    let all: Vec<usize> = (0..maps.len()).collect();
     let mut rows: Vec<(f64, f64, usize)> = (0..grid.len())
         .filter_map(|o| table.mean(o, &all).map(|(r, i)| (r, i, o)))
         .collect();

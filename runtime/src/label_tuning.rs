@@ -72,8 +72,9 @@ pub fn sweep(
                     truth[s].dim(),
                     "map and ground truth differ in size"
                 );
-                let p: Vec<f32> = map.iter().copied().collect();
-                let over = Oversegmentation::new(&p, map.ncols(), &options[first]);
+                let p = map.as_standard_layout();
+                let p = p.as_slice().expect("standard layout");
+                let over = Oversegmentation::new(p, map.ncols(), &options[first]);
                 let ground = &ground[s];
                 (first..end)
                     .map(move |o| {

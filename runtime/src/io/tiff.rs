@@ -287,8 +287,8 @@ impl Drop for FloatTiffStream {
 pub fn write_float_tiff(path: &Path, pixels: &ndarray::Array2<f32>) -> Result<()> {
     let (height, width) = pixels.dim();
     let mut stream = FloatTiffStream::create(path.to_path_buf(), width, height)?;
-    for row in pixels.rows() {
-        stream.write(&row.to_vec())?;
+    for row in pixels.as_standard_layout().rows() {
+        stream.write(row.as_slice().expect("a row of a standard-layout array"))?;
     }
     stream.finish().map(|_| ())
 }
