@@ -96,6 +96,8 @@ pub struct Setting {
     pub seed_sigma: f32,
     pub seed_max_probability: f32,
     pub merge_threshold: f32,
+    /// `mean`, or the quantile of the border's probabilities.
+    pub merge_statistic: String,
     pub min_size: usize,
 }
 
@@ -106,6 +108,9 @@ impl Setting {
             seed_sigma: o.seed_sigma,
             seed_max_probability: o.seed_max_probability,
             merge_threshold: o.merge_threshold,
+            merge_statistic: o
+                .merge_quantile
+                .map_or_else(|| "mean".to_string(), |q| q.to_string()),
             min_size: o.min_size,
         }
     }
@@ -115,11 +120,12 @@ impl std::fmt::Display for Setting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "--seeds {} --seed-sigma {} --seed-max-probability {} --merge-threshold {} --min-size {}",
+            "--seeds {} --seed-sigma {} --seed-max {} --merge-threshold {} --merge-statistic {} --min-size {}",
             self.seeds,
             self.seed_sigma,
             self.seed_max_probability,
             self.merge_threshold,
+            self.merge_statistic,
             self.min_size
         )
     }
