@@ -105,16 +105,14 @@ def label(
     seed_sigma: float | None = None,
     seed_max: float | None = None,
     merge_threshold: float | None = None,
-    merge_statistic: str | float | None = None,
     min_size: int | None = None,
     first_id: int = 1,
 ) -> npt.NDArray[np.uint32]:
     """Instance labels of a membrane probability map, as ``segment-run label
     --probabilities``: 2-D or a stack [slices, height, width] (float32 in [0, 1]; uint8 /
     uint16 scaled); uint32 ids of the same shape, every pixel labelled, ids running on
-    across a stack from first_id. seeds: "distance", "minima" or "components";
-    merge_statistic: "mean" or a quantile in [0, 1] of the probability along a border
-    (0.5 = median); options left at None take ``segment-run label``'s defaults."""
+    across a stack from first_id. seeds: "distance", "minima" or "components"; options left at None take
+    ``segment-run label``'s defaults."""
 
 def evaluate(
     labels: npt.NDArray[Any],

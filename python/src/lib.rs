@@ -641,15 +641,14 @@ fn evaluate<'py>(
 
 /// Instance labels of a membrane probability map, as `segment-run label --probabilities`
 /// computes them (runtime/src/labels.rs): seeds, seeded watershed, agglomeration by the
-/// probability along shared borders (merge_statistic: 'mean' or a quantile such as 0.5),
-/// fragments joined to a neighbour. probability:
+/// mean probability along shared borders, fragments joined to a neighbour. probability:
 /// 2-D [height, width] or a stack [slices, height, width], float32 in [0, 1] (uint8 and
 /// uint16 are scaled by 1/255 and 1/65535). Returns uint32 ids of the same shape, every
 /// pixel labelled, ids running on across a stack's slices from first_id. Options left at
 /// None take `segment-run label`'s defaults.
 #[pyfunction]
 #[pyo3(signature = (probability, *, seeds=None, seed_sigma=None, seed_max=None,
-    merge_threshold=None, merge_statistic=None, min_size=None, first_id=1))]
+    merge_threshold=None, min_size=None, first_id=1))]
 #[allow(clippy::too_many_arguments)] // the keyword options of `segment-run label`
 fn label<'py>(
     py: Python<'py>,
@@ -658,7 +657,6 @@ fn label<'py>(
     seed_sigma: Option<f32>,
     seed_max: Option<f32>,
     merge_threshold: Option<f32>,
-    merge_statistic: Option<&Bound<'py, PyAny>>,
     min_size: Option<usize>,
     first_id: u32,
 ) -> PyResult<Bound<'py, PyAny>> {
@@ -680,15 +678,6 @@ fn label<'py>(
         seed_sigma: seed_sigma.unwrap_or(d.seed_sigma),
         seed_max_probability: seed_max.unwrap_or(d.seed_max_probability),
         merge_threshold: merge_threshold.unwrap_or(d.merge_threshold),
-        merge_quantile: match merge_statistic {
-            None => d.merge_quantile,
-            Some(s) if s.extract::<String>().is_ok_and(|s| s == "mean") => None,
-            Some(s) => Some(s.extract::<f32>().map_err(|_| {
-                PyValueError::new_err(format!(
-                    "merge_statistic must be 'mean' or a quantile within [0, 1], not {s}"
-                ))
-            })?),
-        },
         min_size: min_size.unwrap_or(d.min_size),
     };
     options.check().map_err(PyValueError::new_err)?;

@@ -68,17 +68,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter_map(|o| table.mean(o, &all).map(|(r, i)| (r, i, o)))
         .collect();
     rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-    println!("V_rand  V_info  seeds       sigma  seed_max  merge  statistic  min_size   (best last)");
+    println!("V_rand  V_info  seeds     sigma  seed_max  merge  min_size   (best last)");
     for &(r, i, o) in rows.iter().skip(rows.len().saturating_sub(show)) {
         let o = &grid[o];
         println!(
-            "{r:.4}  {i:.4}  {:<10}  {:>5}  {:>8}  {:>5}  {:>9}  {:>8}",
+            "{r:.4}  {i:.4}  {:<8}  {:>5}  {:>8}  {:>5}  {:>8}",
             format!("{:?}", o.seeds),
             o.seed_sigma,
             o.seed_max_probability,
             o.merge_threshold,
-            o.merge_quantile
-                .map_or_else(|| "mean".to_string(), |q| q.to_string()),
             o.min_size
         );
     }

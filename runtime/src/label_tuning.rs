@@ -229,7 +229,6 @@ mod tests {
                     seed_sigma: o as f32,
                     seed_max_probability: 0.5,
                     merge_threshold: 0.5,
-                    merge_quantile: None,
                     min_size: 0,
                 })
                 .collect(),

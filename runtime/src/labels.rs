@@ -40,13 +40,9 @@ pub struct LabelOptions {
     pub seed_sigma: f32,
     /// Seeds only where the smoothed probability is below this.
     pub seed_max_probability: f32,
-    /// Adjacent regions are merged while the lowest border statistic is below this;
-    /// 0 = no agglomeration (the watershed's regions as they are).
+    /// Adjacent regions are merged while the lowest mean boundary probability is below
+    /// this; 0 = no agglomeration (the watershed's regions as they are).
     pub merge_threshold: f32,
-    /// The border statistic: `None`, the mean boundary probability along the border
-    /// (average linkage); `Some(q)`, its q-quantile (0.5 = the median), which a short
-    /// weak stretch of an otherwise strong membrane does not lower.
-    pub merge_quantile: Option<f32>,
     /// Regions of fewer pixels are merged into their best neighbour; 0 = none.
     pub min_size: usize,
 }
@@ -60,13 +56,25 @@ impl Default for LabelOptions {
             seed_sigma: 1.0,
             seed_max_probability: 0.5,
             merge_threshold: 0.5,
-            merge_quantile: None,
             min_size: 100,
         }
     }
 }
 
 impl LabelOptions {
+    /// The `segment-run label` flags that select these options (as a parameter search
+    /// reports its choice, so that it can be pasted).
+    pub fn command_line_flags(&self) -> String {
+        format!(
+            "--seeds {} --seed-sigma {} --seed-max {} --merge-threshold {} --min-size {}",
+            format!("{:?}", self.seeds).to_lowercase(),
+            self.seed_sigma,
+            self.seed_max_probability,
+            self.merge_threshold,
+            self.min_size
+        )
+    }
+
     /// Why these options cannot be used, if they cannot: probabilities outside [0, 1],
     /// a negative or non-finite sigma. (`label_membranes` itself clamps; the front ends
     /// refuse instead of clamping silently.)
@@ -74,7 +82,6 @@ impl LabelOptions {
         for (name, v) in [
             ("seed_max_probability", self.seed_max_probability),
             ("merge_threshold", self.merge_threshold),
-            ("merge_quantile", self.merge_quantile.unwrap_or(0.0)),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} must be within [0, 1], not {v}"));
@@ -163,8 +170,8 @@ impl Oversegmentation {
     /// Steps 3-4 with `options.merge_threshold` and `min_size`, then the numbering.
     pub fn merge(&self, options: &LabelOptions, first_id: u32) -> Labelling {
         let mut graph = self.graph.clone();
-        graph.agglomerate(options.merge_threshold as f64, options.merge_quantile);
-        graph.absorb_fragments(options.min_size, options.merge_quantile);
+        graph.agglomerate(options.merge_threshold as f64);
+        graph.absorb_fragments(options.min_size);
         let roots: Vec<u32> = (0..=self.regions.count).map(|r| graph.find(r)).collect();
         let merged: Vec<u32> = self
             .regions
@@ -185,25 +192,22 @@ impl Oversegmentation {
 /// [`Oversegmentation`] are neighbours.
 pub fn tuning_grid() -> Vec<LabelOptions> {
     let mut grid = Vec::new();
-    let seedings: [(SeedKind, &[f32], &[f32]); 2] = [
-        (SeedKind::Distance, &[1.0, 2.0], &[0.3, 0.5]),
-        (SeedKind::Components, &[0.0, 1.0, 2.0], &[0.1, 0.2, 0.3]),
-    ];
-    for (seeds, sigmas, limits) in seedings {
-        for &seed_sigma in sigmas {
-            for &seed_max_probability in limits {
-                for merge_quantile in [None, Some(0.5f32), Some(0.75), Some(0.9)] {
-                    for merge_threshold in [0.3f32, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9] {
-                        for min_size in [0usize, 100, 300] {
-                            grid.push(LabelOptions {
-                                seeds,
-                                seed_sigma,
-                                seed_max_probability,
-                                merge_threshold,
-                                merge_quantile,
-                                min_size,
-                            });
-                        }
+    for (seeds, sigmas, limits) in [
+        (SeedKind::Minima, [1.0f32, 2.0, 3.0], [0.3f32, 0.5, 0.7]),
+        (SeedKind::Distance, [1.0, 2.0, 3.0], [0.3, 0.5, 0.7]),
+        (SeedKind::Components, [0.0, 1.0, 2.0], [0.1, 0.2, 0.3]),
+    ] {
+        for seed_sigma in sigmas {
+            for seed_max_probability in limits {
+                for merge_threshold in [0.3f32, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6] {
+                    for min_size in [0usize, 50, 100, 300] {
+                        grid.push(LabelOptions {
+                            seeds,
+                            seed_sigma,
+                            seed_max_probability,
+                            merge_threshold,
+                            min_size,
+                        });
                     }
                 }
             }
@@ -489,52 +493,21 @@ pub fn watershed(p: &[f32], width: usize, markers: &[u32]) -> Regions {
     Regions { labels, count }
 }
 
-/// The border between two regions: the boundary value of each of its 4-neighbour pixel
-/// pairs (the higher of the two probabilities), sorted, and their sum.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Border statistics between regions: the sum of the boundary values and the number of
+/// 4-neighbour pixel pairs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Border {
     sum: f64,
-    /// Ascending.
-    values: Vec<f32>,
+    pairs: u64,
 }
 
 impl Border {
-    /// The border's statistic: the mean of its values (`quantile` `None`), or the value
-    /// of rank `round(q * (n - 1))` among its n sorted values.
-    fn statistic(&self, quantile: Option<f32>) -> f64 {
-        let n = self.values.len();
-        match quantile {
-            _ if n == 0 => 0.0,
-            None => self.sum / n as f64,
-            Some(q) => {
-                let rank = ((n - 1) as f64 * q.clamp(0.0, 1.0) as f64).round() as usize;
-                self.values[rank.min(n - 1)] as f64
-            }
-        }
-    }
-
-    /// Take in `other`'s pixel pairs (a merge of the regions on one side).
-    fn absorb(&mut self, other: Border) {
-        self.sum += other.sum;
-        let (a, b) = (std::mem::take(&mut self.values), other.values);
-        let mut merged = Vec::with_capacity(a.len() + b.len());
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() && j < b.len() {
-            if a[i] <= b[j] {
-                merged.push(a[i]);
-                i += 1;
-            } else {
-                merged.push(b[j]);
-                j += 1;
-            }
-        }
-        merged.extend_from_slice(&a[i..]);
-        merged.extend_from_slice(&b[j..]);
-        self.values = merged;
+    fn mean(&self) -> f64 {
+        self.sum / self.pairs.max(1) as f64
     }
 }
 
-/// A total order on non-negative finite f64 (border statistics).
+/// A total order on non-negative finite f64 (boundary means).
 fn ordered(v: f64) -> u64 {
     v.max(0.0).to_bits()
 }
@@ -544,18 +517,15 @@ fn ordered(v: f64) -> u64 {
 struct RegionGraph {
     parent: Vec<u32>,
     size: Vec<u64>,
-    /// For each root region, its neighbouring roots and the index of their border in
-    /// `edges` (one border, shared by both sides).
-    borders: Vec<HashMap<u32, usize>>,
-    edges: Vec<Border>,
+    /// Borders of each root region with its neighbouring roots.
+    borders: Vec<HashMap<u32, Border>>,
 }
 
 impl RegionGraph {
     fn new(p: &[f32], width: usize, labels: &[u32], count: u32) -> Self {
         let n = count as usize + 1;
         let mut size = vec![0u64; n];
-        let mut borders: Vec<HashMap<u32, usize>> = vec![HashMap::new(); n];
-        let mut edges: Vec<Border> = Vec::new();
+        let mut borders: Vec<HashMap<u32, Border>> = vec![HashMap::new(); n];
         let height = p.len().checked_div(width).unwrap_or(0);
         for i in 0..labels.len() {
             let a = labels[i];
@@ -566,29 +536,19 @@ impl RegionGraph {
             for j in [right, down].into_iter().flatten() {
                 let b = labels[j];
                 if a != b && a != 0 && b != 0 {
-                    let v = p[i].max(p[j]);
-                    let e = match borders[a as usize].get(&b) {
-                        Some(&e) => e,
-                        None => {
-                            edges.push(Border::default());
-                            borders[a as usize].insert(b, edges.len() - 1);
-                            borders[b as usize].insert(a, edges.len() - 1);
-                            edges.len() - 1
-                        }
-                    };
-                    edges[e].sum += v as f64;
-                    edges[e].values.push(v);
+                    let v = p[i].max(p[j]) as f64;
+                    for (u, w) in [(a, b), (b, a)] {
+                        let e = borders[u as usize].entry(w).or_default();
+                        e.sum += v;
+                        e.pairs += 1;
+                    }
                 }
             }
-        }
-        for e in &mut edges {
-            e.values.sort_unstable_by(f32::total_cmp);
         }
         Self {
             parent: (0..n as u32).collect(),
             size,
             borders,
-            edges,
         }
     }
 
@@ -601,14 +561,7 @@ impl RegionGraph {
         r
     }
 
-    /// The statistic of the border between roots `a` and `b`, if they touch.
-    fn border(&self, a: u32, b: u32, quantile: Option<f32>) -> Option<f64> {
-        let e = *self.borders[a as usize].get(&b)?;
-        Some(self.edges[e].statistic(quantile))
-    }
-
-    /// Merge roots `a` and `b`; the region with more neighbours keeps its table, and a
-    /// neighbour of both gets one border, the union of the two.
+    /// Merge roots `a` and `b`; the region with more neighbours keeps its table.
     fn merge(&mut self, a: u32, b: u32) -> u32 {
         let (keep, gone) = if self.borders[a as usize].len() >= self.borders[b as usize].len() {
             (a, b)
@@ -618,63 +571,53 @@ impl RegionGraph {
         self.parent[gone as usize] = keep;
         self.size[keep as usize] += self.size[gone as usize];
         let moved = std::mem::take(&mut self.borders[gone as usize]);
-        if let Some(e) = self.borders[keep as usize].remove(&gone) {
-            self.edges[e] = Border::default();
-        }
-        for (c, e_gone) in moved {
+        self.borders[keep as usize].remove(&gone);
+        for (c, border) in moved {
             if c == keep {
                 continue;
             }
             let theirs = &mut self.borders[c as usize];
             theirs.remove(&gone);
-            match theirs.get(&keep) {
-                Some(&e_keep) => {
-                    let border = std::mem::take(&mut self.edges[e_gone]);
-                    self.edges[e_keep].absorb(border);
-                }
-                None => {
-                    theirs.insert(keep, e_gone);
-                    self.borders[keep as usize].insert(c, e_gone);
-                }
-            }
+            let e = theirs.entry(keep).or_default();
+            e.sum += border.sum;
+            e.pairs += border.pairs;
+            let combined = *e;
+            self.borders[keep as usize].insert(c, combined);
         }
         keep
     }
 
-    /// Agglomeration while the lowest border statistic is below `threshold` (average
-    /// linkage with `quantile` `None`).
-    fn agglomerate(&mut self, threshold: f64, quantile: Option<f32>) {
+    /// Average-linkage agglomeration while the lowest boundary mean is below `threshold`.
+    fn agglomerate(&mut self, threshold: f64) {
         let mut heap: BinaryHeap<Reverse<(u64, u32, u32)>> = BinaryHeap::new();
         for (a, table) in self.borders.iter().enumerate() {
-            for (&b, &e) in table {
-                let s = self.edges[e].statistic(quantile);
-                if (a as u32) < b && s < threshold {
-                    heap.push(Reverse((ordered(s), a as u32, b)));
+            for (&b, border) in table {
+                if (a as u32) < b && border.mean() < threshold {
+                    heap.push(Reverse((ordered(border.mean()), a as u32, b)));
                 }
             }
         }
-        while let Some(Reverse((s, a, b))) = heap.pop() {
+        while let Some(Reverse((mean, a, b))) = heap.pop() {
             // stale entries: a side already merged away, or the border changed since
             if self.parent[a as usize] != a || self.parent[b as usize] != b {
                 continue;
             }
-            match self.border(a, b, quantile) {
-                Some(now) if ordered(now) == s => {}
+            match self.borders[a as usize].get(&b) {
+                Some(border) if ordered(border.mean()) == mean => {}
                 _ => continue,
             }
             let keep = self.merge(a, b);
-            for (&c, &e) in &self.borders[keep as usize] {
-                let s = self.edges[e].statistic(quantile);
-                if s < threshold {
-                    heap.push(Reverse((ordered(s), keep.min(c), keep.max(c))));
+            for (&c, border) in &self.borders[keep as usize] {
+                if border.mean() < threshold {
+                    heap.push(Reverse((ordered(border.mean()), keep.min(c), keep.max(c))));
                 }
             }
         }
     }
 
     /// Merge every region of fewer than `min_size` pixels into the neighbour with the
-    /// lowest border statistic (ties: the smaller id), smallest regions first.
-    fn absorb_fragments(&mut self, min_size: usize, quantile: Option<f32>) {
+    /// lowest boundary mean (ties: the smaller id), smallest regions first.
+    fn absorb_fragments(&mut self, min_size: usize) {
         loop {
             let mut small: Vec<(u64, u32)> = (1..self.parent.len() as u32)
                 .filter(|&r| {
@@ -696,7 +639,7 @@ impl RegionGraph {
                 }
                 let best = self.borders[r as usize]
                     .iter()
-                    .map(|(&c, &e)| (ordered(self.edges[e].statistic(quantile)), c))
+                    .map(|(&c, b)| (ordered(b.mean()), c))
                     .min();
                 if let Some((_, c)) = best {
                     self.merge(r, c);
@@ -813,7 +756,6 @@ mod tests {
             seed_sigma: 0.0,
             seed_max_probability: 0.5,
             merge_threshold: 0.5,
-            merge_quantile: None,
             min_size: 0,
         };
         let (p, w) = two_cells(0.9);
@@ -893,7 +835,6 @@ mod tests {
             seed_sigma: 0.0,
             seed_max_probability: 0.5,
             merge_threshold: 0.5,
-            merge_quantile: None,
             min_size: 0,
         };
         assert_eq!(label_membranes(&p, w, &opts, 1).count, 2);
@@ -981,7 +922,6 @@ mod tests {
                 seed_sigma: 0.0,
                 seed_max_probability: 0.2,
                 merge_threshold: 0.0,
-                merge_quantile: None,
                 min_size: 0,
             },
             1,
@@ -1019,7 +959,7 @@ mod tests {
                     (z >> 40) as f32 / (1u64 << 24) as f32
                 }).collect();
                 let opts = LabelOptions { seeds: SeedKind::Minima, seed_sigma: sigma,
-                    seed_max_probability: 1.0, merge_threshold: merge, merge_quantile: None, min_size };
+                    seed_max_probability: 1.0, merge_threshold: merge, min_size };
                 let l = label_membranes(&p, w, &opts, 1);
                 prop_assert!(l.labels.iter().all(|&v| v >= 1 && v <= l.count));
                 let mut seen = vec![false; l.count as usize + 1];

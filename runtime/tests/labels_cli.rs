@@ -162,3 +162,47 @@ fn a_zarr_input_is_refused_with_the_reason_and_outputs_survive_a_bad_input() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("05.png"));
     assert_eq!(std::fs::read(&earlier).expect("read"), b"earlier run");
 }
+
+#[test]
+fn the_flags_a_parameter_search_reports_select_the_same_labels() {
+    // `LabelOptions::command_line_flags` is what `segment-train cv` prints for a chosen
+    // setting: pasted into `segment-run label`, it must give what the library gives
+    use skipseg_runtime::labels::{LabelOptions, SeedKind, label_membranes};
+    let options = LabelOptions {
+        seeds: SeedKind::Components,
+        seed_sigma: 2.0,
+        seed_max_probability: 0.3,
+        merge_threshold: 0.4,
+        min_size: 300,
+    };
+    assert_ne!(options, LabelOptions::default());
+    let dir = tmp("labels-cli-flags");
+    let map = membrane_from_labels(5).mapv(|v| v * 0.8 + 0.1);
+    let input = dir.join("map.png");
+    write_png(&input, &map);
+    let out = dir.join("out");
+    let flags = options.command_line_flags();
+    let mut args = vec![
+        os("label"),
+        os("--probabilities"),
+        input.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+    ];
+    args.extend(flags.split_whitespace().map(os));
+    let o = segment_run(&args);
+    assert!(
+        o.status.success(),
+        "{flags}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let got = &io::read_label_tiff(&out.join("map_labels.tif")).expect("tif")[0];
+    // the library on the map as the CLI read it (8-bit, scaled to [0, 1])
+    let read = &io::read_slices(&input).expect("png")[0].pixels;
+    let p: Vec<f32> = read.iter().copied().collect();
+    let want = label_membranes(&p, read.ncols(), &options, 1);
+    assert_eq!(got.iter().copied().collect::<Vec<u32>>(), want.labels, "{flags}");
+    // and the defaults would have given something else (the flags took effect)
+    let default = label_membranes(&p, read.ncols(), &LabelOptions::default(), 1);
+    assert_ne!(default.labels, want.labels);
+}

@@ -89,16 +89,16 @@ pub struct SliceRow {
     pub labels_nested: Pair,
 }
 
-/// A label setting, as the report names it.
+/// A label setting, as the report names it: its fields, and `segment-run label`'s flags
+/// for it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Setting {
     pub seeds: String,
     pub seed_sigma: f32,
     pub seed_max_probability: f32,
     pub merge_threshold: f32,
-    /// `mean`, or the quantile of the border's probabilities.
-    pub merge_statistic: String,
     pub min_size: usize,
+    pub flags: String,
 }
 
 impl Setting {
@@ -108,26 +108,15 @@ impl Setting {
             seed_sigma: o.seed_sigma,
             seed_max_probability: o.seed_max_probability,
             merge_threshold: o.merge_threshold,
-            merge_statistic: o
-                .merge_quantile
-                .map_or_else(|| "mean".to_string(), |q| q.to_string()),
             min_size: o.min_size,
+            flags: o.command_line_flags(),
         }
     }
 }
 
 impl std::fmt::Display for Setting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "--seeds {} --seed-sigma {} --seed-max {} --merge-threshold {} --merge-statistic {} --min-size {}",
-            self.seeds,
-            self.seed_sigma,
-            self.seed_max_probability,
-            self.merge_threshold,
-            self.merge_statistic,
-            self.min_size
-        )
+        f.write_str(&self.flags)
     }
 }
 

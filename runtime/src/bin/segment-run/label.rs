@@ -30,9 +30,8 @@ pub struct Args {
     model: Option<PathBuf>,
     #[command(flatten)]
     how: InferenceArgs,
-    /// Seeds: regional minima of the smoothed probability, regional maxima of the
-    /// distance to the nearest membrane (one per cell body), or the cells (4-connected
-    /// components) of the smoothed map below --seed-max.
+    /// Seeds: regional minima of the smoothed probability, or regional maxima of the
+    /// distance to the nearest membrane (one per cell body).
     #[arg(long, value_enum, default_value_t = LabelOptions::default().seeds)]
     seeds: SeedKind,
     /// Gaussian sigma (pixels) of the smoothing before the seeds (regional minima) are
@@ -42,16 +41,10 @@ pub struct Args {
     /// Seeds only where the smoothed membrane probability is below this.
     #[arg(long, default_value_t = LabelOptions::default().seed_max_probability)]
     seed_max: f32,
-    /// Merge adjacent regions while the membrane probability along their shared border
-    /// (its --merge-statistic) is below this (0 = keep the watershed's regions).
+    /// Merge adjacent regions while the mean membrane probability along their shared
+    /// border is below this (0 = keep the watershed's regions).
     #[arg(long, default_value_t = LabelOptions::default().merge_threshold)]
     merge_threshold: f32,
-    /// What "the probability along a border" is: `mean` (average linkage), or a
-    /// quantile in [0, 1] of its values (0.5 = the median), which a short weak stretch
-    /// of an otherwise strong membrane does not lower.
-    #[arg(long, value_parser = parse_merge_statistic,
-          default_value = merge_statistic_name(LabelOptions::default().merge_quantile))]
-    merge_statistic: Option<f32>,
     /// Regions of fewer pixels join the neighbour behind their weakest border.
     #[arg(long, default_value_t = LabelOptions::default().min_size)]
     min_size: usize,
@@ -81,7 +74,6 @@ pub fn run(args: Args) -> Result<()> {
         seed_sigma: args.seed_sigma,
         seed_max_probability: args.seed_max,
         merge_threshold: args.merge_threshold,
-        merge_quantile: args.merge_statistic,
         min_size: args.min_size,
     };
     let loaded;
@@ -131,23 +123,4 @@ pub fn run(args: Args) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// `--merge-statistic`: `mean` (`None`) or a quantile in [0, 1].
-fn parse_merge_statistic(text: &str) -> std::result::Result<Option<f32>, String> {
-    if text == "mean" {
-        return Ok(None);
-    }
-    match text.parse::<f32>() {
-        Ok(q) if (0.0..=1.0).contains(&q) => Ok(Some(q)),
-        _ => Err(format!(
-            "expected `mean` or a quantile within [0, 1] (0.5 = median), not {text:?}"
-        )),
-    }
-}
-
-/// The command-line spelling of a merge statistic (the inverse of
-/// [`parse_merge_statistic`]).
-fn merge_statistic_name(quantile: Option<f32>) -> String {
-    quantile.map_or_else(|| "mean".to_string(), |q| q.to_string())
 }
