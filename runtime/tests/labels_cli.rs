@@ -201,7 +201,11 @@ fn the_flags_a_parameter_search_reports_select_the_same_labels() {
     let read = &io::read_slices(&input).expect("png")[0].pixels;
     let p: Vec<f32> = read.iter().copied().collect();
     let want = label_membranes(&p, read.ncols(), &options, 1);
-    assert_eq!(got.iter().copied().collect::<Vec<u32>>(), want.labels, "{flags}");
+    assert_eq!(
+        got.iter().copied().collect::<Vec<u32>>(),
+        want.labels,
+        "{flags}"
+    );
     // and the defaults would have given something else (the flags took effect)
     let default = label_membranes(&p, read.ncols(), &LabelOptions::default(), 1);
     assert_ne!(default.labels, want.labels);
