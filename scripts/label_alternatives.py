@@ -18,7 +18,7 @@ N^2 form, as runtime/src/metrics.rs) over the slices for:
    by a classifier trained on it).
 
 Needs numpy scipy scikit-image scikit-learn tifffile pillow (a venv of your own):
-    python scripts/experiments/label_alternatives.py runs/cv/maps data/isbi2012/train/labels
+    python scripts/label_alternatives.py runs/cv/maps data/isbi2012/train/labels
 """
 
 import glob
