@@ -33,7 +33,7 @@ use skipseg_runtime::labels::{LabelOptions, label_membranes, tuning_grid};
 use skipseg_runtime::metrics::{self, SliceScores};
 use skipseg_runtime::{Averaging, Inference, Options, Segmenter, io};
 
-use crate::training::TrainError;
+use crate::training::{TrainError, io_err};
 
 /// `k` contiguous blocks of `0..slices`, sizes differing by at most one.
 pub fn folds(slices: usize, k: usize) -> Vec<Vec<usize>> {
@@ -317,12 +317,7 @@ pub fn score(
 
 /// `dir`, created if missing.
 fn created(dir: PathBuf) -> Result<PathBuf, TrainError> {
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        TrainError::Runtime(skipseg_runtime::Error::Input {
-            name: dir.display().to_string(),
-            reason: format!("cannot create the folder: {e}"),
-        })
-    })?;
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir, "cannot create the folder"))?;
     Ok(dir)
 }
 

@@ -174,7 +174,7 @@ pub enum TrainError {
     Runtime(#[from] skipseg_runtime::Error),
 }
 
-fn io_err<'a>(
+pub(crate) fn io_err<'a>(
     path: &'a Path,
     action: &'static str,
 ) -> impl FnOnce(std::io::Error) -> TrainError + 'a {
