@@ -7,51 +7,10 @@ use crate::engine::ops::conv_spec;
 use crate::error::{Error, Result};
 use crate::onnx::{self, pb};
 use crate::passes::fuse_conv::{DOMAIN, FUSED_CONV, FUSED_QCONV, is_upsample_x2};
+use crate::passes::resample::{OWN_DECIMATE, OWN_UPSAMPLE, is_decimate_x2};
 use crate::passes::sigmoid::OWN_SIGMOID;
 
 use super::{Graph, Node, Op, ValueId};
-
-fn tensor_i64(t: &pb::TensorProto) -> Option<Vec<i64>> {
-    if t.data_type != pb::tensor_proto::DataType::Int64 as i32 {
-        return None;
-    }
-    if !t.raw_data.is_empty() {
-        return t.raw_data.len().is_multiple_of(8).then(|| {
-            t.raw_data
-                .chunks_exact(8)
-                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-                .collect()
-        });
-    }
-    Some(t.int64_data.clone())
-}
-
-/// Whether `node` keeps every second row and column from the first: `Slice` with
-/// constant starts 0, steps 2, on axes 2 and 3 (H, W) only, to the end.
-fn is_decimate_x2(node: &pb::NodeProto, inits: &onnx::Initializers<'_>) -> bool {
-    let get = |i: usize| {
-        node.input
-            .get(i)
-            .and_then(|n| inits.get(n.as_str()))
-            .and_then(|t| tensor_i64(t))
-    };
-    let (Some(starts), Some(ends), Some(axes), Some(steps)) = (get(1), get(2), get(3), get(4))
-    else {
-        return false;
-    };
-    let mut axes_sorted: Vec<i64> = axes
-        .iter()
-        .map(|&a| if a < 0 { a + 4 } else { a })
-        .collect();
-    axes_sorted.sort_unstable();
-    node.op_type == "Slice"
-        && node.domain.is_empty()
-        && node.input.len() == 5
-        && axes_sorted == [2, 3]
-        && starts.iter().all(|&s| s == 0)
-        && steps.iter().all(|&s| s == 2)
-        && ends.iter().all(|&e| e >= i32::MAX as i64)
-}
 
 impl Graph {
     /// The embedded graph of `model`, an ONNX model after skipseg's passes (fused
@@ -111,6 +70,8 @@ impl Graph {
                     (Op::Conv(Box::new(spec)), inputs)
                 }
                 (DOMAIN, OWN_SIGMOID) => (Op::Sigmoid, vec![input(0)?]),
+                (DOMAIN, OWN_DECIMATE) => (Op::Decimate, vec![input(0)?]),
+                (DOMAIN, OWN_UPSAMPLE) => (Op::Upsample, vec![input(0)?]),
                 ("", "Add") => (Op::Add, vec![input(0)?, input(1)?]),
                 ("", "Slice") if is_decimate_x2(n, &inits) => (Op::Decimate, vec![input(0)?]),
                 ("", "Resize") if is_upsample_x2(n, &inits) => (Op::Upsample, vec![input(0)?]),

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::kernels::conv::Residual;
 use crate::kernels::fused::{ConvKernel, ConvSpec, ResidualInput};
 use crate::kernels::qconv::{Activations, ActivationsMut};
+use crate::kernels::resample;
 use crate::kernels::sigmoid::sigmoid_in_place;
 use crate::onnx::ModelMeta;
 
@@ -449,43 +450,29 @@ impl EmbeddedModel {
                 }
                 Ok(sum)
             }
-            Op::Decimate => {
+            Op::Decimate | Op::Upsample => {
                 let v = values[get(values, node.inputs[0])?]
                     .as_ref()
                     .ok_or("no input")?;
                 let Buffer::Float(x) = &v.data else {
-                    return Err("decimation of codes".into());
+                    return Err("decimation or up-sampling of codes".into());
                 };
-                let (h2, w2) = (v.h.div_ceil(2), v.w.div_ceil(2));
-                let mut out = Vec::with_capacity(v.channels * h2 * w2);
-                for c in 0..v.channels {
-                    for y in 0..h2 {
-                        let row = &x[(c * v.h + 2 * y) * v.w..][..v.w];
-                        out.extend(row.iter().step_by(2));
-                    }
-                }
-                Ok(Value {
-                    data: Buffer::Float(out),
-                    channels: v.channels,
-                    h: h2,
-                    w: w2,
-                })
-            }
-            Op::Upsample => {
-                let v = values[get(values, node.inputs[0])?]
-                    .as_ref()
-                    .ok_or("no input")?;
-                let Buffer::Float(x) = &v.data else {
-                    return Err("up-sampling of codes".into());
+                let (h2, w2) = match node.op {
+                    Op::Decimate => (v.h.div_ceil(2), v.w.div_ceil(2)),
+                    _ => (v.h * 2, v.w * 2),
                 };
-                let (h2, w2) = (v.h * 2, v.w * 2);
-                let mut out = Vec::with_capacity(v.channels * h2 * w2);
-                for c in 0..v.channels {
-                    for y in 0..h2 {
-                        let row = &x[(c * v.h + y / 2) * v.w..][..v.w];
-                        out.extend(row.iter().flat_map(|&p| [p, p]));
-                    }
+                let mut out = vec![0f32; v.channels * h2 * w2];
+                let current = if self.pool.is_none() {
+                    crate::engine::current_pool()
+                } else {
+                    None
+                };
+                let pool = self.pool.as_ref().or(current.as_deref());
+                match node.op {
+                    Op::Decimate => resample::decimate_x2(x, v.channels, v.h, v.w, &mut out, pool),
+                    _ => resample::upsample_x2(x, v.channels, v.h, v.w, &mut out, pool),
                 }
+                .map_err(|e| e.to_string())?;
                 Ok(Value {
                     data: Buffer::Float(out),
                     channels: v.channels,

@@ -290,6 +290,7 @@ impl Segmenter {
                 crate::passes::chain_quantized_convs(&mut proto);
             }
             crate::passes::own_sigmoid(&mut proto);
+            crate::passes::own_resampling(&mut proto);
         }
         if let Some(graph) = proto.graph.as_mut() {
             onnx::name_nodes_uniquely(graph);
@@ -682,9 +683,18 @@ impl Segmenter {
     #[cfg(feature = "onnx")]
     /// Run `f` with this segmenter's thread pool as tract's executor (which skipseg's
     /// kernels use too), or on this thread alone.
-    fn in_pool<R>(&self, f: impl FnOnce() -> R) -> R {
+    ///
+    /// With a pool, `f` runs on one of the pool's threads: the convolutions' tasks are
+    /// then split by work stealing from a thread of the pool, instead of handed over
+    /// from outside it, which costs a wake-up of this thread at the end of every node
+    /// (about 40 us a node on a 2-core VM; see docs/PERFORMANCE.md).
+    fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        use tract_linalg::multithread::{Executor, multithread_tract_scope};
         match &self.executor {
-            Some(ex) => tract_linalg::multithread::multithread_tract_scope(ex.clone(), f),
+            Some(ex @ Executor::MultiThread(pool)) => {
+                pool.install(|| multithread_tract_scope(ex.clone(), f))
+            }
+            Some(ex) => multithread_tract_scope(ex.clone(), f),
             None => f(),
         }
     }

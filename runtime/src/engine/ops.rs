@@ -11,6 +11,7 @@ pub use crate::kernels::fused::{ConvKernel, ConvSpec, ConvWeights, QuantSpec, Re
 use crate::kernels::qconv::{Activations, ActivationsMut};
 use crate::passes::chain_int8::{INPUT_CODES, OUTPUT_CODES};
 use crate::passes::fuse_conv::{FUSED_CONV, FUSED_QCONV};
+use crate::passes::resample::{OWN_DECIMATE, OWN_UPSAMPLE};
 use crate::passes::sigmoid::OWN_SIGMOID;
 
 /// tract's ONNX front end with skipseg's operators registered.
@@ -21,7 +22,183 @@ pub fn onnx_with_skipseg_ops() -> tract_onnx::Onnx {
     onnx.op_register.insert(OWN_SIGMOID, |_, _| {
         Ok((expand(OwnSigmoidExpansion), vec![]))
     });
+    onnx.op_register.insert(OWN_DECIMATE, |_, _| {
+        Ok((expand(OwnResample::Decimate), vec![]))
+    });
+    onnx.op_register.insert(OWN_UPSAMPLE, |_, _| {
+        Ok((expand(OwnResample::Upsample), vec![]))
+    });
     onnx
+}
+
+/// The output tensor of one of skipseg's operators, left uninitialised: zeroing it first
+/// was a single-threaded pass over every output (3-4 ms of the int8 shipped model's 19
+/// ms at 2 threads on a 2-core Xeon, 15-20 %). The one `unsafe` of the engine.
+#[allow(unsafe_code)]
+fn output_tensor<T: Datum>(dims: &[usize]) -> TractResult<Tensor> {
+    // SAFETY: every caller hands the whole tensor to a kernel that writes each element
+    // before anything reads it: the convolutions store every pixel of every output
+    // channel of each run, and the runs cover the plane (their tests start from outputs
+    // filled with NaN and check every value), as do the decimation and up-sampling
+    // (their test starts from -1, a value the input lacks). tract allocates its own
+    // operators' outputs the same way.
+    unsafe { Tensor::uninitialized::<T>(dims) }
+}
+
+/// The pool of tract's current executor scope, if it has one: skipseg's kernels run on
+/// the threads tract's own operators use.
+fn with_current_pool<R>(f: impl FnOnce(Option<&rayon::ThreadPool>) -> R) -> R {
+    let executor = tract_linalg::multithread::current_tract_executor();
+    match &executor {
+        tract_linalg::multithread::Executor::MultiThread(pool) => f(Some(pool.as_ref())),
+        _ => f(None),
+    }
+}
+
+/// skipseg's change of resolution by two ([`crate::kernels::resample`]) on `[N, C, H, W]`
+/// floats or codes: the ONNX-level operator (shape inference) and tract's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OwnResample {
+    /// Every second row and column from the first: `ceil(H / 2) x ceil(W / 2)`.
+    Decimate,
+    /// Each pixel into a 2x2 square: `2H x 2W`.
+    Upsample,
+}
+
+impl OwnResample {
+    fn side(self, side: &TDim) -> TDim {
+        match self {
+            OwnResample::Decimate => side.clone().div_ceil(2),
+            OwnResample::Upsample => side.clone() * 2,
+        }
+    }
+
+    fn run<T: Datum + Copy>(
+        self,
+        x: &Tensor,
+        out: &mut Tensor,
+        [n, c, h, w]: [usize; 4],
+        pool: Option<&rayon::ThreadPool>,
+    ) -> TractResult<()> {
+        let x = x.try_as_plain_ram()?;
+        let x = x.as_slice::<T>()?;
+        let mut o = out.try_as_plain_ram_mut()?;
+        let o = o.as_slice_mut::<T>()?;
+        let (per_in, per_out) = (c * h * w, o.len() / n.max(1));
+        for i in 0..n {
+            let (xi, oi) = (&x[i * per_in..][..per_in], &mut o[i * per_out..][..per_out]);
+            match self {
+                OwnResample::Decimate => {
+                    crate::kernels::resample::decimate_x2(xi, c, h, w, oi, pool)?
+                }
+                OwnResample::Upsample => {
+                    crate::kernels::resample::upsample_x2(xi, c, h, w, oi, pool)?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Expansion for OwnResample {
+    fn name(&self) -> StaticName {
+        Op::name(self)
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
+        s.equals(&inputs[0].rank, 4)?;
+        s.equals(&outputs[0].rank, 4)?;
+        for axis in [0, 1] {
+            s.equals(&outputs[0].shape[axis], &inputs[0].shape[axis])?;
+        }
+        let kind = *self;
+        for axis in [2, 3] {
+            s.given(&inputs[0].shape[axis], move |s, side| {
+                s.equals(&outputs[0].shape[axis], kind.side(&side))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, *self, inputs)
+    }
+}
+
+impl Op for OwnResample {
+    fn name(&self) -> StaticName {
+        match self {
+            OwnResample::Decimate => OWN_DECIMATE.into(),
+            OwnResample::Upsample => OWN_UPSAMPLE.into(),
+        }
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for OwnResample {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = &inputs[0];
+        let [n, c, h, w] = shape4(x, "input")?;
+        let (oh, ow) = match self {
+            OwnResample::Decimate => (h.div_ceil(2), w.div_ceil(2)),
+            OwnResample::Upsample => (2 * h, 2 * w),
+        };
+        let dims = [n, c, oh, ow];
+        let mut out = if x.datum_type() == u8::datum_type() {
+            output_tensor::<u8>(&dims)?
+        } else {
+            ensure!(
+                x.datum_type() == f32::datum_type(),
+                "{}: input of {:?}, expected f32 or u8",
+                Op::name(self),
+                x.datum_type()
+            );
+            output_tensor::<f32>(&dims)?
+        };
+        with_current_pool(|pool| {
+            if x.datum_type() == u8::datum_type() {
+                self.run::<u8>(x, &mut out, [n, c, h, w], pool)
+            } else {
+                self.run::<f32>(x, &mut out, [n, c, h, w], pool)
+            }
+        })?;
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for OwnResample {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let x = inputs[0];
+        ensure!(
+            x.rank() == 4,
+            "{}: input of rank {}",
+            Op::name(self),
+            x.rank()
+        );
+        let mut shape = x.shape.to_tvec();
+        for axis in [2, 3] {
+            shape[axis] = self.side(&shape[axis]);
+        }
+        Ok(tvec!(x.datum_type.fact(shape)))
+    }
+
+    as_op!();
 }
 
 /// skipseg's sigmoid ([`crate::kernels::sigmoid`]) at the ONNX level (shape inference).
@@ -395,9 +572,9 @@ impl EvalOp for FusedConv {
         let mut out = if in_place {
             inputs.pop().expect("two inputs").into_tensor()
         } else if conv.writes_codes() {
-            Tensor::zero::<u8>(&[n, cout, h, w])?
+            output_tensor::<u8>(&[n, cout, h, w])?
         } else {
-            Tensor::zero::<f32>(&[n, cout, h, w])?
+            output_tensor::<f32>(&[n, cout, h, w])?
         };
         if out.len() == 0 {
             // an empty plane or no output channels (a malformed graph; found by fuzzing):

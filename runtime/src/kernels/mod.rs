@@ -5,6 +5,7 @@
 pub mod conv;
 pub mod fused;
 pub mod qconv;
+pub mod resample;
 pub mod sigmoid;
 mod winograd;
 

@@ -75,6 +75,22 @@ pub fn tensor_i8(t: &pb::TensorProto) -> Option<Vec<i8>> {
     }
 }
 
+/// The values of an `int64` tensor, raw or listed.
+pub fn tensor_i64(t: &pb::TensorProto) -> Option<Vec<i64>> {
+    if t.data_type != pb::tensor_proto::DataType::Int64 as i32 {
+        return None;
+    }
+    if !t.raw_data.is_empty() {
+        return t.raw_data.len().is_multiple_of(8).then(|| {
+            t.raw_data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                .collect()
+        });
+    }
+    Some(t.int64_data.clone())
+}
+
 /// Uint8 data of an initializer (`raw_data` or `int32_data`).
 pub fn tensor_u8(t: &pb::TensorProto) -> Option<Vec<u8>> {
     if t.data_type != pb::tensor_proto::DataType::Uint8 as i32 {

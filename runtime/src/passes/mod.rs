@@ -6,10 +6,12 @@ pub mod dropout;
 pub mod fold_bn;
 pub mod fuse_conv;
 pub mod quantize;
+pub mod resample;
 pub mod sigmoid;
 
 pub use chain_int8::{ChainReport, chain_quantized_convs};
 pub use fold_bn::{FoldReport, fold_batch_norms};
 pub use fuse_conv::{FuseReport, fuse_convolutions, fuse_convolutions_where_faster};
 pub use quantize::{ActivationRange, QuantizeReport, conv_inputs, quantize_convs};
+pub use resample::{ResampleReport, own_resampling};
 pub use sigmoid::own_sigmoid;
