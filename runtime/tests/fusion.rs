@@ -76,9 +76,14 @@ fn fused_equals_tract_on_the_shipped_model() {
     assert_eq!(count(&fused, "Relu"), 0);
     assert_eq!(count(&fused, "Mul"), 0);
     // three up-samplings feed a long-skip projection, which repeats them as it adds; the
-    // last one meets the stem through an identity skip (equal widths), no conv
+    // last one meets the stem through an identity skip (equal widths), no conv, and runs
+    // on skipseg's own operator, as do the four decimations
     assert_eq!(count(&plain, "Resize"), 4);
-    assert_eq!(count(&fused, "Resize"), 1);
+    assert_eq!(count(&fused, "Resize"), 0);
+    assert_eq!(count(&fused, "SkipsegUpsample"), 1);
+    assert_eq!(count(&plain, "Slice"), 4);
+    assert_eq!(count(&fused, "Slice"), 0);
+    assert_eq!(count(&fused, "SkipsegDecimate"), 4);
     let x = ndarray::Array4::from_shape_fn((1, 1, 96, 128), |(_, _, y, x)| {
         ((y * 7 + x * 13) % 23) as f32 / 11.0 - 1.0
     })

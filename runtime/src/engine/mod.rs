@@ -414,13 +414,22 @@ impl Segmenter {
             return Err(self.engine_err("the plan returned no output"));
         }
         // the output tensor is this run's own: taken without a copy
-        outputs
+        let out = outputs
             .remove(0)
             .into_tensor()
             .into_plain_array::<f32>()
             .map_err(|e| self.engine_err(e))?
             .into_dimensionality::<Ix4>()
-            .map_err(|e| self.engine_err(e))
+            .map_err(|e| self.engine_err(e))?;
+        // a malformed graph can run to an output of another size (one found by fuzzing
+        // has an empty convolution: 0 rows out)
+        match out.shape() {
+            [1, c, oh, ow] if *c >= 1 && (*oh, *ow) == (h, w) => Ok(out),
+            shape => Err(self.engine_err(format!(
+                "the engine failed on this graph: its output is {shape:?} for a {h}x{w} window, \
+                 expected [1, 1, {h}, {w}]"
+            ))),
+        }
     }
 
     /// Monte-Carlo sampling needs an ONNX model loaded with its dropout masks; this build
