@@ -20,7 +20,7 @@
 //! or dequantized from its codes: the same values, up to the order of float sums, at
 //! float speed.
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 use super::conv::{
     Activation, ConvError, DirectConv, FakeQuant, InputTransform, OC_BLOCK, Residual,
@@ -511,19 +511,71 @@ impl QuantConv {
                 let mut values = Array2::<f32>::zeros(out.dim());
                 self.float
                     .run_image(input, h, w, residual, values.view_mut(), pool)?;
-                let mut row = vec![0.0f32; values.ncols()];
-                for (oc, (src, mut dst)) in
-                    values.rows().into_iter().zip(out.rows_mut()).enumerate()
-                {
-                    let src = src.as_slice().expect("a new array is contiguous");
-                    code.pre.apply_row_float(oc, src, &mut row);
-                    Zip::from(&mut dst)
-                        .and(&row)
-                        .for_each(|d, &v| *d = code.quant.quantize(v));
+                let plane = values.ncols();
+                let values = values.as_slice().expect("a new array is contiguous");
+                let rows: Vec<(usize, &[f32], ArrayViewMut1<'_, u8>)> = values
+                    .chunks(plane.max(1))
+                    .zip(out.rows_mut())
+                    .enumerate()
+                    .map(|(oc, (src, dst))| (oc, src, dst))
+                    .collect();
+                // one task per output channel, on the pool's threads; the rounding compiled
+                // for the CPU's features (a plain loop calls `rintf` per value)
+                let convert = |(oc, src, dst): (usize, &[f32], ArrayViewMut1<'_, u8>)| {
+                    pulp::Arch::new().dispatch(CodesOfRow { code, oc, src, dst })
+                };
+                match pool {
+                    Some(pool) if pool.current_num_threads() > 1 => pool.install(|| {
+                        use rayon::prelude::*;
+                        rows.into_par_iter().for_each(convert)
+                    }),
+                    _ => rows.into_iter().for_each(convert),
                 }
                 Ok(())
             }
             (ActivationsMut::Codes(_), None) => unreachable!("checked by run_image_with"),
+        }
+    }
+}
+
+/// One output channel's codes from its float values: the next convolution's
+/// pre-activation, then its quantization.
+struct CodesOfRow<'a> {
+    code: &'a CodeOutput,
+    oc: usize,
+    src: &'a [f32],
+    dst: ArrayViewMut1<'a, u8>,
+}
+
+impl pulp::WithSimd for CodesOfRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let CodesOfRow {
+            code,
+            oc,
+            src,
+            mut dst,
+        } = self;
+        let mut row = [0.0f32; 256];
+        let mut at = 0;
+        for chunk in src.chunks(row.len()) {
+            let t = &mut row[..chunk.len()];
+            code.pre.apply_row_float(oc, chunk, t);
+            match dst.as_slice_mut() {
+                Some(d) => {
+                    for (d, &v) in d[at..at + chunk.len()].iter_mut().zip(&*t) {
+                        *d = code.quant.quantize(v);
+                    }
+                }
+                None => {
+                    for (i, &v) in t.iter().enumerate() {
+                        dst[at + i] = code.quant.quantize(v);
+                    }
+                }
+            }
+            at += chunk.len();
         }
     }
 }
