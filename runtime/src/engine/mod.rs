@@ -691,20 +691,27 @@ impl Segmenter {
 
     #[cfg(feature = "onnx")]
     /// Run `f` with this segmenter's thread pool as tract's executor (which skipseg's
-    /// kernels use too), or on this thread alone.
+    /// kernels use too), else with the pool of the caller's scope ([`ThreadPool::install`]),
+    /// or on this thread alone.
     ///
     /// With a pool, `f` runs on one of the pool's threads: the convolutions' tasks are
     /// then split by work stealing from a thread of the pool, instead of handed over
     /// from outside it, which costs a wake-up of this thread at the end of every node
     /// (about 40 us a node on a 2-core VM; see docs/PERFORMANCE.md).
     fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        use tract_linalg::multithread::{Executor, multithread_tract_scope};
-        match &self.executor {
-            Some(ex @ Executor::MultiThread(pool)) => {
-                pool.install(|| multithread_tract_scope(ex.clone(), f))
+        use tract_linalg::multithread::{
+            Executor, current_tract_executor, multithread_tract_scope,
+        };
+        let executor = match &self.executor {
+            Some(ex) => ex.clone(),
+            None => current_tract_executor(),
+        };
+        match &executor {
+            Executor::MultiThread(pool) => {
+                pool.install(|| multithread_tract_scope(executor.clone(), f))
             }
-            Some(ex) => multithread_tract_scope(ex.clone(), f),
-            None => f(),
+            _ if self.executor.is_some() => multithread_tract_scope(executor, f),
+            _ => f(),
         }
     }
 
