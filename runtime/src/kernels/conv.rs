@@ -635,6 +635,14 @@ impl Run<'_, '_> {
         let blocks = conv.cout.div_ceil(block);
         let plane = self.h * self.w;
         let len = self.out.ncols();
+        // each output channel's slice of this run, taken once (not an ndarray row per
+        // strip and channel)
+        let mut out_rows: Vec<&mut [f32]> = self
+            .out
+            .rows_mut()
+            .into_iter()
+            .map(|r| r.into_slice().expect("output rows are contiguous"))
+            .collect();
         // pixels computed per output row of the panel (whole strips, then cut)
         let (rows, row_len) = if kernel == 3 {
             (len / self.w, self.w)
@@ -716,10 +724,7 @@ impl Run<'_, '_> {
                                 if oc >= conv.cout {
                                     break;
                                 }
-                                let mut dst_row = self.out.row_mut(oc);
-                                let dst_row =
-                                    dst_row.as_slice_mut().expect("output rows are contiguous");
-                                let dst = &mut dst_row[local..local + n];
+                                let dst = &mut out_rows[oc][local..local + n];
                                 let global = self.start + local;
                                 let relu = conv.post == Activation::Relu;
                                 if n == strip {

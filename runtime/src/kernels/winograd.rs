@@ -114,6 +114,13 @@ impl WinogradRun<'_, '_> {
         let strip = NV * S::F32_LANES;
         let y0 = self.start / w;
         let rows = self.out.ncols() / w;
+        // each output channel's slice of this run, taken once
+        let mut out_rows: Vec<&mut [f32]> = self
+            .out
+            .rows_mut()
+            .into_iter()
+            .map(|r| r.into_slice().expect("output rows are contiguous"))
+            .collect();
         let tiles_x = w.div_ceil(2);
         let tiles = rows.div_ceil(2) * tiles_x;
         let tb = ((BLOCK_FLOATS / (16 * cin.max(cout))) / strip * strip)
@@ -290,9 +297,7 @@ impl WinogradRun<'_, '_> {
                             continue;
                         }
                         let local = local_row * w + x;
-                        let mut dst_row = self.out.row_mut(oc);
-                        let dst_row = dst_row.as_slice_mut().expect("output rows are contiguous");
-                        let dst = &mut dst_row[local..local + cols];
+                        let dst = &mut out_rows[oc][local..local + cols];
                         let vals = &mut vals[..cols];
                         if let Some(res) = residual_strip(
                             self.residual,
