@@ -690,94 +690,83 @@ macro_rules! integer_run {
             // padding
             let pw = padded_len + kernel - 1;
             let mut panel = vec![0u32; groups * kernel * pw];
-            let mut codes: [Vec<u8>; 4] = std::array::from_fn(|_| vec![q.zero; pw]);
-            let mut floats = vec![0.0f32; pw];
+            // the four channels of a group transformed (0.0 for channels beyond the input's,
+            // which quantizes to the zero point)
+            let mut floats: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0f32; pw]);
             let mut values = [0.0f32; STRIP];
             let mut transformed = [0.0f32; STRIP];
             let mut rtile = [0.0f32; STRIP];
             let no_output = [0.0f32; STRIP];
             let mut sums: Sums = [[0; STRIP]; OC_BLOCK];
-            // codes[at..at + n] from input channel `ic`'s pixels [from, from + n)
-            let mut read = |codes: &mut [u8], ic: usize, at: usize, from: usize, n: usize| match run.input {
-                Src::Float(x) => {
-                    let dst = &mut floats[at..at + n];
-                    pre.apply_row_float(ic, &x[ic * plane + from..][..n], dst);
-                    for (c, &f) in codes[at..at + n].iter_mut().zip(&*dst) {
-                        *c = q.quantize(f);
-                    }
-                }
-                Src::Codes(x) => codes[at..at + n].copy_from_slice(&x[ic * plane + from..][..n]),
-            };
-            // 1. transformed, quantized input, four channels interleaved per pixel: panel row
-            // `slot` of every group gets input row `sy` (3x3: columns `base % w - 1 ..= base % w +
-            // seg`) or pixels `[base, base + seg)` (1x1)
             let zero_codes = vec![q.zero; pw];
             let zero4 = u32::from_le_bytes([q.zero; 4]);
+            // 1. transformed, quantized input, four channels interleaved per pixel: panel row
+            // `slot` of every group gets input row `sy` (3x3: columns `base % w - 1 ..= base % w +
+            // seg`) or pixels `[base, base + seg)` (1x1). The image's columns are `[first,
+            // first + count)` of the panel row, from pixel `from`; the rest is the zero point.
             let mut fill = |panel: &mut [u32], slot: usize, sy: isize, base: usize, seg: usize| {
+                let (first, from, count) = if kernel == 3 {
+                    if sy < 0 || sy >= run.h as isize {
+                        (0, 0, 0)
+                    } else {
+                        let x_start = base % run.w;
+                        let lo = x_start.saturating_sub(1);
+                        let hi = (x_start + seg + 1).min(run.w);
+                        (lo + 1 - x_start, sy as usize * run.w + lo, hi - lo)
+                    }
+                } else {
+                    (0, base, seg)
+                };
                 for g in 0..groups {
-                    if let Src::Codes(x) = run.input {
-                        // codes in: interleaved straight from the input rows (no copy per
-                        // channel first: 7 % of Table 1's int8 time was that copy); the
-                        // image's columns are `[first, first + count)` of the panel row,
-                        // from pixel `from`, the rest (and padded channels) the zero point
-                        let (first, from, count) = if kernel == 3 {
-                            if sy < 0 || sy >= run.h as isize {
-                                (0, 0, 0)
-                            } else {
-                                let x_start = base % run.w;
-                                let lo = x_start.saturating_sub(1);
-                                let hi = (x_start + seg + 1).min(run.w);
-                                (lo + 1 - x_start, sy as usize * run.w + lo, hi - lo)
-                            }
-                        } else {
-                            (0, base, seg)
-                        };
-                        let lane = |j: usize| -> &[u8] {
-                            let ic = 4 * g + j;
-                            if ic < conv.cin {
-                                &x[ic * plane + from..][..count]
-                            } else {
-                                &zero_codes[..count]
-                            }
-                        };
-                        let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
-                        let dst = &mut panel[(g * kernel + slot) * pw..][..pw];
-                        dst[..first].fill(zero4);
-                        dst[first + count..].fill(zero4);
-                        for ((((d, &a), &b), &c), &e) in
-                            dst[first..first + count].iter_mut().zip(l0).zip(l1).zip(l2).zip(l3)
-                        {
-                            *d = u32::from_le_bytes([a, b, c, e]);
-                        }
-                        continue;
-                    }
-                    for (lane, codes) in codes.iter_mut().enumerate() {
-                        let ic = 4 * g + lane;
-                        // columns of the panel row that hold image pixels
-                        let (first, count) = if ic >= conv.cin {
-                            (0, 0)
-                        } else if kernel == 3 {
-                            if sy < 0 || sy >= run.h as isize {
-                                (0, 0)
-                            } else {
-                                let x_start = base % run.w;
-                                let lo = x_start.saturating_sub(1);
-                                let hi = (x_start + seg + 1).min(run.w);
-                                let first = lo + 1 - x_start;
-                                read(codes, ic, first, sy as usize * run.w + lo, hi - lo);
-                                (first, hi - lo)
-                            }
-                        } else {
-                            read(codes, ic, 0, base, seg);
-                            (0, seg)
-                        };
-                        codes[..first].fill(q.zero);
-                        codes[first + count..].fill(q.zero);
-                    }
                     let dst = &mut panel[(g * kernel + slot) * pw..][..pw];
-                    let [c0, c1, c2, c3] = &codes;
-                    for ((((d, &a), &b), &c), &e) in dst.iter_mut().zip(c0).zip(c1).zip(c2).zip(c3) {
-                        *d = u32::from_le_bytes([a, b, c, e]);
+                    dst[..first].fill(zero4);
+                    dst[first + count..].fill(zero4);
+                    let dst = &mut dst[first..first + count];
+                    match run.input {
+                        // codes in: interleaved straight from the input rows
+                        Src::Codes(x) => {
+                            let lane = |j: usize| -> &[u8] {
+                                let ic = 4 * g + j;
+                                if ic < conv.cin {
+                                    &x[ic * plane + from..][..count]
+                                } else {
+                                    &zero_codes[..count]
+                                }
+                            };
+                            let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
+                            for ((((d, &a), &b), &c), &e) in
+                                dst.iter_mut().zip(l0).zip(l1).zip(l2).zip(l3)
+                            {
+                                *d = u32::from_le_bytes([a, b, c, e]);
+                            }
+                        }
+                        // floats in: each channel transformed, then the four quantized as
+                        // they are interleaved
+                        Src::Float(x) => {
+                            for (j, lane) in floats.iter_mut().enumerate() {
+                                let ic = 4 * g + j;
+                                if ic < conv.cin {
+                                    pre.apply_row_float(ic, &x[ic * plane + from..][..count], &mut lane[..count]);
+                                } else {
+                                    lane[..count].fill(0.0);
+                                }
+                            }
+                            let [f0, f1, f2, f3] = &floats;
+                            for ((((d, &a), &b), &c), &e) in dst
+                                .iter_mut()
+                                .zip(&f0[..count])
+                                .zip(&f1[..count])
+                                .zip(&f2[..count])
+                                .zip(&f3[..count])
+                            {
+                                *d = u32::from_le_bytes([
+                                    q.quantize(a),
+                                    q.quantize(b),
+                                    q.quantize(c),
+                                    q.quantize(e),
+                                ]);
+                            }
+                        }
                     }
                 }
             };
