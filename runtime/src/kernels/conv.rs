@@ -306,7 +306,9 @@ impl DirectConv {
         } else {
             self.cin * (one_by_one_run_bound(self.cin, plane) + MAX_STRIP) + 2 * MAX_STRIP
         };
-        threads.max(1) * per_task * 4 + run_list_bytes(plane, threads)
+        // and each output channel's row slice
+        let rows = self.cout * std::mem::size_of::<&mut [f32]>();
+        threads.max(1) * (per_task * 4 + rows) + run_list_bytes(plane, threads)
     }
 
     /// Whether this convolution runs as Winograd F(2x2, 3x3).

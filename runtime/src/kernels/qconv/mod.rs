@@ -357,8 +357,12 @@ impl QuantConv {
                     super::conv::one_by_one_run_bound(self.cin, plane)
                 };
                 let pw = seg.min(row) + STRIP + k - 1;
-                // panel of u32, four rows of u8 codes, one row of floats
-                let per_task = self.groups * k * pw * 4 + 4 * pw + 4 * pw;
+                // panel of u32; four rows of floats (a group's channels) and a row of
+                // zero-point codes; each output channel's row slice
+                let per_task = self.groups * k * pw * 4
+                    + 4 * pw * 4
+                    + pw
+                    + self.cout * std::mem::size_of::<&mut [f32]>();
                 threads.max(1) * per_task + super::conv::run_list_bytes(plane, threads)
             }
         }
