@@ -114,13 +114,7 @@ impl WinogradRun<'_, '_> {
         let strip = NV * S::F32_LANES;
         let y0 = self.start / w;
         let rows = self.out.ncols() / w;
-        // each output channel's slice of this run, taken once
-        let mut out_rows: Vec<&mut [f32]> = self
-            .out
-            .rows_mut()
-            .into_iter()
-            .map(|r| r.into_slice().expect("output rows are contiguous"))
-            .collect();
+        let mut out_rows = super::conv::row_slices(&mut self.out);
         let tiles_x = w.div_ceil(2);
         let tiles = rows.div_ceil(2) * tiles_x;
         let tb = ((BLOCK_FLOATS / (16 * cin.max(cout))) / strip * strip)

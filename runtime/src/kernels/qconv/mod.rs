@@ -654,26 +654,11 @@ macro_rules! integer_run {
                 Dst::Float(o) => o.ncols(),
                 Dst::Codes(o) => o.ncols(),
             };
-            // each output channel's slice of this run, taken once (an ndarray row per
-            // strip and channel cost a third of a 1x1 convolution's time)
-            let mut float_rows: Vec<&mut [f32]> = Vec::new();
-            let mut code_rows: Vec<&mut [u8]> = Vec::new();
-            match &mut run.out {
-                Dst::Float(o) => {
-                    float_rows = o
-                        .rows_mut()
-                        .into_iter()
-                        .map(|r| r.into_slice().expect("output rows are contiguous"))
-                        .collect()
-                }
-                Dst::Codes(o) => {
-                    code_rows = o
-                        .rows_mut()
-                        .into_iter()
-                        .map(|r| r.into_slice().expect("output rows are contiguous"))
-                        .collect()
-                }
-            }
+            // each output channel's slice of this run, taken once
+            let (mut float_rows, mut code_rows) = match &mut run.out {
+                Dst::Float(o) => (crate::kernels::conv::row_slices(o), Vec::new()),
+                Dst::Codes(o) => (Vec::new(), crate::kernels::conv::row_slices(o)),
+            };
             let writes_floats = code_rows.is_empty();
             let q = conv.input.quant();
             let identity = InputTransform::default();
