@@ -14,8 +14,8 @@ use super::{Graph, Node, Op, ValueId};
 
 impl Graph {
     /// The embedded graph of `model`, an ONNX model after skipseg's passes (fused
-    /// convolutions, skipseg's sigmoid); refuses any operation the executor does not run,
-    /// naming the node.
+    /// convolutions, skipseg's sigmoid and resampling; ONNX's own x2 `Slice` and `Resize`
+    /// are taken too); refuses any operation the executor does not run, naming the node.
     pub fn from_fused_onnx(model: &pb::ModelProto, source_name: &str) -> Result<Self> {
         let bad = |reason: String| Error::BadModel {
             source_name: source_name.to_string(),
