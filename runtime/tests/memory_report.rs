@@ -166,7 +166,10 @@ fn tiled_report_bounds_what_a_call_allocates() {
             })
         };
         run(); // warm-up: thread-local and pool state allocated once
-        let got = measured(&mut run);
+        // the most of three calls: with two threads, how many tasks' panels coexist
+        // depends on scheduling (a loaded machine may run the tasks one after the
+        // other), and the report bounds the most a call can take
+        let got = (0..3).map(|_| measured(&mut run)).max().unwrap_or(0);
         let predicted = seg.peak_bytes(&how, h, w, threads).expect("report");
         report.push(format!(
             "{model} {h}x{w} tile {tile:?} halo {halo:?} {averaging:?} {blend:?} {threads}t: \
@@ -242,9 +245,15 @@ fn c_interface(image: &ndarray::Array2<f32>, report: &mut Vec<String>) {
         }
     };
     assert_eq!(segment(model, &options, &mut out), SkipsegStatus::Ok); // warm-up
-    let mut status = SkipsegStatus::ErrInternal;
-    let got = measured(|| status = segment(model, &options, &mut out));
-    assert_eq!(status, SkipsegStatus::Ok);
+    // the most of five calls (see above: scheduling decides how many tasks overlap; on a
+    // loaded 2-core machine all five may see one task at a time, 1.45 MB against 1.67 MB
+    // when the two overlap, hence the looser factor below)
+    let mut got = 0;
+    for _ in 0..5 {
+        let mut status = SkipsegStatus::ErrInternal;
+        got = got.max(measured(|| status = segment(model, &options, &mut out)));
+        assert_eq!(status, SkipsegStatus::Ok);
+    }
     let mut predicted = 0u64;
     // SAFETY: live model, options and a writable u64
     let s = unsafe { skipseg_segment_peak_bytes(model, &options, w, h, &mut predicted) };
@@ -255,7 +264,7 @@ fn c_interface(image: &ndarray::Array2<f32>, report: &mut Vec<String>) {
     ));
     assert!(predicted as usize >= got, "{}", report.join("\n"));
     assert!(
-        predicted as f64 <= 1.5 * got as f64 + 262_144.0,
+        predicted as f64 <= 1.8 * got as f64 + 262_144.0,
         "{}",
         report.join("\n")
     );
