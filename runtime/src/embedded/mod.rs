@@ -292,9 +292,16 @@ impl EmbeddedModel {
             h,
             w,
         }));
+        // the model's own pool, else one a ThreadPool::install around the caller set
+        let current = if self.pool.is_none() {
+            crate::engine::current_pool()
+        } else {
+            None
+        };
+        let pool = self.pool.as_ref().or(current.as_deref());
         for (i, node) in self.graph.nodes.iter().enumerate() {
             let out = self
-                .run_node(i, node, &mut values)
+                .run_node(i, node, &mut values, pool)
                 .map_err(|reason| engine_err(&node.name, reason))?;
             values.push(Some(out));
             for &v in &node.inputs {
@@ -322,6 +329,7 @@ impl EmbeddedModel {
         i: usize,
         node: &Node,
         values: &mut [Option<Value>],
+        pool: Option<&rayon::ThreadPool>,
     ) -> std::result::Result<Value, String> {
         let reused = self.reused_input(i, node);
         let get = |values: &[Option<Value>], v: ValueId| -> std::result::Result<usize, String> {
@@ -406,13 +414,6 @@ impl EmbeddedModel {
                             .map_err(|e| e.to_string())?,
                     )
                 };
-                // the model's own pool, else one a ThreadPool::install around the caller set
-                let current = if self.pool.is_none() {
-                    crate::engine::current_pool()
-                } else {
-                    None
-                };
-                let pool = self.pool.as_ref().or(current.as_deref());
                 conv.run_image(input, h, w, residual, output, pool)
                     .map_err(|e| e.to_string())?;
                 Ok(Value {
@@ -462,12 +463,6 @@ impl EmbeddedModel {
                     _ => (v.h * 2, v.w * 2),
                 };
                 let mut out = vec![0f32; v.channels * h2 * w2];
-                let current = if self.pool.is_none() {
-                    crate::engine::current_pool()
-                } else {
-                    None
-                };
-                let pool = self.pool.as_ref().or(current.as_deref());
                 match node.op {
                     Op::Decimate => resample::decimate_x2(x, v.channels, v.h, v.w, &mut out, pool),
                     _ => resample::upsample_x2(x, v.channels, v.h, v.w, &mut out, pool),

@@ -45,13 +45,12 @@ fn output_tensor<T: Datum>(dims: &[usize]) -> TractResult<Tensor> {
     unsafe { Tensor::uninitialized::<T>(dims) }
 }
 
-/// The pool of tract's current executor scope, if it has one: skipseg's kernels run on
-/// the threads tract's own operators use.
-fn with_current_pool<R>(f: impl FnOnce(Option<&rayon::ThreadPool>) -> R) -> R {
-    let executor = tract_linalg::multithread::current_tract_executor();
-    match &executor {
-        tract_linalg::multithread::Executor::MultiThread(pool) => f(Some(pool.as_ref())),
-        _ => f(None),
+/// The pool of an executor (tract's current one: `current_tract_executor()`), if it has
+/// one: skipseg's kernels run on the threads tract's own operators use.
+fn pool_of(executor: &tract_linalg::multithread::Executor) -> Option<&rayon::ThreadPool> {
+    match executor {
+        tract_linalg::multithread::Executor::MultiThread(pool) => Some(pool.as_ref()),
+        _ => None,
     }
 }
 
@@ -171,13 +170,13 @@ impl EvalOp for OwnResample {
             );
             output_tensor::<f32>(&dims)?
         };
-        with_current_pool(|pool| {
-            if x.datum_type() == u8::datum_type() {
-                self.run::<u8>(x, &mut out, [n, c, h, w], pool)
-            } else {
-                self.run::<f32>(x, &mut out, [n, c, h, w], pool)
-            }
-        })?;
+        let executor = tract_linalg::multithread::current_tract_executor();
+        let pool = pool_of(&executor);
+        if x.datum_type() == u8::datum_type() {
+            self.run::<u8>(x, &mut out, [n, c, h, w], pool)?
+        } else {
+            self.run::<f32>(x, &mut out, [n, c, h, w], pool)?
+        }
         Ok(tvec!(out.into_tvalue()))
     }
 }
@@ -538,10 +537,7 @@ impl EvalOp for FusedConv {
         let cout = conv.output_channels();
         let plane = h * w;
         let executor = tract_linalg::multithread::current_tract_executor();
-        let pool = match &executor {
-            tract_linalg::multithread::Executor::MultiThread(pool) => Some(pool.as_ref()),
-            _ => None,
-        };
+        let pool = pool_of(&executor);
         let want = match self.residual {
             ResidualInput::None => None,
             ResidualInput::Same => Some([n, cout, h, w]),

@@ -20,7 +20,7 @@
 //! or dequantized from its codes: the same values, up to the order of float sums, at
 //! float speed.
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 use super::conv::{
     Activation, ConvError, DirectConv, FakeQuant, InputTransform, OC_BLOCK, Residual,
@@ -517,15 +517,15 @@ impl QuantConv {
                     .run_image(input, h, w, residual, values.view_mut(), pool)?;
                 let plane = values.ncols();
                 let values = values.as_slice().expect("a new array is contiguous");
-                let rows: Vec<(usize, &[f32], ArrayViewMut1<'_, u8>)> = values
+                let rows: Vec<(usize, &[f32], &mut [u8])> = values
                     .chunks(plane.max(1))
-                    .zip(out.rows_mut())
+                    .zip(super::conv::row_slices(&mut out))
                     .enumerate()
                     .map(|(oc, (src, dst))| (oc, src, dst))
                     .collect();
                 // one task per output channel, on the pool's threads; the rounding compiled
                 // for the CPU's features (a plain loop calls `rintf` per value)
-                let convert = |(oc, src, dst): (usize, &[f32], ArrayViewMut1<'_, u8>)| {
+                let convert = |(oc, src, dst): (usize, &[f32], &mut [u8])| {
                     pulp::Arch::new().dispatch(CodesOfRow { code, oc, src, dst })
                 };
                 match pool {
@@ -548,7 +548,7 @@ struct CodesOfRow<'a> {
     code: &'a CodeOutput,
     oc: usize,
     src: &'a [f32],
-    dst: ArrayViewMut1<'a, u8>,
+    dst: &'a mut [u8],
 }
 
 impl pulp::WithSimd for CodesOfRow<'_> {
@@ -556,30 +556,14 @@ impl pulp::WithSimd for CodesOfRow<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let CodesOfRow {
-            code,
-            oc,
-            src,
-            mut dst,
-        } = self;
+        let CodesOfRow { code, oc, src, dst } = self;
         let mut row = [0.0f32; 256];
-        let mut at = 0;
-        for chunk in src.chunks(row.len()) {
+        for (chunk, d) in src.chunks(row.len()).zip(dst.chunks_mut(row.len())) {
             let t = &mut row[..chunk.len()];
             code.pre.apply_row_float(oc, chunk, t);
-            match dst.as_slice_mut() {
-                Some(d) => {
-                    for (d, &v) in d[at..at + chunk.len()].iter_mut().zip(&*t) {
-                        *d = code.quant.quantize(v);
-                    }
-                }
-                None => {
-                    for (i, &v) in t.iter().enumerate() {
-                        dst[at + i] = code.quant.quantize(v);
-                    }
-                }
+            for (d, &v) in d.iter_mut().zip(&*t) {
+                *d = code.quant.quantize(v);
             }
-            at += chunk.len();
         }
     }
 }
