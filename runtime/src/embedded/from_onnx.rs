@@ -7,7 +7,7 @@ use crate::engine::ops::conv_spec;
 use crate::error::{Error, Result};
 use crate::onnx::{self, pb};
 use crate::passes::fuse_conv::{DOMAIN, FUSED_CONV, FUSED_QCONV, is_upsample_x2};
-use crate::passes::resample::{OWN_DECIMATE, OWN_UPSAMPLE, is_decimate_x2};
+use crate::passes::resample::{OWN_DECIMATE, OWN_UPSAMPLE, OWN_UPSAMPLE_ADD, is_decimate_x2};
 use crate::passes::sigmoid::OWN_SIGMOID;
 
 use super::{Graph, Node, Op, ValueId};
@@ -72,6 +72,17 @@ impl Graph {
                 (DOMAIN, OWN_SIGMOID) => (Op::Sigmoid, vec![input(0)?]),
                 (DOMAIN, OWN_DECIMATE) => (Op::Decimate, vec![input(0)?]),
                 (DOMAIN, OWN_UPSAMPLE) => (Op::Upsample, vec![input(0)?]),
+                // the executor's own nodes: the up-sampling, then the Add (in place where
+                // the up-sampled map is the last reader's)
+                (DOMAIN, OWN_UPSAMPLE_ADD) => {
+                    let (x, added) = (input(0)?, input(1)?);
+                    nodes.push(Node {
+                        name: format!("{name}.upsample"),
+                        op: Op::Upsample,
+                        inputs: vec![x],
+                    });
+                    (Op::Add, vec![nodes.len(), added])
+                }
                 ("", "Add") => (Op::Add, vec![input(0)?, input(1)?]),
                 ("", "Slice") if is_decimate_x2(n, &inits) => (Op::Decimate, vec![input(0)?]),
                 ("", "Resize") if is_upsample_x2(n, &inits) => (Op::Upsample, vec![input(0)?]),

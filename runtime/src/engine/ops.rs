@@ -11,7 +11,7 @@ pub use crate::kernels::fused::{ConvKernel, ConvSpec, ConvWeights, QuantSpec, Re
 use crate::kernels::qconv::{Activations, ActivationsMut};
 use crate::passes::chain_int8::{INPUT_CODES, OUTPUT_CODES};
 use crate::passes::fuse_conv::{FUSED_CONV, FUSED_QCONV};
-use crate::passes::resample::{OWN_DECIMATE, OWN_UPSAMPLE};
+use crate::passes::resample::{OWN_DECIMATE, OWN_UPSAMPLE, OWN_UPSAMPLE_ADD};
 use crate::passes::sigmoid::OWN_SIGMOID;
 
 /// tract's ONNX front end with skipseg's operators registered.
@@ -27,6 +27,9 @@ pub fn onnx_with_skipseg_ops() -> tract_onnx::Onnx {
     });
     onnx.op_register.insert(OWN_UPSAMPLE, |_, _| {
         Ok((expand(OwnResample::Upsample), vec![]))
+    });
+    onnx.op_register.insert(OWN_UPSAMPLE_ADD, |_, _| {
+        Ok((expand(OwnUpsampleAdd), vec![]))
     });
     onnx
 }
@@ -195,6 +198,137 @@ impl TypedOp for OwnResample {
             shape[axis] = self.side(&shape[axis]);
         }
         Ok(tvec!(x.datum_type.fact(shape)))
+    }
+
+    as_op!();
+}
+
+/// skipseg's x2 up-sampling summed with a map of the output's size
+/// ([`crate::kernels::resample::upsample_x2_add`]), `[N, C, H, W]` and `[N, C, 2H, 2W]`
+/// floats: the ONNX-level operator and tract's. Where the second input turns out to have
+/// another shape (an `Add` that broadcasts), it is wired as skipseg's up-sampling and
+/// tract's `Add`, what it replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OwnUpsampleAdd;
+
+impl Expansion for OwnUpsampleAdd {
+    fn name(&self) -> StaticName {
+        OWN_UPSAMPLE_ADD.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        for proxy in [&inputs[0], &inputs[1], &outputs[0]] {
+            s.equals(&proxy.datum_type, f32::datum_type())?;
+            s.equals(&proxy.rank, 4)?;
+        }
+        for axis in [0, 1] {
+            s.equals(&outputs[0].shape[axis], &inputs[0].shape[axis])?;
+        }
+        for axis in [2, 3] {
+            s.given(&inputs[0].shape[axis], move |s, side| {
+                s.equals(&outputs[0].shape[axis], side * 2)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let mut upsampled = model.outlet_fact(inputs[0])?.shape.to_tvec();
+        for axis in [2, 3] {
+            upsampled[axis] = OwnResample::Upsample.side(&upsampled[axis]);
+        }
+        if model.outlet_fact(inputs[1])?.shape.to_tvec() == upsampled {
+            model.wire_node(prefix, *self, inputs)
+        } else {
+            let up = model.wire_node(
+                format!("{prefix}.upsample"),
+                OwnResample::Upsample,
+                &inputs[..1],
+            )?;
+            tract_core::ops::change_axes::wire_with_rank_broadcast(
+                prefix,
+                model,
+                tract_core::ops::math::add(),
+                &[up[0], inputs[1]],
+            )
+        }
+    }
+}
+
+impl Op for OwnUpsampleAdd {
+    fn name(&self) -> StaticName {
+        OWN_UPSAMPLE_ADD.into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for OwnUpsampleAdd {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let [n, c, h, w] = shape4(&inputs[0], "input")?;
+        let dims = [n, c, 2 * h, 2 * w];
+        ensure!(
+            inputs[1].shape() == dims,
+            "{OWN_UPSAMPLE_ADD}: added map of shape {:?}, expected {dims:?}",
+            inputs[1].shape()
+        );
+        let mut out = output_tensor::<f32>(&dims)?;
+        let executor = tract_linalg::multithread::current_tract_executor();
+        let pool = pool_of(&executor);
+        let x = inputs[0].try_as_plain_ram()?;
+        let x = x.as_slice::<f32>()?;
+        let b = inputs[1].try_as_plain_ram()?;
+        let b = b.as_slice::<f32>()?;
+        let mut o = out.try_as_plain_ram_mut()?;
+        let o = o.as_slice_mut::<f32>()?;
+        let (per_in, per_out) = (c * h * w, 4 * c * h * w);
+        for i in 0..n {
+            crate::kernels::resample::upsample_x2_add(
+                &x[i * per_in..][..per_in],
+                c,
+                h,
+                w,
+                &b[i * per_out..][..per_out],
+                &mut o[i * per_out..][..per_out],
+                pool,
+            )?;
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for OwnUpsampleAdd {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let x = inputs[0];
+        ensure!(
+            x.rank() == 4,
+            "{OWN_UPSAMPLE_ADD}: input of rank {}",
+            x.rank()
+        );
+        let mut shape = x.shape.to_tvec();
+        for axis in [2, 3] {
+            shape[axis] = OwnResample::Upsample.side(&shape[axis]);
+        }
+        ensure!(
+            inputs[1].shape.to_tvec() == shape,
+            "{OWN_UPSAMPLE_ADD}: added map of shape {:?}, expected {shape:?}",
+            inputs[1].shape
+        );
+        Ok(tvec!(f32::fact(shape)))
     }
 
     as_op!();

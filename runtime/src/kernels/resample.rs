@@ -1,10 +1,11 @@
 //! The network's two changes of resolution, on `[channels, h, w]` planes: decimation
 //! (every second row and column, from the first: what the exporter's `Slice` with steps 2
 //! means) and nearest up-sampling by two (each pixel repeated into a 2x2 square: its
-//! `Resize`). One definition for every engine that runs a skipseg graph (tract's plan and
-//! the embedded executor), split by output rows over a pool's threads: tract's own
-//! operators run these single-threaded, in two passes for the decimation, 10 % of the
-//! int8 model's time at 2 threads (docs/PERFORMANCE.md).
+//! `Resize`), alone or summed with a map of its output's size (a long skip). One
+//! definition for every engine that runs a skipseg graph (tract's plan and the embedded
+//! executor), split by output rows over a pool's threads: tract's own operators run these
+//! single-threaded, in two passes for the decimation, 10 % of the int8 model's time at 2
+//! threads (docs/PERFORMANCE.md).
 
 use rayon::prelude::*;
 
@@ -109,6 +110,34 @@ pub fn upsample_x2<T: Copy + Send + Sync>(
     Ok(())
 }
 
+/// `output[c, y, x] = input[c, y / 2, x / 2] + added[c, y, x]`; `added` and `output` are
+/// `[channels, 2h, 2w]`: a decoder's up-sampled map summed with a long skip in one pass,
+/// without writing the up-sampled map (the sum is the `Add` it replaces, to the bit:
+/// one float addition, commutative).
+pub fn upsample_x2_add(
+    input: &[f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+    added: &[f32],
+    output: &mut [f32],
+    pool: Option<&rayon::ThreadPool>,
+) -> Result<(), ConvError> {
+    check("up-sampling input", input.len(), channels * h * w)?;
+    check("added map", added.len(), channels * 4 * h * w)?;
+    check("up-sampling output", output.len(), channels * 4 * h * w)?;
+    for_each_row(output, 2 * w, pool, &|r, dst| {
+        let (c, y) = (r / (2 * h), r % (2 * h) / 2);
+        let src = &input[(c * h + y) * w..][..w];
+        let add = &added[r * 2 * w..][..2 * w];
+        for ((d, a), s) in dst.chunks_exact_mut(2).zip(add.chunks_exact(2)).zip(src) {
+            d[0] = *s + a[0];
+            d[1] = *s + a[1];
+        }
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +168,9 @@ mod tests {
             decimate_x2(&codes, channels, h, w, &mut down_codes, p).expect("sizes fit");
             let mut up = vec![-1.0f32; channels * 4 * h * w];
             upsample_x2(&x, channels, h, w, &mut up, p).expect("sizes fit");
+            let added: Vec<f32> = (0..channels * 4 * h * w).map(|i| 0.25 - i as f32 * 0.5).collect();
+            let mut up_add = vec![-1.0f32; channels * 4 * h * w];
+            upsample_x2_add(&x, channels, h, w, &added, &mut up_add, p).expect("sizes fit");
             for c in 0..channels {
                 for y in 0..h2 {
                     for xx in 0..w2 {
@@ -150,10 +182,10 @@ mod tests {
                 }
                 for y in 0..2 * h {
                     for xx in 0..2 * w {
-                        prop_assert_eq!(
-                            up[(c * 2 * h + y) * 2 * w + xx],
-                            x[(c * h + y / 2) * w + xx / 2]
-                        );
+                        let at = (c * 2 * h + y) * 2 * w + xx;
+                        let from = x[(c * h + y / 2) * w + xx / 2];
+                        prop_assert_eq!(up[at], from);
+                        prop_assert_eq!(up_add[at], from + added[at]);
                     }
                 }
             }
@@ -167,5 +199,8 @@ mod tests {
         assert!(decimate_x2(&x, 2, 4, 4, &mut small, None).is_err());
         assert!(decimate_x2(&x[1..], 2, 4, 4, &mut [0.0; 8], None).is_err());
         assert!(upsample_x2(&x, 2, 4, 4, &mut small, None).is_err());
+        let mut out = vec![0.0f32; 2 * 8 * 8];
+        assert!(upsample_x2_add(&x, 2, 4, 4, &x, &mut out, None).is_err());
+        assert!(upsample_x2_add(&x, 2, 4, 4, &out.clone(), &mut small, None).is_err());
     }
 }

@@ -12,11 +12,19 @@ pub const OWN_DECIMATE: &str = "SkipsegDecimate";
 /// The operator type of skipseg's x2 nearest up-sampling (one input, `[N, C, H, W]`).
 pub const OWN_UPSAMPLE: &str = "SkipsegUpsample";
 
+/// The operator type of skipseg's x2 nearest up-sampling summed with a map of its
+/// output's size (two inputs: `[N, C, H, W]` and `[N, C, 2H, 2W]`), an `Add` of an
+/// up-sampling that nothing else reads.
+pub const OWN_UPSAMPLE_ADD: &str = "SkipsegUpsampleAdd";
+
 /// What [`own_resampling`] replaced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResampleReport {
     pub decimations: usize,
+    /// Up-samplings, those taken into an `Add` included.
     pub upsamplings: usize,
+    /// `Add`s of an up-sampling read by nothing else, now [`OWN_UPSAMPLE_ADD`].
+    pub upsample_adds: usize,
 }
 
 /// Whether `node` keeps every second row and column from the first: `Slice` with
@@ -78,7 +86,59 @@ pub fn own_resampling(model: &mut pb::ModelProto) -> ResampleReport {
             _ => report.upsamplings += 1,
         }
     }
+    report.upsample_adds = take_upsamplings_into_adds(graph);
     report
+}
+
+/// Turn `Add(up, b)` (or `Add(b, up)`), where `up` is a [`OWN_UPSAMPLE`] read by that
+/// `Add` alone and not a graph output, into [`OWN_UPSAMPLE_ADD`]`(up's input, b)`; the
+/// up-sampling node goes. Whether `b` has the up-sampled shape is known only once shapes
+/// are: tract's operator checks it as it wires the node, and falls back to an
+/// up-sampling and tract's `Add` where it has not.
+fn take_upsamplings_into_adds(graph: &mut pb::GraphProto) -> usize {
+    let mut readers: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for n in &graph.node {
+        for i in &n.input {
+            *readers.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    for o in &graph.output {
+        *readers.entry(o.name.as_str()).or_default() += 1;
+    }
+    // output of a lone-read up-sampling -> (its node's index, its input)
+    let upsamplings: std::collections::HashMap<String, (usize, String)> = graph
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.domain == DOMAIN && n.op_type == OWN_UPSAMPLE && n.input.len() == 1)
+        .filter_map(|(i, n)| {
+            let [out] = n.output.as_slice() else {
+                return None;
+            };
+            (readers.get(out.as_str()) == Some(&1)).then(|| (out.clone(), (i, n.input[0].clone())))
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for node in graph.node.iter_mut() {
+        if !(node.domain.is_empty() && node.op_type == "Add" && node.input.len() == 2) {
+            continue;
+        }
+        let Some(k) = (0..2).find(|&k| upsamplings.contains_key(&node.input[k])) else {
+            continue;
+        };
+        let (index, input) = &upsamplings[&node.input[k]];
+        let other = node.input[1 - k].clone();
+        node.input = vec![input.clone(), other];
+        node.op_type = OWN_UPSAMPLE_ADD.into();
+        node.domain = DOMAIN.into();
+        node.attribute.clear();
+        taken.push(*index);
+    }
+    taken.sort_unstable();
+    for index in taken.iter().rev() {
+        graph.node.remove(*index);
+    }
+    taken.len()
 }
 
 #[cfg(test)]
@@ -142,7 +202,8 @@ mod tests {
             report,
             ResampleReport {
                 decimations: 2,
-                upsamplings: 1
+                upsamplings: 1,
+                upsample_adds: 0,
             }
         );
         let ops: Vec<(&str, &str, usize)> = m
@@ -164,6 +225,99 @@ mod tests {
         );
         // nothing left to replace
         assert_eq!(own_resampling(&mut m), ResampleReport::default());
+    }
+
+    /// input -> decimate -> up-sample, added to the input (taken into the `Add`); the
+    /// sum decimated, up-sampled and added to a constant `[1, 1, 1, 1]` (an `Add` that
+    /// broadcasts: wired back as up-sampling and tract's `Add`); that sum decimated and
+    /// up-sampled, added to itself twice (read twice: kept).
+    fn model_with_adds() -> pb::ModelProto {
+        let mut b = GraphBuilder::new("g", "input", 1);
+        let d = b.decimate("down", "input");
+        let u = b.upsample("up", &d);
+        let s = b.add("skip", &u, "input");
+        let d2 = b.decimate("down2", &s);
+        let u2 = b.upsample("up2", &d2);
+        let t = b.add("bias.add", "bias", &u2);
+        let d3 = b.decimate("down3", &t);
+        let u3 = b.upsample("up3", &d3);
+        let a = b.add("twice.1", &u3, &t);
+        let a = b.add("twice.2", &a, &u3);
+        let mut model = b.finish(&a, "output", "test");
+        let graph = model.graph.as_mut().expect("a graph");
+        graph
+            .initializer
+            .push(onnx::f32_tensor("bias", &[1, 1, 1, 1], &[0.375]));
+        model
+    }
+
+    #[test]
+    fn takes_lone_upsamplings_into_their_adds() {
+        let mut m = model_with_adds();
+        let report = own_resampling(&mut m);
+        assert_eq!(
+            report,
+            ResampleReport {
+                decimations: 3,
+                upsamplings: 3,
+                upsample_adds: 2,
+            }
+        );
+        let ops: Vec<(&str, &str)> = m
+            .graph
+            .as_ref()
+            .expect("a graph")
+            .node
+            .iter()
+            .map(|n| (n.name.as_str(), n.op_type.as_str()))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("down", OWN_DECIMATE),
+                ("skip", OWN_UPSAMPLE_ADD),
+                ("down2", OWN_DECIMATE),
+                ("bias.add", OWN_UPSAMPLE_ADD),
+                ("down3", OWN_DECIMATE),
+                ("up3", OWN_UPSAMPLE),
+                ("twice.1", "Add"),
+                ("twice.2", "Add"),
+            ]
+        );
+        let skip = &m.graph.as_ref().expect("a graph").node[1];
+        assert_eq!(skip.input, ["down", "input"]);
+        assert_eq!(own_resampling(&mut m), ResampleReport::default());
+    }
+
+    /// The fused sums give tract's bits, where the added map has the up-sampled shape and
+    /// where it broadcasts, on 1 and 2 threads.
+    #[test]
+    fn upsampling_adds_give_the_bits_of_tracts() {
+        let original = model_with_adds();
+        let mut own = original.clone();
+        own_resampling(&mut own);
+        // the sum with the input runs as skipseg's operator, the broadcasting one as
+        // tract's up-sampling and Add
+        let plan = crate::engine::compile(&own, 1, 8, 12, &[]).expect("compiles");
+        let ops: Vec<String> = plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        let count = |op: &str| ops.iter().filter(|o| o.as_str() == op).count();
+        assert_eq!(
+            (count(OWN_UPSAMPLE_ADD), count(OWN_UPSAMPLE)),
+            (1, 2),
+            "{ops:?}"
+        );
+        let pool = crate::engine::ThreadPool::new(2).expect("test setup");
+        for (h, w) in [(8, 12), (2, 2), (64, 36)] {
+            let want = run(&original, h, w);
+            assert_eq!(want.shape(), &[1, 1, h, w]);
+            assert_eq!(run(&own, h, w), want, "{h}x{w}");
+            assert_eq!(pool.install(|| run(&own, h, w)), want, "{h}x{w}, 2 threads");
+        }
     }
 
     /// tract's `Slice` and `Resize` and skipseg's operators give the same bits, on odd
