@@ -195,12 +195,18 @@ fn quantization_ladder_on_the_fixtures() {
     }
 }
 
-/// int8 chaining ([`skipseg_runtime::passes::chain_int8`]) changes no value: the shipped
+/// int8 chaining ([`skipseg_runtime::passes::chain_int8`]) changes no code: the shipped
 /// int8 model with `u8` codes handed from convolution to convolution against the same
-/// model handing over floats, bit for bit, on ISBI slices, 1 and 2 threads. And the
-/// chain is there: models/small.json has 13 bottleneck blocks (1 + 2 + 3 down, 1 across,
-/// 3 + 2 + 1 up), each with two inner hand-overs: 26 (head -> classifier is not one: the
-/// 8 -> 1 classifier runs in f32).
+/// model handing over floats, on ISBI slices, 1 and 2 threads. And the chain is there:
+/// models/small.json has 13 bottleneck blocks (1 + 2 + 3 down, 1 across, 3 + 2 + 1 up),
+/// each with two inner hand-overs, and the head's to the 8 -> 1 classifier: 27.
+///
+/// Tolerance: the 8 -> 1 classifier reading floats is too small for the integer kernel
+/// and sums its 8 dequantized products in f32; reading codes it runs on the integer
+/// kernel (where the CPU has one): an exact sum, then one scale. The logits then differ
+/// by the f32 rounding of 8 terms, and a probability by a few ulps (2.4e-7 measured on
+/// AVX512-VNNI); a code off by one anywhere upstream moves probabilities by 1e-3 to
+/// 1e-2. Bound: 1e-6. Without an integer kernel both run the same f32 sums: bit for bit.
 #[test]
 fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
     use skipseg_runtime::passes::chain_int8::{INPUT_CODES, OUTPUT_CODES};
@@ -244,8 +250,8 @@ fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
         };
         let (plain, chained) = (make(false), make(true));
         assert_eq!(flagged(&plain, INPUT_CODES), 0);
-        assert_eq!(flagged(&chained, INPUT_CODES), 26);
-        assert_eq!(flagged(&chained, OUTPUT_CODES), 26);
+        assert_eq!(flagged(&chained, INPUT_CODES), 27);
+        assert_eq!(flagged(&chained, OUTPUT_CODES), 27);
         let (a, b) = (run(&plain, &inputs), run(&chained, &inputs));
         let differing = a
             .iter()
@@ -253,7 +259,18 @@ fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
             .flat_map(|(x, y)| x.iter().zip(y.iter()))
             .filter(|(p, q)| p.to_bits() != q.to_bits())
             .count();
-        eprintln!("{threads} thread(s): {differing} pixels differ");
-        assert_eq!(differing, 0, "{threads} thread(s)");
+        let worst = a
+            .iter()
+            .zip(&b)
+            .flat_map(|(x, y)| x.iter().zip(y.iter()))
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{threads} thread(s): {differing} pixels differ, max abs {worst:e}");
+        assert!(worst <= 1e-6, "{threads} thread(s): max abs {worst:e}");
+        if skipseg_runtime::kernels::qconv::QuantKernel::detect()
+            == skipseg_runtime::kernels::qconv::QuantKernel::Float
+        {
+            assert_eq!(differing, 0, "{threads} thread(s), f32 kernels");
+        }
     }
 }

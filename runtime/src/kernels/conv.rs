@@ -72,6 +72,36 @@ impl InputTransform {
         }
     }
 
+    /// Scale, shift and ReLU, then the `u8` codes of `q`, in one pass (a loop that
+    /// vectorises, division included, under the caller's target features).
+    #[inline(always)]
+    pub(crate) fn quantize_row(&self, ic: usize, q: FakeQuant, src: &[f32], dst: &mut [u8]) {
+        let a = self.scale.as_ref().map_or(1.0, |s| s[ic]);
+        let b = self.shift.as_ref().map_or(0.0, |s| s[ic]);
+        match (self.scale.is_some() || self.shift.is_some(), self.relu) {
+            (false, false) => {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = q.quantize(s);
+                }
+            }
+            (false, true) => {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = q.quantize(s.max(0.0));
+                }
+            }
+            (true, false) => {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = q.quantize(s * a + b);
+                }
+            }
+            (true, true) => {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = q.quantize((s * a + b).max(0.0));
+                }
+            }
+        }
+    }
+
     /// Scale, shift and ReLU only.
     #[inline(always)]
     pub(crate) fn apply_row_float(&self, ic: usize, src: &[f32], dst: &mut [f32]) {

@@ -313,12 +313,14 @@ impl QuantConv {
     }
 
     /// The kernel [`Self::run_image`] uses: the integer one where the CPU has it and the
-    /// convolution has at least [`MIN_MACS_FOR_INTEGER`] multiply-accumulates per pixel,
-    /// else the f32 emulation (same values: below that, quantizing the input costs more
-    /// than the integer products save; measured on 1->8 3x3 and 8->1 1x1 at 512^2, the
-    /// integer kernel took 1.6-2x the time of the f32 one).
+    /// convolution reads codes or has at least [`MIN_MACS_FOR_INTEGER`]
+    /// multiply-accumulates per pixel, else the f32 emulation (same values: below that,
+    /// quantizing a float input costs more than the integer products save; measured on
+    /// 1->8 3x3 and 8->1 1x1 at 512^2, the integer kernel took 1.6-2x the time of the f32
+    /// one). Codes in need no quantization, and the f32 route would dequantize them into a
+    /// whole float copy first.
     pub fn kernel_choice(&self) -> QuantKernel {
-        if self.macs_per_pixel() < MIN_MACS_FOR_INTEGER {
+        if !self.input.reads_codes() && self.macs_per_pixel() < MIN_MACS_FOR_INTEGER {
             QuantKernel::Float
         } else {
             QuantKernel::detect()
@@ -667,7 +669,6 @@ macro_rules! integer_run {
             // which quantizes to the zero point)
             let mut floats: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0f32; pw]);
             let mut values = [0.0f32; STRIP];
-            let mut transformed = [0.0f32; STRIP];
             let mut rtile = [0.0f32; STRIP];
             let no_output = [0.0f32; STRIP];
             let mut sums: Sums = [[0; STRIP]; OC_BLOCK];
@@ -843,11 +844,8 @@ macro_rules! integer_run {
                                             }
                                         }
                                         let code = conv.output.as_ref().expect("a code output");
-                                        let t = &mut transformed[..n];
-                                        code.pre.apply_row_float(oc, vals, t);
-                                        for (d, &v) in code_rows[oc][local..local + n].iter_mut().zip(&*t) {
-                                            *d = code.quant.quantize(v);
-                                        }
+                                        let dst = &mut code_rows[oc][local..local + n];
+                                        code.pre.quantize_row(oc, code.quant, vals, dst);
                                     }
                                 }
                             }
