@@ -245,11 +245,8 @@ impl Expansion for OwnUpsampleAdd {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let mut upsampled = model.outlet_fact(inputs[0])?.shape.to_tvec();
-        for axis in [2, 3] {
-            upsampled[axis] = OwnResample::Upsample.side(&upsampled[axis]);
-        }
-        if model.outlet_fact(inputs[1])?.shape.to_tvec() == upsampled {
+        let upsampled = OwnResample::Upsample.output_facts(&[model.outlet_fact(inputs[0])?])?;
+        if model.outlet_fact(inputs[1])?.shape == upsampled[0].shape {
             model.wire_node(prefix, *self, inputs)
         } else {
             let up = model.wire_node(
@@ -313,22 +310,14 @@ impl EvalOp for OwnUpsampleAdd {
 
 impl TypedOp for OwnUpsampleAdd {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let x = inputs[0];
+        let upsampled = OwnResample::Upsample.output_facts(&inputs[..1])?;
         ensure!(
-            x.rank() == 4,
-            "{OWN_UPSAMPLE_ADD}: input of rank {}",
-            x.rank()
+            inputs[1].shape == upsampled[0].shape,
+            "{OWN_UPSAMPLE_ADD}: added map of shape {:?}, expected {:?}",
+            inputs[1].shape,
+            upsampled[0].shape
         );
-        let mut shape = x.shape.to_tvec();
-        for axis in [2, 3] {
-            shape[axis] = OwnResample::Upsample.side(&shape[axis]);
-        }
-        ensure!(
-            inputs[1].shape.to_tvec() == shape,
-            "{OWN_UPSAMPLE_ADD}: added map of shape {:?}, expected {shape:?}",
-            inputs[1].shape
-        );
-        Ok(tvec!(f32::fact(shape)))
+        Ok(upsampled)
     }
 
     as_op!();
