@@ -73,7 +73,9 @@ impl InputTransform {
     }
 
     /// Scale, shift and ReLU, then the `u8` codes of `q`, in one pass (a loop that
-    /// vectorises, division included, under the caller's target features).
+    /// vectorises, division included, under the caller's target features): the integer
+    /// kernels' code outputs.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     #[inline(always)]
     pub(crate) fn quantize_row(&self, ic: usize, q: FakeQuant, src: &[f32], dst: &mut [u8]) {
         let a = self.scale.as_ref().map_or(1.0, |s| s[ic]);
