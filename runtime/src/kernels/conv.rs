@@ -73,57 +73,43 @@ impl InputTransform {
     }
 
     /// Scale, shift and ReLU, then the `u8` codes of `q`, in one pass (a loop that
-    /// vectorises, division included, under the caller's target features): the integer
-    /// kernels' code outputs.
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    /// vectorises, division included, under the caller's target features): code outputs.
     #[inline(always)]
     pub(crate) fn quantize_row(&self, ic: usize, q: FakeQuant, src: &[f32], dst: &mut [u8]) {
-        let a = self.scale.as_ref().map_or(1.0, |s| s[ic]);
-        let b = self.shift.as_ref().map_or(0.0, |s| s[ic]);
-        match (self.scale.is_some() || self.shift.is_some(), self.relu) {
-            (false, false) => {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = q.quantize(s);
-                }
-            }
-            (false, true) => {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = q.quantize(s.max(0.0));
-                }
-            }
-            (true, false) => {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = q.quantize(s * a + b);
-                }
-            }
-            (true, true) => {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = q.quantize((s * a + b).max(0.0));
-                }
-            }
-        }
+        self.map_row(ic, src, dst, |v| q.quantize(v));
     }
 
     /// Scale, shift and ReLU only.
     #[inline(always)]
     pub(crate) fn apply_row_float(&self, ic: usize, src: &[f32], dst: &mut [f32]) {
+        self.map_row(ic, src, dst, |v| v);
+    }
+
+    /// `dst[i] = store(transformed src[i])`, one loop per combination of the transform's
+    /// parts so that each vectorises without per-value branches.
+    #[inline(always)]
+    fn map_row<D>(&self, ic: usize, src: &[f32], dst: &mut [D], store: impl Fn(f32) -> D) {
         let a = self.scale.as_ref().map_or(1.0, |s| s[ic]);
         let b = self.shift.as_ref().map_or(0.0, |s| s[ic]);
         match (self.scale.is_some() || self.shift.is_some(), self.relu) {
-            (false, false) => dst.copy_from_slice(src),
+            (false, false) => {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = store(s);
+                }
+            }
             (false, true) => {
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d = s.max(0.0);
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = store(s.max(0.0));
                 }
             }
             (true, false) => {
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d = s * a + b;
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = store(s * a + b);
                 }
             }
             (true, true) => {
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d = (s * a + b).max(0.0);
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = store((s * a + b).max(0.0));
                 }
             }
         }

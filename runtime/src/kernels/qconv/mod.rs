@@ -559,14 +559,7 @@ impl pulp::WithSimd for CodesOfRow<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let CodesOfRow { code, oc, src, dst } = self;
-        let mut row = [0.0f32; 256];
-        for (chunk, d) in src.chunks(row.len()).zip(dst.chunks_mut(row.len())) {
-            let t = &mut row[..chunk.len()];
-            code.pre.apply_row_float(oc, chunk, t);
-            for (d, &v) in d.iter_mut().zip(&*t) {
-                *d = code.quant.quantize(v);
-            }
-        }
+        code.pre.quantize_row(oc, code.quant, src, dst);
     }
 }
 
@@ -669,7 +662,7 @@ macro_rules! integer_run {
             // which quantizes to the zero point; `floats[0]` stays 0.0 when the input is
             // read as it is)
             let mut floats: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0f32; pw]);
-            let reads_as_is = pre.scale.is_none() && pre.shift.is_none() && !pre.relu;
+            let reads_as_is = *pre == identity;
             let mut values = [0.0f32; STRIP];
             let mut rtile = [0.0f32; STRIP];
             let no_output = [0.0f32; STRIP];
