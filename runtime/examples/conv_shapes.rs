@@ -74,6 +74,7 @@ impl Layer {
                 input_codes: false,
                 input: self.input_quant,
                 output_codes: None,
+                second_output_codes: None,
             }),
             residual: ResidualInput::None,
         })

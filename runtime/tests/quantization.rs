@@ -199,7 +199,8 @@ fn quantization_ladder_on_the_fixtures() {
 /// int8 model with `u8` codes handed from convolution to convolution against the same
 /// model handing over floats, on ISBI slices, 1 and 2 threads. And the chain is there:
 /// models/small.json has 13 bottleneck blocks (1 + 2 + 3 down, 1 across, 3 + 2 + 1 up),
-/// each with two inner hand-overs, and the head's to the 8 -> 1 classifier: 27.
+/// each with two inner hand-overs, and the head's to the 8 -> 1 classifier: 27; and the
+/// four decoder levels' long-skip sums, each written twice as codes (two readers).
 ///
 /// Tolerance: the 8 -> 1 classifier reading floats is too small for the integer kernel
 /// and sums its 8 dequantized products in f32; reading codes it runs on the integer
@@ -213,14 +214,29 @@ fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
     let path = root().join("models/isbi-small-int8.onnx");
     let proto = onnx::read_model(&path).expect("model");
     let meta = onnx::ModelMeta::from_model(&proto, "isbi-small-int8").expect("meta");
-    let flagged = |seg: &Segmenter, name: &str| {
+    let producers = |seg: &Segmenter, codes: i64| -> Vec<String> {
         seg.proto()
             .graph
             .as_ref()
             .expect("graph")
             .node
             .iter()
-            .filter(|n| n.attribute.iter().any(|a| a.name == name && a.i == 1))
+            .filter(|n| {
+                n.attribute
+                    .iter()
+                    .any(|a| a.name == OUTPUT_CODES && a.i == codes)
+            })
+            .map(|n| n.name.clone())
+            .collect()
+    };
+    let flagged = |seg: &Segmenter, name: &str, value: i64| {
+        seg.proto()
+            .graph
+            .as_ref()
+            .expect("graph")
+            .node
+            .iter()
+            .filter(|n| n.attribute.iter().any(|a| a.name == name && a.i == value))
             .count()
     };
     let inputs: Vec<Array4<f32>> = ["25", "28"]
@@ -249,9 +265,18 @@ fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
             .expect("loads")
         };
         let (plain, chained) = (make(false), make(true));
-        assert_eq!(flagged(&plain, INPUT_CODES), 0);
-        assert_eq!(flagged(&chained, INPUT_CODES), 27);
-        assert_eq!(flagged(&chained, OUTPUT_CODES), 27);
+        assert_eq!(flagged(&plain, INPUT_CODES, 1), 0);
+        assert_eq!(flagged(&chained, OUTPUT_CODES, 1), 27);
+        // each decoder level's long-skip sum, written by the skip's 1x1 projection (with
+        // the level below up-sampled as its residual), for the first block's conv1 and
+        // its shortcut: 27 + 2 x 4 readers of codes
+        assert_eq!(
+            producers(&chained, 2),
+            (1..=4)
+                .map(|l| format!("skip.up{l}.projection.fused"))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(flagged(&chained, INPUT_CODES, 1), 35);
         let (a, b) = (run(&plain, &inputs), run(&chained, &inputs));
         let differing = a
             .iter()

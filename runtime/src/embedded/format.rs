@@ -367,6 +367,7 @@ impl Reader<'_> {
                 input_codes,
                 input,
                 output_codes,
+                second_output_codes: None,
             })
         } else {
             None

@@ -287,7 +287,7 @@ impl Segmenter {
                 crate::passes::fuse_convolutions_where_faster(&mut proto, source_name)?;
             }
             if options.chain_int8 {
-                crate::passes::chain_quantized_convs(&mut proto);
+                crate::passes::chain_quantized_convs(&mut proto, crate::passes::Readers::UpToTwo);
             }
             crate::passes::own_sigmoid(&mut proto);
             crate::passes::own_resampling(&mut proto);
@@ -595,8 +595,10 @@ impl Segmenter {
         #[cfg(feature = "onnx")]
         {
             let mut proto = self.proto.clone();
+            // one output per node in the embedded format
+            crate::passes::chain_int8::unchain_two_readers(&mut proto);
             if crate::passes::fuse_convolutions(&mut proto, &self.source_name)?.convs > 0 {
-                crate::passes::chain_quantized_convs(&mut proto);
+                crate::passes::chain_quantized_convs(&mut proto, crate::passes::Readers::One);
             }
             crate::embedded::Graph::from_fused_onnx(&proto, &self.source_name)
         }

@@ -463,20 +463,27 @@ pub fn conv_spec(node: &NodeProto) -> TractResult<ConvSpec> {
         let scales = float_attr(node, "weight_scale")?
             .ok_or_else(|| format_err!("{}: no weight_scale", node.name))?
             .1;
-        let output_codes = if node.get_attr_opt::<i64>(OUTPUT_CODES)?.unwrap_or(0) != 0 {
-            Some((
-                pre_transform(node, "output_")?,
-                quantization(node, "output_")?,
-            ))
-        } else {
-            None
+        // 0: floats; 1: the codes of the one reader; 2: those of two readers, each an
+        // output (`output_*` and `output2_*` attributes)
+        let code_outputs = node.get_attr_opt::<i64>(OUTPUT_CODES)?.unwrap_or(0);
+        ensure!(
+            (0..=2).contains(&code_outputs) && node.output.len() == code_outputs.max(1) as usize,
+            "{}: {OUTPUT_CODES} {code_outputs} with {} outputs",
+            node.name,
+            node.output.len()
+        );
+        let codes = |prefix: &str| -> TractResult<_> {
+            Ok((pre_transform(node, prefix)?, quantization(node, prefix)?))
         };
+        let output_codes = (code_outputs >= 1).then(|| codes("output_")).transpose()?;
+        let second_output_codes = (code_outputs == 2).then(|| codes("output2_")).transpose()?;
         (
             ConvWeights::Int8 { weight, scales },
             Some(QuantSpec {
                 input_codes: node.get_attr_opt::<i64>(INPUT_CODES)?.unwrap_or(0) != 0,
                 input: quantization(node, "")?,
                 output_codes,
+                second_output_codes,
             }),
         )
     } else {
@@ -531,6 +538,11 @@ impl Expansion for FusedConvExpansion {
         self.0.name().into()
     }
 
+    /// One, or two code outputs (each of two readers' codes).
+    fn nboutputs(&self) -> TractResult<usize> {
+        Ok(self.0.conv.code_outputs().max(1))
+    }
+
     fn rules<'r, 'p: 'r, 's: 'r>(
         &'s self,
         s: &mut Solver<'r>,
@@ -541,9 +553,12 @@ impl Expansion for FusedConvExpansion {
             inputs,
             1 + (self.0.residual != ResidualInput::None) as usize,
         )?;
-        check_output_arity(outputs, 1)?;
+        check_output_arity(outputs, self.0.conv.code_outputs().max(1))?;
         s.equals(&inputs[0].datum_type, self.0.conv.input_type())?;
-        s.equals(&outputs[0].datum_type, self.0.conv.output_type())?;
+        for output in outputs {
+            s.equals(&output.datum_type, self.0.conv.output_type())?;
+            s.equals(&output.shape, &outputs[0].shape)?;
+        }
         if self.0.residual != ResidualInput::None {
             s.equals(&inputs[1].datum_type, f32::datum_type())?;
         }
@@ -626,11 +641,13 @@ impl Op for FusedConv {
                 ResidualInput::Same => " + residual",
                 ResidualInput::Upsampled => " + up-sampled residual",
             },
-            match (c.reads_codes(), c.writes_codes()) {
-                (false, false) => "",
-                (true, false) => ", u8 in",
-                (false, true) => ", u8 out",
-                (true, true) => ", u8 in and out",
+            match (c.reads_codes(), c.code_outputs()) {
+                (false, 0) => "",
+                (true, 0) => ", u8 in",
+                (false, 1) => ", u8 out",
+                (true, 1) => ", u8 in and out",
+                (false, _) => ", u8 out x2",
+                (true, _) => ", u8 in, u8 out x2",
             }
         )])
     }
@@ -695,10 +712,20 @@ impl EvalOp for FusedConv {
         } else {
             output_tensor::<f32>(&[n, cout, h, w])?
         };
+        // the second reader's codes
+        let mut second = match conv.code_outputs() {
+            2 => Some(output_tensor::<u8>(&[n, cout, h, w])?),
+            _ => None,
+        };
+        let outputs = |out: Tensor, second: Option<Tensor>| {
+            let mut values = tvec!(out.into_tvalue());
+            values.extend(second.map(Tensor::into_tvalue));
+            values
+        };
         if out.len() == 0 {
             // an empty plane or no output channels (a malformed graph; found by fuzzing):
             // nothing to compute
-            return Ok(tvec!(out.into_tvalue()));
+            return Ok(outputs(out, second));
         }
         let x = inputs[0].try_as_plain_ram()?;
         let residual = match self.residual {
@@ -716,6 +743,10 @@ impl EvalOp for FusedConv {
         };
         {
             let mut o = out.try_as_plain_ram_mut()?;
+            let mut o2 = second
+                .as_mut()
+                .map(|t| t.try_as_plain_ram_mut())
+                .transpose()?;
             for i in 0..n {
                 let xi = match conv.reads_codes() {
                     true => Activations::Codes(ndarray::ArrayView2::from_shape(
@@ -741,12 +772,26 @@ impl EvalOp for FusedConv {
                     (ResidualInput::Upsampled, Some(r)) => Residual::AddUpsampled(r),
                     _ => Residual::None,
                 };
-                let oi = match conv.writes_codes() {
-                    true => ActivationsMut::Codes(ndarray::ArrayViewMut2::from_shape(
+                fn codes(
+                    o: &mut [u8],
+                    i: usize,
+                    cout: usize,
+                    plane: usize,
+                ) -> TractResult<ndarray::ArrayViewMut2<'_, u8>> {
+                    Ok(ndarray::ArrayViewMut2::from_shape(
                         (cout, plane),
-                        &mut o.as_slice_mut::<u8>()?[i * cout * plane..][..cout * plane],
-                    )?),
-                    false => ActivationsMut::Float(ndarray::ArrayViewMut2::from_shape(
+                        &mut o[i * cout * plane..][..cout * plane],
+                    )?)
+                }
+                let oi = match (conv.writes_codes(), o2.as_mut()) {
+                    (true, Some(o2)) => ActivationsMut::CodePair(
+                        codes(o.as_slice_mut::<u8>()?, i, cout, plane)?,
+                        codes(o2.as_slice_mut::<u8>()?, i, cout, plane)?,
+                    ),
+                    (true, None) => {
+                        ActivationsMut::Codes(codes(o.as_slice_mut::<u8>()?, i, cout, plane)?)
+                    }
+                    (false, _) => ActivationsMut::Float(ndarray::ArrayViewMut2::from_shape(
                         (cout, plane),
                         &mut o.as_slice_mut::<f32>()?[i * cout * plane..][..cout * plane],
                     )?),
@@ -754,7 +799,7 @@ impl EvalOp for FusedConv {
                 conv.run_image(xi, h, w, residual, oi, pool)?;
             }
         }
-        Ok(tvec!(out.into_tvalue()))
+        Ok(outputs(out, second))
     }
 }
 
@@ -770,7 +815,10 @@ impl TypedOp for FusedConv {
                 "residual shape differs from the output's"
             );
         }
-        Ok(tvec!(self.conv.output_type().fact(shape)))
+        let fact = self.conv.output_type().fact(shape);
+        Ok((0..self.conv.code_outputs().max(1))
+            .map(|_| fact.clone())
+            .collect())
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

@@ -35,7 +35,14 @@ pub struct InputTransform {
 }
 
 /// ONNX `QuantizeLinear` then `DequantizeLinear` to `u8` with one scale and zero point:
-/// `x -> (clamp(round_half_even(x / scale) + zero, 0, 255) - zero) * scale`.
+/// `x -> (clamp(round_half_even(x * (1 / scale)) + zero, 0, 255) - zero) * scale`.
+///
+/// `x * (1 / scale)` is how tract's `QuantizeLinear` computes the definition's
+/// `x / scale`: the two differ only where `x / scale` lies within a rounding of a half
+/// (a code off by one, rarely). The division is the costly step of quantizing: with it,
+/// Table 1's int8 window took 215-220 ms, with the reciprocal 199-209 (eight alternating
+/// rounds, 1 thread, AVX512-VNNI, convolutions writing two readers' codes, see
+/// [`crate::passes::chain_int8`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FakeQuant {
     pub scale: f32,
@@ -43,13 +50,14 @@ pub struct FakeQuant {
 }
 
 impl FakeQuant {
-    /// The `u8` code of `x` (ONNX `QuantizeLinear`; NaN goes to 0). Written so that
-    /// loops of it vectorise: the clamped value is a whole number in [0, 255], read off
-    /// the low mantissa bits of `v + 1.5 * 2^23` (exact for such values).
+    /// The `u8` code of `x` (ONNX `QuantizeLinear`, by the reciprocal as tract computes
+    /// it; NaN goes to 0). Written so that loops of it vectorise (the reciprocal leaves
+    /// the loop): the clamped value is a whole number in [0, 255], read off the low
+    /// mantissa bits of `v + 1.5 * 2^23` (exact for such values).
     #[inline(always)]
     #[allow(clippy::manual_clamp)] // max/min send NaN to 0, clamp would keep it
     pub fn quantize(self, x: f32) -> u8 {
-        let v = ((x / self.scale).round_ties_even() + self.zero as f32)
+        let v = ((x * self.scale.recip()).round_ties_even() + self.zero as f32)
             .max(0.0)
             .min(255.0);
         (v + 12_582_912.0).to_bits() as u8
@@ -401,6 +409,31 @@ pub(crate) fn run_list_bytes(plane: usize, threads: usize) -> usize {
     runs * std::mem::size_of::<(usize, ArrayViewMut2<'_, f32>)>()
 }
 
+/// The pixels of one run of [`for_each_run`]: whole rows (times `row_multiple`) for a 3x3
+/// kernel, a bounded panel for a 1x1, about four runs per thread.
+pub(crate) fn run_length(
+    kernel: usize,
+    row_multiple: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    threads: usize,
+) -> usize {
+    let plane = h * w;
+    let unit = if kernel == 3 { w * row_multiple } else { 1 };
+    let max_units = if kernel == 3 {
+        usize::MAX
+    } else {
+        (PANEL_FLOATS / cin.max(1)).clamp(64, 4096)
+    };
+    let units = plane.div_ceil(unit);
+    let per_run = units
+        .div_ceil(threads.max(1) * 4)
+        .clamp(1, max_units)
+        .min(units.max(1));
+    per_run * unit
+}
+
 /// Cut the output `[cout, h*w]` into runs, whole rows for 3x3 (the panel holds 3 input
 /// rows per channel; `row_multiple` rows at a time), pixel ranges for 1x1, small enough
 /// for a panel and several per thread, and call `job(first pixel, run)` for each, on
@@ -416,20 +449,8 @@ pub(crate) fn for_each_run<T: Send>(
     pool: Option<&rayon::ThreadPool>,
     job: &(dyn Fn(usize, ArrayViewMut2<'_, T>) + Sync),
 ) {
-    let plane = h * w;
     let threads = pool.map_or(1, |p| p.current_num_threads());
-    let unit = if kernel == 3 { w * row_multiple } else { 1 };
-    let max_units = if kernel == 3 {
-        usize::MAX
-    } else {
-        (PANEL_FLOATS / cin).clamp(64, 4096)
-    };
-    let units = plane.div_ceil(unit);
-    let per_run = units
-        .div_ceil(threads * 4)
-        .clamp(1, max_units)
-        .min(units.max(1));
-    let run_len = per_run * unit;
+    let run_len = run_length(kernel, row_multiple, cin, h, w, threads);
     match pool {
         Some(pool) if threads > 1 => {
             let chunks: Vec<(usize, ArrayViewMut2<'_, T>)> = output

@@ -51,7 +51,16 @@ impl ConvKernel {
 
     /// Whether the output is the `u8` codes of the next convolution.
     pub fn writes_codes(&self) -> bool {
-        matches!(self, ConvKernel::Int8(c) if c.code_output().is_some())
+        self.code_outputs() > 0
+    }
+
+    /// How many code outputs the convolution writes: 0 (one float output), 1 or 2 (the
+    /// codes of each of two readers).
+    pub fn code_outputs(&self) -> usize {
+        match self {
+            ConvKernel::Float(_) => 0,
+            ConvKernel::Int8(c) => c.code_outputs(),
+        }
     }
 
     /// An upper bound of the bytes [`Self::run_image`] allocates on an `h x w` image
@@ -122,6 +131,8 @@ pub struct QuantSpec {
     pub input: FakeQuant,
     /// Write the `u8` codes of the next convolution: its pre-activation and quantization.
     pub output_codes: Option<(InputTransform, FakeQuant)>,
+    /// With `output_codes`, also write those of a second reader (a second output).
+    pub second_output_codes: Option<(InputTransform, FakeQuant)>,
 }
 
 /// Everything a fused convolution is, as plain numbers.
@@ -163,7 +174,7 @@ impl ConvSpec {
                     .output_codes
                     .clone()
                     .map(|(pre, quant)| CodeOutput { pre, quant });
-                Ok(ConvKernel::Int8(Arc::new(QuantConv::new(
+                let conv = QuantConv::new(
                     self.cin,
                     self.cout,
                     self.kernel,
@@ -173,7 +184,15 @@ impl ConvSpec {
                     input,
                     Activation::None,
                     output,
-                )?)))
+                )?;
+                let conv = match &q.second_output_codes {
+                    Some((pre, quant)) => conv.with_second_code_output(CodeOutput {
+                        pre: pre.clone(),
+                        quant: *quant,
+                    })?,
+                    None => conv,
+                };
+                Ok(ConvKernel::Int8(Arc::new(conv)))
             }
             (ConvWeights::Float(weight), None) => Ok(ConvKernel::Float(Arc::new(DirectConv::new(
                 self.cin,

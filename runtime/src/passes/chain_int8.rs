@@ -17,6 +17,17 @@
 //! otherwise. The residual stream, which a sum and two readers need in float, stays
 //! float.
 //!
+//! With [`Readers::UpToTwo`], a value that exactly two such consumers read as their input
+//! (the sum of a long skip at a decoder level's entry: the first block's `conv1` with
+//! its batch norm and ReLU, and its 1x1 shortcut, which reads the sum as it is) is
+//! written twice as codes, once for each: the producer gets a second output, read by the
+//! second consumer, with that consumer's attributes under `output2_` and
+//! [`OUTPUT_CODES`] = 2. Both readers quantize the same float value differently, so one
+//! code map cannot serve both. In Table 1 the two readers of each level's 16 MB
+//! (256 x 128^2) float sum took 3 times onnxruntime's time for the same layers, which
+//! read bytes. The embedded executor runs one output per node and takes
+//! [`Readers::One`].
+//!
 //! The arithmetic is unchanged: the producer applies, in the same order, the same float
 //! operations the consumer applied to the float it read (see [`crate::kernels::qconv`]).
 
@@ -35,11 +46,22 @@ const MOVED: [&str; 3] = ["pre_scale", "pre_shift", "pre_relu"];
 /// The consumer's attributes that the producer copies, under `output_` + the name.
 const COPIED: [&str; 2] = ["x_scale", "x_zero_point"];
 
+/// Which values the pass turns into codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// Values with one quantized reader.
+    One,
+    /// Also values with two quantized readers (a second output of the producer).
+    UpToTwo,
+}
+
 /// What the pass changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainReport {
     /// Producer -> consumer pairs that now pass `u8` codes.
     pub chained: usize,
+    /// Producers among them that write the codes of two readers.
+    pub two_readers: usize,
 }
 
 fn is_qconv(node: &pb::NodeProto) -> bool {
@@ -50,8 +72,18 @@ fn has_flag(node: &pb::NodeProto, name: &str) -> bool {
     node.attribute.iter().any(|a| a.name == name && a.i != 0)
 }
 
-/// Chain every eligible pair of quantized convolutions of `model` (see the module docs).
-pub fn chain_quantized_convs(model: &mut pb::ModelProto) -> ChainReport {
+/// Whether node `j` can read codes written for it.
+fn can_read_codes(node: &pb::NodeProto) -> bool {
+    is_qconv(node)
+        && !has_flag(node, INPUT_CODES)
+        && COPIED
+            .iter()
+            .all(|name| node.attribute.iter().any(|a| a.name == *name))
+}
+
+/// Chain every eligible producer of `model` to its quantized readers (see the module
+/// docs).
+pub fn chain_quantized_convs(model: &mut pb::ModelProto, readers: Readers) -> ChainReport {
     let mut report = ChainReport::default();
     let Some(graph) = model.graph.as_mut() else {
         return report;
@@ -64,7 +96,8 @@ pub fn chain_quantized_convs(model: &mut pb::ModelProto) -> ChainReport {
             reads.entry(input.as_str()).or_default().push((j, slot));
         }
     }
-    let mut pairs = Vec::new();
+    // producer -> its readers, each reading the value as its input (slot 0)
+    let mut chains: Vec<(usize, Vec<usize>)> = Vec::new();
     for (i, producer) in graph.node.iter().enumerate() {
         if !is_qconv(producer) || producer.output.len() != 1 || has_flag(producer, OUTPUT_CODES) {
             continue;
@@ -73,43 +106,116 @@ pub fn chain_quantized_convs(model: &mut pb::ModelProto) -> ChainReport {
         if graph_outputs.contains(value) {
             continue;
         }
-        if let Some(&[(j, 0)]) = reads.get(value).map(Vec::as_slice)
-            && j != i
-            && is_qconv(&graph.node[j])
-            && !has_flag(&graph.node[j], INPUT_CODES)
-            && COPIED
-                .iter()
-                .all(|name| graph.node[j].attribute.iter().any(|a| a.name == *name))
+        let consumers: Vec<usize> = match reads.get(value).map(Vec::as_slice) {
+            Some(&[(j, 0)]) => vec![j],
+            Some(&[(j, 0), (k, 0)]) if readers == Readers::UpToTwo && j != k => vec![j, k],
+            _ => continue,
+        };
+        if consumers
+            .iter()
+            .all(|&j| j != i && can_read_codes(&graph.node[j]))
         {
-            pairs.push((i, j));
+            chains.push((i, consumers));
         }
     }
-    for (i, j) in pairs {
-        let consumer = &mut graph.node[j];
-        let mut moved: Vec<pb::AttributeProto> = Vec::new();
-        let (taken, kept): (Vec<_>, Vec<_>) = consumer
-            .attribute
-            .drain(..)
-            .partition(|a| MOVED.contains(&a.name.as_str()));
-        consumer.attribute = kept;
-        moved.extend(taken);
-        moved.extend(
-            consumer
-                .attribute
-                .iter()
-                .filter(|a| COPIED.contains(&a.name.as_str()))
-                .cloned(),
-        );
-        consumer.attribute.push(onnx::int(INPUT_CODES, 1));
-        let producer = &mut graph.node[i];
-        for mut a in moved {
-            a.name = format!("output_{}", a.name);
-            producer.attribute.push(a);
+    for (i, consumers) in chains {
+        for (n, &j) in consumers.iter().enumerate() {
+            let prefix = if n == 0 { "output_" } else { "output2_" };
+            move_to_producer(graph, i, j, prefix);
+            report.chained += 1;
         }
-        producer.attribute.push(onnx::int(OUTPUT_CODES, 1));
-        report.chained += 1;
+        if let [_, second] = consumers.as_slice() {
+            // the second reader reads the producer's second output
+            let value = format!("{}.codes2", graph.node[i].output[0]);
+            graph.node[*second].input[0] = value.clone();
+            graph.node[i].output.push(value);
+            report.two_readers += 1;
+        }
+        graph.node[i]
+            .attribute
+            .push(onnx::int(OUTPUT_CODES, consumers.len() as i64));
     }
     report
+}
+
+/// Move consumer `j`'s pre-activation (and copy its quantization) to producer `i`'s
+/// attributes under `prefix`, and mark `j` as reading codes.
+fn move_to_producer(graph: &mut pb::GraphProto, i: usize, j: usize, prefix: &str) {
+    let consumer = &mut graph.node[j];
+    let mut moved: Vec<pb::AttributeProto> = Vec::new();
+    let (taken, kept): (Vec<_>, Vec<_>) = consumer
+        .attribute
+        .drain(..)
+        .partition(|a| MOVED.contains(&a.name.as_str()));
+    consumer.attribute = kept;
+    moved.extend(taken);
+    moved.extend(
+        consumer
+            .attribute
+            .iter()
+            .filter(|a| COPIED.contains(&a.name.as_str()))
+            .cloned(),
+    );
+    consumer.attribute.push(onnx::int(INPUT_CODES, 1));
+    let producer = &mut graph.node[i];
+    for mut a in moved {
+        a.name = format!("{prefix}{}", a.name);
+        producer.attribute.push(a);
+    }
+}
+
+/// Undo what [`Readers::UpToTwo`] adds to [`Readers::One`]: each producer that writes
+/// the codes of two readers writes floats again, and both readers read them (their
+/// pre-activations back in place). For the embedded format, which holds one output per
+/// node. Returns the producers changed.
+pub fn unchain_two_readers(model: &mut pb::ModelProto) -> usize {
+    let Some(graph) = model.graph.as_mut() else {
+        return 0;
+    };
+    let producers: Vec<usize> = graph
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            is_qconv(n)
+                && n.output.len() == 2
+                && n.attribute
+                    .iter()
+                    .any(|a| a.name == OUTPUT_CODES && a.i == 2)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    for &i in &producers {
+        let values = graph.node[i].output.clone();
+        for (value, prefix) in values.iter().zip(["output_", "output2_"]) {
+            let Some(j) = graph
+                .node
+                .iter()
+                .position(|n| n.input.first() == Some(value) && has_flag(n, INPUT_CODES))
+            else {
+                continue;
+            };
+            let (taken, kept): (Vec<_>, Vec<_>) = graph.node[i]
+                .attribute
+                .drain(..)
+                .partition(|a| a.name.starts_with(prefix));
+            graph.node[i].attribute = kept;
+            let consumer = &mut graph.node[j];
+            consumer.attribute.retain(|a| a.name != INPUT_CODES);
+            for mut a in taken {
+                let name = a.name[prefix.len()..].to_string();
+                if MOVED.contains(&name.as_str()) {
+                    a.name = name;
+                    consumer.attribute.push(a);
+                }
+            }
+            consumer.input[0] = values[0].clone();
+        }
+        let producer = &mut graph.node[i];
+        producer.output.truncate(1);
+        producer.attribute.retain(|a| a.name != OUTPUT_CODES);
+    }
+    producers.len()
 }
 
 #[cfg(test)]
@@ -170,7 +276,7 @@ mod tests {
             ],
             &["yc", "yd"],
         );
-        let report = chain_quantized_convs(&mut m);
+        let report = chain_quantized_convs(&mut m, Readers::One);
         assert_eq!(report.chained, 2);
         let g = m.graph.as_ref().expect("graph");
         let [a, b, c, d] = [&g.node[0], &g.node[1], &g.node[2], &g.node[3]];
@@ -196,7 +302,7 @@ mod tests {
         assert!(attr(c, OUTPUT_CODES).is_none());
         assert!(attr(d, INPUT_CODES).is_none() && attr(d, OUTPUT_CODES).is_none());
         // once is enough
-        assert_eq!(chain_quantized_convs(&mut m).chained, 0);
+        assert_eq!(chain_quantized_convs(&mut m, Readers::One).chained, 0);
     }
 
     /// The classifier's case: 8 -> 1, below the size at which a float input is worth
@@ -207,9 +313,84 @@ mod tests {
         small.attribute[0] =
             onnx::tensor_attr("weight", onnx::i8_tensor("weight", &[1, 8, 1, 1], &[0; 8]));
         let mut m = model(vec![qconv("a", &["x"], "ya", true), small], &["yb"]);
-        assert_eq!(chain_quantized_convs(&mut m).chained, 1);
+        assert_eq!(chain_quantized_convs(&mut m, Readers::One).chained, 1);
         let b = &m.graph.as_ref().expect("graph").node[1];
         assert_eq!(attr(b, INPUT_CODES).map(|x| x.i), Some(1));
+    }
+
+    /// A decoder level's entry: `p` writes the sum `s` that `conv1` (batch norm, ReLU) and
+    /// the shortcut read. With up to two readers, `p` writes each one's codes as its own
+    /// output; with one reader, nothing changes; undoing gives the one-reader graph back.
+    #[test]
+    fn a_value_two_quantized_convs_read_gets_two_code_outputs() {
+        let graph = || {
+            model(
+                vec![
+                    qconv("p", &["x"], "s", false),
+                    qconv("conv1", &["s"], "y1", true),
+                    qconv("shortcut", &["s"], "y2", false),
+                    qconv("conv3", &["y1", "y2"], "y", false),
+                ],
+                &["y"],
+            )
+        };
+        let mut one = graph();
+        let report = chain_quantized_convs(&mut one, Readers::One);
+        assert_eq!(
+            (report.chained, report.two_readers),
+            (1, 0),
+            "conv1 -> conv3 only"
+        );
+        let mut two = graph();
+        let report = chain_quantized_convs(&mut two, Readers::UpToTwo);
+        assert_eq!((report.chained, report.two_readers), (3, 1));
+        let g = two.graph.as_ref().expect("graph");
+        let [p, conv1, shortcut] = [&g.node[0], &g.node[1], &g.node[2]];
+        assert_eq!(p.output, ["s", "s.codes2"]);
+        assert_eq!(attr(p, OUTPUT_CODES).map(|a| a.i), Some(2));
+        assert_eq!(attr(p, "output_pre_relu").map(|a| a.i), Some(1), "conv1's");
+        assert_eq!(
+            attr(p, "output2_pre_relu").map(|a| a.i),
+            Some(0),
+            "the shortcut's"
+        );
+        assert_eq!(attr(p, "output2_x_zero_point").map(|a| a.i), Some(3));
+        assert_eq!(
+            (conv1.input[0].as_str(), shortcut.input[0].as_str()),
+            ("s", "s.codes2")
+        );
+        for reader in [conv1, shortcut] {
+            assert_eq!(attr(reader, INPUT_CODES).map(|a| a.i), Some(1));
+            assert!(attr(reader, "pre_relu").is_none(), "moved to the producer");
+        }
+        assert_eq!(unchain_two_readers(&mut two), 1);
+        let sorted = |m: &pb::ModelProto| {
+            let mut nodes = m.graph.as_ref().expect("graph").node.clone();
+            for n in &mut nodes {
+                n.attribute.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            nodes
+        };
+        let mut again = graph();
+        chain_quantized_convs(&mut again, Readers::One);
+        assert_eq!(sorted(&two), sorted(&again));
+        // a reader that is not a quantized conv, or three readers: no codes
+        for extra in [
+            pb::NodeProto {
+                op_type: "Relu".into(),
+                input: vec!["s".into()],
+                output: vec!["r".into()],
+                ..Default::default()
+            },
+            qconv("third", &["s"], "y3", false),
+        ] {
+            let mut m = graph();
+            m.graph.as_mut().expect("graph").node.push(extra);
+            assert_eq!(
+                chain_quantized_convs(&mut m, Readers::UpToTwo).two_readers,
+                0
+            );
+        }
     }
 
     #[test]
@@ -223,6 +404,6 @@ mod tests {
             ],
             &["yb", "yd"],
         );
-        assert_eq!(chain_quantized_convs(&mut m).chained, 0);
+        assert_eq!(chain_quantized_convs(&mut m, Readers::One).chained, 0);
     }
 }

@@ -19,8 +19,8 @@
 // what `integer_run!` expands to uses
 use super::super::conv::{Activation, residual_strip, store};
 use super::{
-    Dst, InputTransform, OC_BLOCK, PANEL_BYTES, QRun, QuantInput, QuantKernel, STRIP, Src, Strip,
-    Sums,
+    Dst, InputTransform, OC_BLOCK, QRun, QuantInput, QuantKernel, STRIP, Src, Strip, Sums,
+    panel_bytes,
 };
 
 /// Run `run` with `kernel`, if this CPU has it (the caller has checked; a kernel the CPU

@@ -35,6 +35,23 @@ use super::conv::{Source, check_shapes, for_each_run};
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const PANEL_BYTES: [usize; 2] = [24 * 1024, 256 * 1024];
 
+/// The panel budget of a `kernel` x `kernel` convolution: [`PANEL_BYTES`], but four
+/// times the 1x1 one where the input is floats. Filling from floats reads each input
+/// channel's row of the segment: with 24 KiB and 512 channels that is 32 pixels, 128
+/// bytes from each of 512 rows, which no hardware prefetcher follows, and the fill waits
+/// on its loads. With 96 KiB (or the whole run, at most `64 Ki / cin` pixels), Table 1's
+/// int8 window took 194-199 ms against 205-210 (six alternating rounds, 1 thread, AVX512
+/// VNNI); codes in gained nothing measurable from it (194 against 196) and keep the L1
+/// budget.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn panel_bytes(kernel: usize, reads_floats: bool) -> usize {
+    match (kernel, reads_floats) {
+        (3, _) => PANEL_BYTES[1],
+        (_, true) => 4 * PANEL_BYTES[0],
+        (_, false) => PANEL_BYTES[0],
+    }
+}
+
 /// Output pixels per strip: two 16-lane vectors of AVX-512; four times two 4-lane
 /// vectors of NEON.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -90,6 +107,8 @@ pub enum Activations<'a> {
 pub enum ActivationsMut<'a> {
     Float(ArrayViewMut2<'a, f32>),
     Codes(ArrayViewMut2<'a, u8>),
+    /// The codes of two readers (the convolution's [`CodeOutput`] and its second one).
+    CodePair(ArrayViewMut2<'a, u8>, ArrayViewMut2<'a, u8>),
 }
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -97,7 +116,7 @@ impl ActivationsMut<'_> {
     fn dim(&self) -> (usize, usize) {
         match self {
             ActivationsMut::Float(a) => a.dim(),
-            ActivationsMut::Codes(a) => a.dim(),
+            ActivationsMut::Codes(a) | ActivationsMut::CodePair(a, _) => a.dim(),
         }
     }
 }
@@ -124,6 +143,9 @@ pub struct QuantConv {
     post: Activation,
     /// Codes for the next quantized convolution instead of floats.
     output: Option<CodeOutput>,
+    /// Codes for a second reader as well (with `output`): a value two quantized
+    /// convolutions read, each with its own pre-activation and quantization.
+    second_output: Option<CodeOutput>,
     /// The same convolution in f32 (dequantized weights; float input fake-quantized in
     /// the panel, codes dequantized before).
     float: DirectConv,
@@ -281,8 +303,30 @@ impl QuantConv {
             input,
             post,
             output,
+            second_output: None,
             float,
         })
+    }
+
+    /// The same convolution writing the codes of a second reader as well: `second`'s
+    /// pre-activation and quantization applied to the same float value as the first
+    /// code output's (a sum that two quantized convolutions read). Needs a code output.
+    pub fn with_second_code_output(mut self, second: CodeOutput) -> Result<Self, ConvError> {
+        if self.output.is_none() {
+            return Err(ConvError::Unsupported(
+                "a second code output needs a first one".into(),
+            ));
+        }
+        if second.pre.fake_quant.is_some()
+            || !(second.quant.scale.is_finite() && second.quant.scale > 0.0)
+        {
+            return Err(ConvError::Unsupported(
+                "the second output's transform quantizes already, or its scale is not finite and positive"
+                    .into(),
+            ));
+        }
+        self.second_output = Some(second);
+        Ok(self)
     }
 
     /// How the input is read.
@@ -293,6 +337,16 @@ impl QuantConv {
     /// The codes written for the next convolution, if the output is not float.
     pub fn code_output(&self) -> Option<&CodeOutput> {
         self.output.as_ref()
+    }
+
+    /// The codes written for a second reader, if any.
+    pub fn second_code_output(&self) -> Option<&CodeOutput> {
+        self.second_output.as_ref()
+    }
+
+    /// How many code outputs the convolution writes: 0 (floats), 1 or 2.
+    pub fn code_outputs(&self) -> usize {
+        self.output.is_some() as usize + self.second_output.is_some() as usize
     }
 
     pub fn input_channels(&self) -> usize {
@@ -351,7 +405,7 @@ impl QuantConv {
             #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             QuantKernel::Avx512Vnni | QuantKernel::NeonDot => {
                 let k = self.kernel;
-                let budget = PANEL_BYTES[(k == 3) as usize];
+                let budget = panel_bytes(k, !self.input.reads_codes());
                 let seg = (budget / (k * self.groups * 4)).max(STRIP);
                 let row = if k == 3 {
                     w
@@ -408,14 +462,20 @@ impl QuantConv {
                 kind(self.input.reads_codes())
             )));
         }
-        let writes_codes = matches!(output, ActivationsMut::Codes(_));
-        if writes_codes != self.output.is_some()
+        let outputs = match output {
+            ActivationsMut::Float(_) => 0,
+            ActivationsMut::Codes(_) => 1,
+            ActivationsMut::CodePair(..) => 2,
+        };
+        let writes_codes = outputs > 0;
+        if outputs != self.code_outputs()
             || (writes_codes && matches!(residual, Residual::InOutput))
         {
+            let kinds = |n: usize| ["floats", "u8 codes", "two u8 code outputs"][n.min(2)];
             return Err(ConvError::Shape(format!(
                 "output of {} for a convolution that writes {}{}",
-                kind(writes_codes),
-                kind(self.output.is_some()),
+                kinds(outputs),
+                kinds(self.code_outputs()),
                 if writes_codes {
                     " (a residual in the output needs floats)"
                 } else {
@@ -481,9 +541,29 @@ impl QuantConv {
                 for_each_run(self.kernel, 1, self.cin, h, w, out.view_mut(), pool, &job);
             }
             ActivationsMut::Codes(mut out) => {
-                let job =
-                    |start: usize, chunk: ArrayViewMut2<'_, u8>| run(start, Dst::Codes(chunk));
+                let job = |start: usize, chunk: ArrayViewMut2<'_, u8>| {
+                    run(start, Dst::Codes(chunk, None))
+                };
                 for_each_run(self.kernel, 1, self.cin, h, w, out.view_mut(), pool, &job);
+            }
+            ActivationsMut::CodePair(mut first, mut second) => {
+                // the runs of the first output, and the same columns of the second
+                let threads = pool.map_or(1, |p| p.current_num_threads());
+                let len = super::conv::run_length(self.kernel, 1, self.cin, h, w, threads);
+                let runs: Vec<(usize, Dst<'_>)> = first
+                    .axis_chunks_iter_mut(ndarray::Axis(1), len)
+                    .zip(second.axis_chunks_iter_mut(ndarray::Axis(1), len))
+                    .enumerate()
+                    .map(|(i, (a, b))| (i * len, Dst::Codes(a, Some(b))))
+                    .collect();
+                match pool {
+                    Some(pool) if threads > 1 => pool.install(|| {
+                        use rayon::prelude::*;
+                        runs.into_par_iter()
+                            .for_each(|(start, out)| run(start, out))
+                    }),
+                    _ => runs.into_iter().for_each(|(start, out)| run(start, out)),
+                }
             }
         }
         Ok(())
@@ -513,34 +593,56 @@ impl QuantConv {
             (ActivationsMut::Float(out), _) => {
                 self.float.run_image(input, h, w, residual, out, pool)
             }
-            (ActivationsMut::Codes(mut out), Some(code)) => {
+            (ActivationsMut::CodePair(first, second), Some(code)) => {
+                let second_code = self
+                    .second_output
+                    .as_ref()
+                    .expect("checked by run_image_with");
+                let mut values = Array2::<f32>::zeros(first.dim());
+                self.float
+                    .run_image(input, h, w, residual, values.view_mut(), pool)?;
+                codes_of_rows(&values, code, first, pool);
+                codes_of_rows(&values, second_code, second, pool);
+                Ok(())
+            }
+            (ActivationsMut::Codes(out), Some(code)) => {
                 let mut values = Array2::<f32>::zeros(out.dim());
                 self.float
                     .run_image(input, h, w, residual, values.view_mut(), pool)?;
-                let plane = values.ncols();
-                let values = values.as_slice().expect("a new array is contiguous");
-                let rows: Vec<(usize, &[f32], &mut [u8])> = values
-                    .chunks(plane.max(1))
-                    .zip(super::conv::row_slices(&mut out))
-                    .enumerate()
-                    .map(|(oc, (src, dst))| (oc, src, dst))
-                    .collect();
-                // one task per output channel, on the pool's threads; the rounding compiled
-                // for the CPU's features (a plain loop calls `rintf` per value)
-                let convert = |(oc, src, dst): (usize, &[f32], &mut [u8])| {
-                    pulp::Arch::new().dispatch(CodesOfRow { code, oc, src, dst })
-                };
-                match pool {
-                    Some(pool) if pool.current_num_threads() > 1 => pool.install(|| {
-                        use rayon::prelude::*;
-                        rows.into_par_iter().for_each(convert)
-                    }),
-                    _ => rows.into_iter().for_each(convert),
-                }
+                codes_of_rows(&values, code, out, pool);
                 Ok(())
             }
-            (ActivationsMut::Codes(_), None) => unreachable!("checked by run_image_with"),
+            (_, None) => unreachable!("checked by run_image_with"),
         }
+    }
+}
+
+/// Each output channel's codes from its float values, one task per channel on the pool's
+/// threads; the rounding compiled for the CPU's features (a plain loop calls `rintf` per
+/// value).
+fn codes_of_rows(
+    values: &Array2<f32>,
+    code: &CodeOutput,
+    mut out: ArrayViewMut2<'_, u8>,
+    pool: Option<&rayon::ThreadPool>,
+) {
+    let plane = values.ncols();
+    let values = values.as_slice().expect("a new array is contiguous");
+    let rows: Vec<(usize, &[f32], &mut [u8])> = values
+        .chunks(plane.max(1))
+        .zip(super::conv::row_slices(&mut out))
+        .enumerate()
+        .map(|(oc, (src, dst))| (oc, src, dst))
+        .collect();
+    let convert = |(oc, src, dst): (usize, &[f32], &mut [u8])| {
+        pulp::Arch::new().dispatch(CodesOfRow { code, oc, src, dst })
+    };
+    match pool {
+        Some(pool) if pool.current_num_threads() > 1 => pool.install(|| {
+            use rayon::prelude::*;
+            rows.into_par_iter().for_each(convert)
+        }),
+        _ => rows.into_iter().for_each(convert),
     }
 }
 
@@ -571,11 +673,11 @@ enum Src<'a> {
     Codes(&'a [u8]),
 }
 
-/// The output of a run.
+/// The output of a run: floats, or codes (and a second reader's codes).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 enum Dst<'o> {
     Float(ArrayViewMut2<'o, f32>),
-    Codes(ArrayViewMut2<'o, u8>),
+    Codes(ArrayViewMut2<'o, u8>, Option<ArrayViewMut2<'o, u8>>),
 }
 
 /// One run of output pixels `[start, start + out.ncols())` of every output channel.
@@ -631,12 +733,16 @@ macro_rules! integer_run {
             let plane = run.h * run.w;
             let len = match &run.out {
                 Dst::Float(o) => o.ncols(),
-                Dst::Codes(o) => o.ncols(),
+                Dst::Codes(o, _) => o.ncols(),
             };
             // each output channel's slice of this run, taken once
-            let (mut float_rows, mut code_rows) = match &mut run.out {
-                Dst::Float(o) => (crate::kernels::conv::row_slices(o), Vec::new()),
-                Dst::Codes(o) => (Vec::new(), crate::kernels::conv::row_slices(o)),
+            let (mut float_rows, mut code_rows, mut second_rows) = match &mut run.out {
+                Dst::Float(o) => (crate::kernels::conv::row_slices(o), Vec::new(), Vec::new()),
+                Dst::Codes(o, second) => (
+                    Vec::new(),
+                    crate::kernels::conv::row_slices(o),
+                    second.as_mut().map_or_else(Vec::new, crate::kernels::conv::row_slices),
+                ),
             };
             let writes_floats = code_rows.is_empty();
             let q = conv.input.quant();
@@ -650,7 +756,7 @@ macro_rules! integer_run {
             } else {
                 (1, len)
             };
-            let budget = PANEL_BYTES[(kernel == 3) as usize];
+            let budget = panel_bytes(kernel, matches!(run.input, Src::Float(_)));
             let seg_len = ((budget / (kernel * groups * 4)) / STRIP * STRIP).max(STRIP);
             let padded_len = seg_len.min(row_len).div_ceil(STRIP) * STRIP;
             // panel: [groups][kernel rows][pw pixels] of four u8 codes (4 input channels) in a
@@ -856,6 +962,12 @@ macro_rules! integer_run {
                                         let code = conv.output.as_ref().expect("a code output");
                                         let dst = &mut code_rows[oc][local..local + n];
                                         code.pre.quantize_row(oc, code.quant, vals, dst);
+                                        if let (Some(code), Some(row)) =
+                                            (&conv.second_output, second_rows.get_mut(oc))
+                                        {
+                                            let dst = &mut row[local..local + n];
+                                            code.pre.quantize_row(oc, code.quant, vals, dst);
+                                        }
                                     }
                                 }
                             }
@@ -1092,6 +1204,60 @@ mod tests {
                 }
             }
         }
+        /// Two code outputs (a value two quantized convolutions read): each is bit for bit
+        /// what a convolution writing only that reader's codes writes, on every kernel
+        /// here, with the runs split over 1 and 2 threads.
+        #[test]
+        fn two_code_outputs_equal_one_each(
+            c0 in 1usize..13, c1 in 1usize..13, k in prop::sample::select(vec![1usize, 3]),
+            h in 1usize..6, w in 1usize..90, seed in 0u64..500, threads in 1usize..3,
+        ) {
+            let weights: Vec<i8> = values(c1 * c0 * k * k, seed + 3).iter().map(|v| (v * 127.0).round() as i8).collect();
+            let scales: Vec<f32> = values(c1, seed + 5).iter().map(|v| (v.abs() + 0.1) / 50.0).collect();
+            let bias = values(c1, seed + 7);
+            let q0 = FakeQuant { scale: 2.0 / 255.0, zero: 100 };
+            // the block's first conv (batch norm and ReLU) and its shortcut (as it is)
+            let first = CodeOutput {
+                pre: InputTransform {
+                    scale: Some(values(c1, seed + 1).iter().map(|v| v + 1.5).collect()),
+                    shift: Some(values(c1, seed + 2)),
+                    relu: true,
+                    fake_quant: None,
+                },
+                quant: FakeQuant { scale: 1.0 / 255.0, zero: 0 },
+            };
+            let second = CodeOutput {
+                pre: InputTransform::default(),
+                quant: FakeQuant { scale: 3.0 / 255.0, zero: 131 },
+            };
+            let conv = |output: &CodeOutput| {
+                QuantConv::new(
+                    c0, c1, k, &weights, &scales, &bias,
+                    QuantInput::Float { pre: InputTransform { relu: true, ..Default::default() }, quant: q0 },
+                    Activation::None, Some(output.clone()),
+                ).expect("test setup")
+            };
+            let both = conv(&first).with_second_code_output(second.clone()).expect("test setup");
+            prop_assert_eq!(both.code_outputs(), 2);
+            let x = Array2::from_shape_vec((c0, h * w), values(c0 * h * w, seed)).expect("test setup");
+            let r = Array2::from_shape_vec((c1, h * w), values(c1 * h * w, seed + 9)).expect("test setup");
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("test setup");
+            let pool = (threads > 1).then_some(&pool);
+            for kernel in kernels_here() {
+                let one = |conv: &QuantConv| {
+                    let mut out = Array2::<u8>::zeros((c1, h * w));
+                    conv.run_image_with(kernel, Activations::Float(x.view()), h, w, Residual::Add(r.view()), ActivationsMut::Codes(out.view_mut()), pool).expect("runs");
+                    out
+                };
+                let (a, b) = (one(&conv(&first)), one(&conv(&second)));
+                let (mut pa, mut pb) = (Array2::<u8>::zeros((c1, h * w)), Array2::<u8>::zeros((c1, h * w)));
+                both.run_image_with(kernel, Activations::Float(x.view()), h, w, Residual::Add(r.view()), ActivationsMut::CodePair(pa.view_mut(), pb.view_mut()), pool).expect("runs");
+                prop_assert!(a == pa, "{:?}: first reader's codes differ", kernel);
+                prop_assert!(b == pb, "{:?}: second reader's codes differ", kernel);
+                // and the two differ from each other (else the test shows nothing)
+                prop_assert!(h * w * c1 < 8 || pa != pb);
+            }
+        }
     }
 
     /// Rows too wide for one panel are cut into segments (3x3 with 256 input channels:
@@ -1215,6 +1381,13 @@ mod tests {
                 Activations::Codes(c.view()),
                 Residual::InOutput,
                 ActivationsMut::Codes(oc.view_mut()),
+            ));
+            // two code outputs for a convolution built with one
+            let mut oc2 = Array2::<u8>::zeros((4, 4));
+            refused(run(
+                Activations::Codes(c.view()),
+                Residual::None,
+                ActivationsMut::CodePair(oc.view_mut(), oc2.view_mut()),
             ));
             run(
                 Activations::Codes(c.view()),
