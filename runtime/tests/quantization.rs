@@ -199,8 +199,9 @@ fn quantization_ladder_on_the_fixtures() {
 /// int8 model with `u8` codes handed from convolution to convolution against the same
 /// model handing over floats, on ISBI slices, 1 and 2 threads. And the chain is there:
 /// models/small.json has 13 bottleneck blocks (1 + 2 + 3 down, 1 across, 3 + 2 + 1 up),
-/// each with two inner hand-overs, and the head's to the 8 -> 1 classifier: 27; and the
-/// four decoder levels' long-skip sums, each written twice as codes (two readers).
+/// each with two inner hand-overs, and the head's to the 8 -> 1 classifier: 27; the
+/// four decoder levels' long-skip sums, each written twice as codes (two readers); and
+/// the last long skip's sum (an up-sampling add) for the head conv.
 ///
 /// Tolerance: the 8 -> 1 classifier reading floats is too small for the integer kernel
 /// and sums its 8 dequantized products in f32; reading codes it runs on the integer
@@ -266,17 +267,19 @@ fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
         };
         let (plain, chained) = (make(false), make(true));
         assert_eq!(flagged(&plain, INPUT_CODES, 1), 0);
-        assert_eq!(flagged(&chained, OUTPUT_CODES, 1), 27);
+        // 27 convolutions, and the last long skip's up-sampling add for the head conv
+        assert_eq!(flagged(&chained, OUTPUT_CODES, 1), 28);
+        assert!(producers(&chained, 1).contains(&"skip.head.add".to_string()));
         // each decoder level's long-skip sum, written by the skip's 1x1 projection (with
         // the level below up-sampled as its residual), for the first block's conv1 and
-        // its shortcut: 27 + 2 x 4 readers of codes
+        // its shortcut: 28 + 2 x 4 readers of codes
         assert_eq!(
             producers(&chained, 2),
             (1..=4)
                 .map(|l| format!("skip.up{l}.projection.fused"))
                 .collect::<Vec<_>>()
         );
-        assert_eq!(flagged(&chained, INPUT_CODES, 1), 35);
+        assert_eq!(flagged(&chained, INPUT_CODES, 1), 36);
         let (a, b) = (run(&plain, &inputs), run(&chained, &inputs));
         let differing = a
             .iter()

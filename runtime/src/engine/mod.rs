@@ -286,11 +286,12 @@ impl Segmenter {
             } else {
                 crate::passes::fuse_convolutions_where_faster(&mut proto, source_name)?;
             }
-            if options.chain_int8 {
-                crate::passes::chain_quantized_convs(&mut proto, crate::passes::Readers::UpToTwo);
-            }
             crate::passes::own_sigmoid(&mut proto);
             crate::passes::own_resampling(&mut proto);
+            // after the resampling pass: an up-sampling add can write codes
+            if options.chain_int8 {
+                crate::passes::chain_quantized_convs(&mut proto, crate::passes::Chaining::Full);
+            }
         }
         if let Some(graph) = proto.graph.as_mut() {
             onnx::name_nodes_uniquely(graph);
@@ -596,9 +597,12 @@ impl Segmenter {
         {
             let mut proto = self.proto.clone();
             // one output per node in the embedded format
-            crate::passes::chain_int8::unchain_two_readers(&mut proto);
+            crate::passes::chain_int8::unchain_for_embedded(&mut proto);
             if crate::passes::fuse_convolutions(&mut proto, &self.source_name)?.convs > 0 {
-                crate::passes::chain_quantized_convs(&mut proto, crate::passes::Readers::One);
+                crate::passes::chain_quantized_convs(
+                    &mut proto,
+                    crate::passes::Chaining::ConvToConv,
+                );
             }
             crate::embedded::Graph::from_fused_onnx(&proto, &self.source_name)
         }

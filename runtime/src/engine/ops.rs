@@ -8,7 +8,7 @@ use tract_onnx::pb::NodeProto;
 
 use crate::kernels::conv::{FakeQuant, InputTransform, Residual};
 pub use crate::kernels::fused::{ConvKernel, ConvSpec, ConvWeights, QuantSpec, ResidualInput};
-use crate::kernels::qconv::{Activations, ActivationsMut};
+use crate::kernels::qconv::{Activations, ActivationsMut, CodeOutput};
 use crate::passes::chain_int8::{INPUT_CODES, OUTPUT_CODES};
 use crate::passes::fuse_conv::{FUSED_CONV, FUSED_QCONV};
 use crate::passes::resample::{OWN_DECIMATE, OWN_UPSAMPLE, OWN_UPSAMPLE_ADD};
@@ -28,8 +28,19 @@ pub fn onnx_with_skipseg_ops() -> tract_onnx::Onnx {
     onnx.op_register.insert(OWN_UPSAMPLE, |_, _| {
         Ok((expand(OwnResample::Upsample), vec![]))
     });
-    onnx.op_register.insert(OWN_UPSAMPLE_ADD, |_, _| {
-        Ok((expand(OwnUpsampleAdd), vec![]))
+    onnx.op_register.insert(OWN_UPSAMPLE_ADD, |_, node| {
+        let codes = match node.get_attr_opt::<i64>(OUTPUT_CODES)?.unwrap_or(0) {
+            0 => None,
+            1 => Some(std::sync::Arc::new(CodeOutput {
+                pre: pre_transform(node, "output_")?,
+                quant: quantization(node, "output_")?,
+            })),
+            n => bail!(
+                "{}: {OUTPUT_CODES} {n} (an up-sampling add writes one output)",
+                node.name
+            ),
+        };
+        Ok((expand(OwnUpsampleAdd { codes }), vec![]))
     });
     onnx
 }
@@ -207,9 +218,35 @@ impl TypedOp for OwnResample {
 /// ([`crate::kernels::resample::upsample_x2_add`]), `[N, C, H, W]` and `[N, C, 2H, 2W]`
 /// floats: the ONNX-level operator and tract's. Where the second input turns out to have
 /// another shape (an `Add` that broadcasts), it is wired as skipseg's up-sampling and
-/// tract's `Add`, what it replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OwnUpsampleAdd;
+/// tract's `Add`, what it replaced. With `codes` it writes the `u8` codes of the
+/// quantized convolution that reads the sum ([`crate::passes::chain_int8`]).
+#[derive(Debug, Clone)]
+pub struct OwnUpsampleAdd {
+    pub codes: Option<std::sync::Arc<CodeOutput>>,
+}
+
+/// Equal when they write floats, or share their code output (identity, as
+/// [`FusedConv`]'s weights: equality is then total).
+impl PartialEq for OwnUpsampleAdd {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.codes, &other.codes) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for OwnUpsampleAdd {}
+
+impl OwnUpsampleAdd {
+    fn output_type(&self) -> DatumType {
+        match self.codes {
+            Some(_) => u8::datum_type(),
+            None => f32::datum_type(),
+        }
+    }
+}
 
 impl Expansion for OwnUpsampleAdd {
     fn name(&self) -> StaticName {
@@ -224,8 +261,11 @@ impl Expansion for OwnUpsampleAdd {
     ) -> InferenceResult {
         check_input_arity(inputs, 2)?;
         check_output_arity(outputs, 1)?;
-        for proxy in [&inputs[0], &inputs[1], &outputs[0]] {
+        for proxy in [&inputs[0], &inputs[1]] {
             s.equals(&proxy.datum_type, f32::datum_type())?;
+        }
+        s.equals(&outputs[0].datum_type, self.output_type())?;
+        for proxy in [&inputs[0], &inputs[1], &outputs[0]] {
             s.equals(&proxy.rank, 4)?;
         }
         for axis in [0, 1] {
@@ -247,7 +287,16 @@ impl Expansion for OwnUpsampleAdd {
     ) -> TractResult<TVec<OutletId>> {
         let upsampled = OwnResample::Upsample.output_facts(&[model.outlet_fact(inputs[0])?])?;
         if model.outlet_fact(inputs[1])?.shape == upsampled[0].shape {
-            model.wire_node(prefix, *self, inputs)
+            model.wire_node(prefix, self.clone(), inputs)
+        } else if self.codes.is_some() {
+            // not a graph skipseg's exporter writes: the long skips have the up-sampled
+            // map's shape
+            bail!(
+                "{prefix}: an up-sampling add that writes codes needs an added map of the \
+                 up-sampled shape {:?}, not {:?}",
+                upsampled[0].shape,
+                model.outlet_fact(inputs[1])?.shape
+            )
         } else {
             let up = model.wire_node(
                 format!("{prefix}.upsample"),
@@ -283,27 +332,50 @@ impl EvalOp for OwnUpsampleAdd {
             "{OWN_UPSAMPLE_ADD}: added map of shape {:?}, expected {dims:?}",
             inputs[1].shape()
         );
-        let mut out = output_tensor::<f32>(&dims)?;
         let executor = tract_linalg::multithread::current_tract_executor();
         let pool = pool_of(&executor);
         let x = inputs[0].try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
         let b = inputs[1].try_as_plain_ram()?;
         let b = b.as_slice::<f32>()?;
-        let mut o = out.try_as_plain_ram_mut()?;
-        let o = o.as_slice_mut::<f32>()?;
         let (per_in, per_out) = (c * h * w, 4 * c * h * w);
-        for i in 0..n {
-            crate::kernels::resample::upsample_x2_add(
-                &x[i * per_in..][..per_in],
-                c,
-                h,
-                w,
-                &b[i * per_out..][..per_out],
-                &mut o[i * per_out..][..per_out],
-                pool,
-            )?;
-        }
+        let out = match &self.codes {
+            None => {
+                let mut out = output_tensor::<f32>(&dims)?;
+                let mut o = out.try_as_plain_ram_mut()?;
+                let o = o.as_slice_mut::<f32>()?;
+                for i in 0..n {
+                    crate::kernels::resample::upsample_x2_add(
+                        &x[i * per_in..][..per_in],
+                        c,
+                        h,
+                        w,
+                        &b[i * per_out..][..per_out],
+                        &mut o[i * per_out..][..per_out],
+                        pool,
+                    )?;
+                }
+                out
+            }
+            Some(code) => {
+                let mut out = output_tensor::<u8>(&dims)?;
+                let mut o = out.try_as_plain_ram_mut()?;
+                let o = o.as_slice_mut::<u8>()?;
+                for i in 0..n {
+                    crate::kernels::resample::upsample_x2_add_codes(
+                        &x[i * per_in..][..per_in],
+                        c,
+                        h,
+                        w,
+                        &b[i * per_out..][..per_out],
+                        code,
+                        &mut o[i * per_out..][..per_out],
+                        pool,
+                    )?;
+                }
+                out
+            }
+        };
         Ok(tvec!(out.into_tvalue()))
     }
 }
@@ -317,7 +389,7 @@ impl TypedOp for OwnUpsampleAdd {
             inputs[1].shape,
             upsampled[0].shape
         );
-        Ok(upsampled)
+        Ok(tvec!(self.output_type().fact(upsampled[0].shape.clone())))
     }
 
     as_op!();

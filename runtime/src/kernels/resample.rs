@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use super::conv::ConvError;
+use super::qconv::CodeOutput;
 
 /// The side of a decimated plane: `ceil(side / 2)`, as `Slice` with step 2 from 0.
 pub fn decimated(side: usize) -> usize {
@@ -138,6 +139,79 @@ pub fn upsample_x2_add(
     Ok(())
 }
 
+/// [`upsample_x2_add`] written as the `u8` codes of the convolution that reads the sum:
+/// its pre-activation and quantization applied to each summed value (`code`), the same
+/// float operations that convolution applies when it reads the float sum, so the codes
+/// are those it would quantize (bit for bit). A quarter of the bytes to write and read.
+#[allow(clippy::too_many_arguments)]
+pub fn upsample_x2_add_codes(
+    input: &[f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+    added: &[f32],
+    code: &CodeOutput,
+    output: &mut [u8],
+    pool: Option<&rayon::ThreadPool>,
+) -> Result<(), ConvError> {
+    check("up-sampling input", input.len(), channels * h * w)?;
+    check("added map", added.len(), channels * 4 * h * w)?;
+    check("up-sampling output", output.len(), channels * 4 * h * w)?;
+    if code.pre.scale.as_ref().is_some_and(|s| s.len() < channels)
+        || code.pre.shift.as_ref().is_some_and(|s| s.len() < channels)
+    {
+        return Err(ConvError::Shape(format!(
+            "the code output's pre-activation has fewer than {channels} channels"
+        )));
+    }
+    for_each_row(output, 2 * w, pool, &|r, dst| {
+        let (c, y) = (r / (2 * h), r % (2 * h) / 2);
+        pulp::Arch::new().dispatch(SumCodes {
+            code,
+            channel: c,
+            src: &input[(c * h + y) * w..][..w],
+            add: &added[r * 2 * w..][..2 * w],
+            dst,
+        })
+    });
+    Ok(())
+}
+
+/// One output row of [`upsample_x2_add_codes`], compiled for the CPU's features (the
+/// rounding of a plain loop is a `rintf` call per value).
+struct SumCodes<'a> {
+    code: &'a CodeOutput,
+    channel: usize,
+    src: &'a [f32],
+    add: &'a [f32],
+    dst: &'a mut [u8],
+}
+
+impl pulp::WithSimd for SumCodes<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        const CHUNK: usize = 64;
+        let mut sums = [0.0f32; CHUNK];
+        for ((dst, add), src) in self
+            .dst
+            .chunks_mut(CHUNK)
+            .zip(self.add.chunks(CHUNK))
+            .zip(self.src.chunks(CHUNK / 2))
+        {
+            let sums = &mut sums[..dst.len()];
+            for ((d, a), s) in sums.chunks_exact_mut(2).zip(add.chunks_exact(2)).zip(src) {
+                d[0] = *s + a[0];
+                d[1] = *s + a[1];
+            }
+            self.code
+                .pre
+                .quantize_row(self.channel, self.code.quant, sums, dst);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +260,46 @@ mod tests {
                         let from = x[(c * h + y / 2) * w + xx / 2];
                         prop_assert_eq!(up[at], from);
                         prop_assert_eq!(up_add[at], from + added[at]);
+                    }
+                }
+            }
+        }
+
+        /// The codes of the sum: each value the next convolution's pre-activation
+        /// (`max(scale * v + shift, 0)`) and quantization of the sum, computed value by
+        /// value here; rows longer than the kernel's 64-value chunks included.
+        #[test]
+        fn up_sampled_sums_as_codes_follow_the_definition(
+            channels in 1usize..4, h in 1usize..12, w in 1usize..70, threads in 1usize..3,
+            relu in any::<bool>(), seed in 0u64..100,
+        ) {
+            use crate::kernels::conv::{FakeQuant, InputTransform};
+            let x = crate::kernels::test_values(channels * h * w, seed);
+            let added = crate::kernels::test_values(channels * 4 * h * w, seed + 1);
+            let (scale, shift) = (
+                crate::kernels::test_values(channels, seed + 2).iter().map(|v| v + 1.5).collect::<Vec<_>>(),
+                crate::kernels::test_values(channels, seed + 3),
+            );
+            let code = CodeOutput {
+                pre: InputTransform { scale: Some(scale.clone()), shift: Some(shift.clone()), relu, fake_quant: None },
+                quant: FakeQuant { scale: 3.0 / 255.0, zero: 120 },
+            };
+            let p = pool(threads);
+            let p = (threads > 1).then_some(&p);
+            let mut codes = vec![0u8; channels * 4 * h * w];
+            upsample_x2_add_codes(&x, channels, h, w, &added, &code, &mut codes, p).expect("sizes fit");
+            for c in 0..channels {
+                for y in 0..2 * h {
+                    for xx in 0..2 * w {
+                        let at = (c * 2 * h + y) * 2 * w + xx;
+                        let sum = x[(c * h + y / 2) * w + xx / 2] + added[at];
+                        let pre = sum * scale[c] + shift[c];
+                        let pre = if relu { pre.max(0.0) } else { pre };
+                        // the scalar formula, and the ONNX definition (a division: one
+                        // code apart at most, see FakeQuant)
+                        prop_assert_eq!(codes[at], code.quant.quantize(pre), "channel {} ({}, {})", c, y, xx);
+                        let onnx = ((pre / (3.0 / 255.0)).round_ties_even() + 120.0).clamp(0.0, 255.0) as u8;
+                        prop_assert!((codes[at] as i32 - onnx as i32).abs() <= 1);
                     }
                 }
             }

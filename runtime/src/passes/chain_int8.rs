@@ -1,5 +1,5 @@
-//! int8 chaining, an ONNX -> ONNX rewrite run after [`super::fuse_conv`]: the
-//! activations between two quantized convolutions stay 8-bit.
+//! int8 chaining, an ONNX -> ONNX rewrite run after [`super::fuse_conv`] and
+//! [`super::resample`]: the activations between two quantized convolutions stay 8-bit.
 //!
 //! Where the output of a fused quantized convolution (`SkipsegQConv`) is read by exactly
 //! one node, another `SkipsegQConv` that takes it as its input (not as its residual), and
@@ -17,7 +17,7 @@
 //! otherwise. The residual stream, which a sum and two readers need in float, stays
 //! float.
 //!
-//! With [`Readers::UpToTwo`], a value that exactly two such consumers read as their input
+//! With [`Chaining::Full`], a value that exactly two such consumers read as their input
 //! (the sum of a long skip at a decoder level's entry: the first block's `conv1` with
 //! its batch norm and ReLU, and its 1x1 shortcut, which reads the sum as it is) is
 //! written twice as codes, once for each: the producer gets a second output, read by the
@@ -25,8 +25,19 @@
 //! [`OUTPUT_CODES`] = 2. Both readers quantize the same float value differently, so one
 //! code map cannot serve both. In Table 1 the two readers of each level's 16 MB
 //! (256 x 128^2) float sum took 3 times onnxruntime's time for the same layers, which
-//! read bytes. The embedded executor runs one output per node and takes
-//! [`Readers::One`].
+//! read bytes (`segment-run bench --profile`, 1 thread: the readers 42 ms, then 27; the
+//! writers, which now quantize twice, 32 ms, then 42 with a division per code and about
+//! 35 with the reciprocal, [`crate::kernels::conv::FakeQuant`]).
+//!
+//! Also with [`Chaining::Full`], the sum of an up-sampling add
+//! ([`super::resample::OWN_UPSAMPLE_ADD`], the last long skip: the decoder's output
+//! repeated x2 plus the stem's) that one quantized convolution alone reads (the head
+//! conv) is written as that convolution's codes, the same attributes on the add. Table 1
+//! at 512^2: 32 channels, 33.5 MB of floats written and read again, now 8.4 MB (the
+//! head conv 15.6 -> 12.3 ms, the add 6.0 -> 5.3).
+//!
+//! The embedded executor runs one output per node and adds in floats: it takes
+//! [`Chaining::ConvToConv`], and [`unchain_for_embedded`] undoes the rest.
 //!
 //! The arithmetic is unchanged: the producer applies, in the same order, the same float
 //! operations the consumer applied to the float it read (see [`crate::kernels::qconv`]).
@@ -34,6 +45,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::fuse_conv::{DOMAIN, FUSED_QCONV};
+use super::resample::OWN_UPSAMPLE_ADD;
 use crate::onnx::{self, pb};
 
 /// Attribute of a `SkipsegQConv` that reads the `u8` codes its producer wrote.
@@ -48,11 +60,14 @@ const COPIED: [&str; 2] = ["x_scale", "x_zero_point"];
 
 /// Which values the pass turns into codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readers {
-    /// Values with one quantized reader.
-    One,
-    /// Also values with two quantized readers (a second output of the producer).
-    UpToTwo,
+pub enum Chaining {
+    /// A quantized convolution's output that one quantized convolution reads: what the
+    /// embedded executor runs.
+    ConvToConv,
+    /// Also a convolution's output that two quantized convolutions read (a second
+    /// output of the producer), and the sum of an up-sampling add
+    /// ([`super::resample::OWN_UPSAMPLE_ADD`]) that one reads.
+    Full,
 }
 
 /// What the pass changed.
@@ -66,6 +81,10 @@ pub struct ChainReport {
 
 fn is_qconv(node: &pb::NodeProto) -> bool {
     node.op_type == FUSED_QCONV && node.domain == DOMAIN
+}
+
+fn is_upsample_add(node: &pb::NodeProto) -> bool {
+    node.op_type == OWN_UPSAMPLE_ADD && node.domain == DOMAIN
 }
 
 fn has_flag(node: &pb::NodeProto, name: &str) -> bool {
@@ -83,7 +102,7 @@ fn can_read_codes(node: &pb::NodeProto) -> bool {
 
 /// Chain every eligible producer of `model` to its quantized readers (see the module
 /// docs).
-pub fn chain_quantized_convs(model: &mut pb::ModelProto, readers: Readers) -> ChainReport {
+pub fn chain_quantized_convs(model: &mut pb::ModelProto, chaining: Chaining) -> ChainReport {
     let mut report = ChainReport::default();
     let Some(graph) = model.graph.as_mut() else {
         return report;
@@ -99,7 +118,11 @@ pub fn chain_quantized_convs(model: &mut pb::ModelProto, readers: Readers) -> Ch
     // producer -> its readers, each reading the value as its input (slot 0)
     let mut chains: Vec<(usize, Vec<usize>)> = Vec::new();
     for (i, producer) in graph.node.iter().enumerate() {
-        if !is_qconv(producer) || producer.output.len() != 1 || has_flag(producer, OUTPUT_CODES) {
+        let full = chaining == Chaining::Full;
+        if !(is_qconv(producer) || full && is_upsample_add(producer))
+            || producer.output.len() != 1
+            || has_flag(producer, OUTPUT_CODES)
+        {
             continue;
         }
         let value = producer.output[0].as_str();
@@ -108,7 +131,7 @@ pub fn chain_quantized_convs(model: &mut pb::ModelProto, readers: Readers) -> Ch
         }
         let consumers: Vec<usize> = match reads.get(value).map(Vec::as_slice) {
             Some(&[(j, 0)]) => vec![j],
-            Some(&[(j, 0), (k, 0)]) if readers == Readers::UpToTwo && j != k => vec![j, k],
+            Some(&[(j, 0), (k, 0)]) if full && is_qconv(producer) && j != k => vec![j, k],
             _ => continue,
         };
         if consumers
@@ -164,11 +187,12 @@ fn move_to_producer(graph: &mut pb::GraphProto, i: usize, j: usize, prefix: &str
     }
 }
 
-/// Undo what [`Readers::UpToTwo`] adds to [`Readers::One`]: each producer that writes
-/// the codes of two readers writes floats again, and both readers read them (their
-/// pre-activations back in place). For the embedded format, which holds one output per
-/// node. Returns the producers changed.
-pub fn unchain_two_readers(model: &mut pb::ModelProto) -> usize {
+/// Undo what [`Chaining::Full`] adds to [`Chaining::ConvToConv`]: each convolution that
+/// writes the codes of two readers, and each up-sampling add that writes codes, writes
+/// floats again, and its readers read them (their pre-activations back in place). For
+/// the embedded format, which holds one output per node and adds in floats. Returns the
+/// producers changed.
+pub fn unchain_for_embedded(model: &mut pb::ModelProto) -> usize {
     let Some(graph) = model.graph.as_mut() else {
         return 0;
     };
@@ -177,11 +201,7 @@ pub fn unchain_two_readers(model: &mut pb::ModelProto) -> usize {
         .iter()
         .enumerate()
         .filter(|(_, n)| {
-            is_qconv(n)
-                && n.output.len() == 2
-                && n.attribute
-                    .iter()
-                    .any(|a| a.name == OUTPUT_CODES && a.i == 2)
+            (is_qconv(n) && n.output.len() == 2 || is_upsample_add(n)) && has_flag(n, OUTPUT_CODES)
         })
         .map(|(i, _)| i)
         .collect();
@@ -276,7 +296,7 @@ mod tests {
             ],
             &["yc", "yd"],
         );
-        let report = chain_quantized_convs(&mut m, Readers::One);
+        let report = chain_quantized_convs(&mut m, Chaining::ConvToConv);
         assert_eq!(report.chained, 2);
         let g = m.graph.as_ref().expect("graph");
         let [a, b, c, d] = [&g.node[0], &g.node[1], &g.node[2], &g.node[3]];
@@ -302,7 +322,10 @@ mod tests {
         assert!(attr(c, OUTPUT_CODES).is_none());
         assert!(attr(d, INPUT_CODES).is_none() && attr(d, OUTPUT_CODES).is_none());
         // once is enough
-        assert_eq!(chain_quantized_convs(&mut m, Readers::One).chained, 0);
+        assert_eq!(
+            chain_quantized_convs(&mut m, Chaining::ConvToConv).chained,
+            0
+        );
     }
 
     /// The classifier's case: 8 -> 1, below the size at which a float input is worth
@@ -313,7 +336,10 @@ mod tests {
         small.attribute[0] =
             onnx::tensor_attr("weight", onnx::i8_tensor("weight", &[1, 8, 1, 1], &[0; 8]));
         let mut m = model(vec![qconv("a", &["x"], "ya", true), small], &["yb"]);
-        assert_eq!(chain_quantized_convs(&mut m, Readers::One).chained, 1);
+        assert_eq!(
+            chain_quantized_convs(&mut m, Chaining::ConvToConv).chained,
+            1
+        );
         let b = &m.graph.as_ref().expect("graph").node[1];
         assert_eq!(attr(b, INPUT_CODES).map(|x| x.i), Some(1));
     }
@@ -335,14 +361,14 @@ mod tests {
             )
         };
         let mut one = graph();
-        let report = chain_quantized_convs(&mut one, Readers::One);
+        let report = chain_quantized_convs(&mut one, Chaining::ConvToConv);
         assert_eq!(
             (report.chained, report.two_readers),
             (1, 0),
             "conv1 -> conv3 only"
         );
         let mut two = graph();
-        let report = chain_quantized_convs(&mut two, Readers::UpToTwo);
+        let report = chain_quantized_convs(&mut two, Chaining::Full);
         assert_eq!((report.chained, report.two_readers), (3, 1));
         let g = two.graph.as_ref().expect("graph");
         let [p, conv1, shortcut] = [&g.node[0], &g.node[1], &g.node[2]];
@@ -363,7 +389,7 @@ mod tests {
             assert_eq!(attr(reader, INPUT_CODES).map(|a| a.i), Some(1));
             assert!(attr(reader, "pre_relu").is_none(), "moved to the producer");
         }
-        assert_eq!(unchain_two_readers(&mut two), 1);
+        assert_eq!(unchain_for_embedded(&mut two), 1);
         let sorted = |m: &pb::ModelProto| {
             let mut nodes = m.graph.as_ref().expect("graph").node.clone();
             for n in &mut nodes {
@@ -372,7 +398,7 @@ mod tests {
             nodes
         };
         let mut again = graph();
-        chain_quantized_convs(&mut again, Readers::One);
+        chain_quantized_convs(&mut again, Chaining::ConvToConv);
         assert_eq!(sorted(&two), sorted(&again));
         // a reader that is not a quantized conv, or three readers: no codes
         for extra in [
@@ -386,11 +412,50 @@ mod tests {
         ] {
             let mut m = graph();
             m.graph.as_mut().expect("graph").node.push(extra);
-            assert_eq!(
-                chain_quantized_convs(&mut m, Readers::UpToTwo).two_readers,
-                0
-            );
+            assert_eq!(chain_quantized_convs(&mut m, Chaining::Full).two_readers, 0);
         }
+    }
+
+    /// The last long skip: an up-sampling add whose sum the head conv alone reads
+    /// writes the head conv's codes, with [`Chaining::Full`] only; undone for the
+    /// embedded format.
+    #[test]
+    fn an_up_sampling_add_writes_its_one_readers_codes() {
+        let graph = || {
+            let add = pb::NodeProto {
+                op_type: OWN_UPSAMPLE_ADD.into(),
+                domain: DOMAIN.into(),
+                name: "skip.head.add".into(),
+                input: vec!["low".into(), "stem".into()],
+                output: vec!["sum".into()],
+                ..Default::default()
+            };
+            model(vec![add, qconv("head", &["sum"], "y", true)], &["y"])
+        };
+        let mut plain = graph();
+        assert_eq!(
+            chain_quantized_convs(&mut plain, Chaining::ConvToConv).chained,
+            0
+        );
+        let mut full = graph();
+        assert_eq!(chain_quantized_convs(&mut full, Chaining::Full).chained, 1);
+        let g = full.graph.as_ref().expect("graph");
+        assert_eq!(attr(&g.node[0], OUTPUT_CODES).map(|a| a.i), Some(1));
+        assert_eq!(attr(&g.node[0], "output_pre_relu").map(|a| a.i), Some(1));
+        assert_eq!(attr(&g.node[1], INPUT_CODES).map(|a| a.i), Some(1));
+        assert_eq!(unchain_for_embedded(&mut full), 1);
+        let g = full.graph.as_ref().expect("graph");
+        assert!(g.node[0].attribute.is_empty());
+        assert_eq!(attr(&g.node[1], "pre_relu").map(|a| a.i), Some(1));
+        assert!(attr(&g.node[1], INPUT_CODES).is_none());
+        // read by two convolutions: floats (the operator writes one output)
+        let mut two = graph();
+        two.graph
+            .as_mut()
+            .expect("graph")
+            .node
+            .push(qconv("other", &["sum"], "z", false));
+        assert_eq!(chain_quantized_convs(&mut two, Chaining::Full).chained, 0);
     }
 
     #[test]
@@ -404,6 +469,9 @@ mod tests {
             ],
             &["yb", "yd"],
         );
-        assert_eq!(chain_quantized_convs(&mut m, Readers::One).chained, 0);
+        assert_eq!(
+            chain_quantized_convs(&mut m, Chaining::ConvToConv).chained,
+            0
+        );
     }
 }

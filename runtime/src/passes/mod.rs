@@ -9,7 +9,7 @@ pub mod quantize;
 pub mod resample;
 pub mod sigmoid;
 
-pub use chain_int8::{ChainReport, Readers, chain_quantized_convs};
+pub use chain_int8::{ChainReport, Chaining, chain_quantized_convs};
 pub use fold_bn::{FoldReport, fold_batch_norms};
 pub use fuse_conv::{FuseReport, fuse_convolutions, fuse_convolutions_where_faster};
 pub use quantize::{ActivationRange, QuantizeReport, conv_inputs, quantize_convs};
