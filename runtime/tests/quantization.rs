@@ -215,22 +215,8 @@ fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
     let path = root().join("models/isbi-small-int8.onnx");
     let proto = onnx::read_model(&path).expect("model");
     let meta = onnx::ModelMeta::from_model(&proto, "isbi-small-int8").expect("meta");
-    let producers = |seg: &Segmenter, codes: i64| -> Vec<String> {
-        seg.proto()
-            .graph
-            .as_ref()
-            .expect("graph")
-            .node
-            .iter()
-            .filter(|n| {
-                n.attribute
-                    .iter()
-                    .any(|a| a.name == OUTPUT_CODES && a.i == codes)
-            })
-            .map(|n| n.name.clone())
-            .collect()
-    };
-    let flagged = |seg: &Segmenter, name: &str, value: i64| {
+    // the names of the nodes whose attribute `name` is `value`
+    let nodes_with = |seg: &Segmenter, name: &str, value: i64| -> Vec<String> {
         seg.proto()
             .graph
             .as_ref()
@@ -238,8 +224,11 @@ fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
             .node
             .iter()
             .filter(|n| n.attribute.iter().any(|a| a.name == name && a.i == value))
-            .count()
+            .map(|n| n.name.clone())
+            .collect()
     };
+    let flagged = |seg: &Segmenter, name: &str, value: i64| nodes_with(seg, name, value).len();
+    let producers = |seg: &Segmenter, codes: i64| nodes_with(seg, OUTPUT_CODES, codes);
     let inputs: Vec<Array4<f32>> = ["25", "28"]
         .iter()
         .map(|n| {

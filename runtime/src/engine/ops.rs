@@ -339,42 +339,55 @@ impl EvalOp for OwnUpsampleAdd {
         let b = inputs[1].try_as_plain_ram()?;
         let b = b.as_slice::<f32>()?;
         let (per_in, per_out) = (c * h * w, 4 * c * h * w);
+        // the output, each image's part written by `image(its index, its part)`
+        fn per_image<T: Datum>(
+            n: usize,
+            dims: &[usize; 4],
+            mut image: impl FnMut(usize, &mut [T]) -> TractResult<()>,
+        ) -> TractResult<Tensor> {
+            let mut out = output_tensor::<T>(dims)?;
+            {
+                let mut o = out.try_as_plain_ram_mut()?;
+                let per_out = dims[1..].iter().product::<usize>();
+                for (i, o) in o
+                    .as_slice_mut::<T>()?
+                    .chunks_mut(per_out.max(1))
+                    .take(n)
+                    .enumerate()
+                {
+                    image(i, o)?;
+                }
+            }
+            Ok(out)
+        }
+        let (x, b) = (
+            |i: usize| &x[i * per_in..][..per_in],
+            |i: usize| &b[i * per_out..][..per_out],
+        );
         let out = match &self.codes {
-            None => {
-                let mut out = output_tensor::<f32>(&dims)?;
-                let mut o = out.try_as_plain_ram_mut()?;
-                let o = o.as_slice_mut::<f32>()?;
-                for i in 0..n {
-                    crate::kernels::resample::upsample_x2_add(
-                        &x[i * per_in..][..per_in],
-                        c,
-                        h,
-                        w,
-                        &b[i * per_out..][..per_out],
-                        &mut o[i * per_out..][..per_out],
-                        pool,
-                    )?;
-                }
-                out
-            }
-            Some(code) => {
-                let mut out = output_tensor::<u8>(&dims)?;
-                let mut o = out.try_as_plain_ram_mut()?;
-                let o = o.as_slice_mut::<u8>()?;
-                for i in 0..n {
-                    crate::kernels::resample::upsample_x2_add_codes(
-                        &x[i * per_in..][..per_in],
-                        c,
-                        h,
-                        w,
-                        &b[i * per_out..][..per_out],
-                        code,
-                        &mut o[i * per_out..][..per_out],
-                        pool,
-                    )?;
-                }
-                out
-            }
+            None => per_image::<f32>(n, &dims, |i, o| {
+                Ok(crate::kernels::resample::upsample_x2_add(
+                    x(i),
+                    c,
+                    h,
+                    w,
+                    b(i),
+                    o,
+                    pool,
+                )?)
+            })?,
+            Some(code) => per_image::<u8>(n, &dims, |i, o| {
+                Ok(crate::kernels::resample::upsample_x2_add_codes(
+                    x(i),
+                    c,
+                    h,
+                    w,
+                    b(i),
+                    code,
+                    o,
+                    pool,
+                )?)
+            })?,
         };
         Ok(tvec!(out.into_tvalue()))
     }
