@@ -339,11 +339,6 @@ impl QuantConv {
         self.output.as_ref()
     }
 
-    /// The codes written for a second reader, if any.
-    pub fn second_code_output(&self) -> Option<&CodeOutput> {
-        self.second_output.as_ref()
-    }
-
     /// How many code outputs the convolution writes: 0 (floats), 1 or 2.
     pub fn code_outputs(&self) -> usize {
         self.output.is_some() as usize + self.second_output.is_some() as usize
@@ -467,6 +462,15 @@ impl QuantConv {
             ActivationsMut::Codes(_) => 1,
             ActivationsMut::CodePair(..) => 2,
         };
+        if let ActivationsMut::CodePair(first, second) = &output
+            && first.dim() != second.dim()
+        {
+            return Err(ConvError::Shape(format!(
+                "two code outputs of shapes {:?} and {:?}",
+                first.dim(),
+                second.dim()
+            )));
+        }
         let writes_codes = outputs > 0;
         if outputs != self.code_outputs()
             || (writes_codes && matches!(residual, Residual::InOutput))
@@ -1382,13 +1386,40 @@ mod tests {
                 Residual::InOutput,
                 ActivationsMut::Codes(oc.view_mut()),
             ));
-            // two code outputs for a convolution built with one
+            // two code outputs for a convolution built with one; two of different shapes
             let mut oc2 = Array2::<u8>::zeros((4, 4));
             refused(run(
                 Activations::Codes(c.view()),
                 Residual::None,
                 ActivationsMut::CodePair(oc.view_mut(), oc2.view_mut()),
             ));
+            let two = conv
+                .clone()
+                .with_second_code_output(CodeOutput {
+                    pre: InputTransform::default(),
+                    quant: q,
+                })
+                .expect("test setup");
+            let mut narrow = Array2::<u8>::zeros((4, 2));
+            refused(two.run_image_with(
+                kernel,
+                Activations::Codes(c.view()),
+                2,
+                2,
+                Residual::None,
+                ActivationsMut::CodePair(oc.view_mut(), narrow.view_mut()),
+                None,
+            ));
+            two.run_image_with(
+                kernel,
+                Activations::Codes(c.view()),
+                2,
+                2,
+                Residual::None,
+                ActivationsMut::CodePair(oc.view_mut(), oc2.view_mut()),
+                None,
+            )
+            .expect("two outputs of the same shape run");
             run(
                 Activations::Codes(c.view()),
                 Residual::None,
