@@ -81,7 +81,7 @@ impl InputTransform {
     }
 
     /// Scale, shift and ReLU, then the `u8` codes of `q`, in one pass (a loop that
-    /// vectorises, division included, under the caller's target features): code outputs.
+    /// vectorises under the caller's target features): code outputs.
     #[inline(always)]
     pub(crate) fn quantize_row(&self, ic: usize, q: FakeQuant, src: &[f32], dst: &mut [u8]) {
         self.map_row(ic, src, dst, |v| q.quantize(v));
@@ -424,7 +424,7 @@ pub(crate) fn run_length(
     let max_units = if kernel == 3 {
         usize::MAX
     } else {
-        (PANEL_FLOATS / cin.max(1)).clamp(64, 4096)
+        one_by_one_run_bound(cin, plane)
     };
     let units = plane.div_ceil(unit);
     let per_run = units
@@ -451,23 +451,29 @@ pub(crate) fn for_each_run<T: Send>(
 ) {
     let threads = pool.map_or(1, |p| p.current_num_threads());
     let run_len = run_length(kernel, row_multiple, cin, h, w, threads);
+    let runs = output
+        .axis_chunks_iter_mut(Axis(1), run_len)
+        .enumerate()
+        .map(|(i, c)| (i * run_len, c));
+    run_all(runs, pool, &|(start, run)| job(start, run));
+}
+
+/// Call `job` on each item, on `pool`'s threads if it has more than one (the items are
+/// then collected first), else in order on this thread.
+pub(crate) fn run_all<D: Send>(
+    items: impl Iterator<Item = D>,
+    pool: Option<&rayon::ThreadPool>,
+    job: &(dyn Fn(D) + Sync),
+) {
     match pool {
-        Some(pool) if threads > 1 => {
-            let chunks: Vec<(usize, ArrayViewMut2<'_, T>)> = output
-                .axis_chunks_iter_mut(Axis(1), run_len)
-                .enumerate()
-                .map(|(i, c)| (i * run_len, c))
-                .collect();
+        Some(pool) if pool.current_num_threads() > 1 => {
+            let items: Vec<D> = items.collect();
             pool.install(|| {
                 use rayon::prelude::*;
-                chunks.into_par_iter().for_each(|(s, c)| job(s, c));
+                items.into_par_iter().for_each(job);
             });
         }
-        _ => {
-            for (i, c) in output.axis_chunks_iter_mut(Axis(1), run_len).enumerate() {
-                job(i * run_len, c);
-            }
-        }
+        _ => items.for_each(job),
     }
 }
 

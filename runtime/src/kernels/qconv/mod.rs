@@ -26,7 +26,7 @@ use super::conv::{
     Activation, ConvError, DirectConv, FakeQuant, InputTransform, OC_BLOCK, Residual,
 };
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-use super::conv::{Source, check_shapes, for_each_run};
+use super::conv::{Source, check_shapes, for_each_run, run_all};
 
 /// Bytes of quantized input a segment of a run keeps. A 1x1 panel is read once per block
 /// of 8 output channels and should stay in L1 (32 KiB on Zen 3/4: on 256->1024 1x1 a
@@ -554,20 +554,12 @@ impl QuantConv {
                 // the runs of the first output, and the same columns of the second
                 let threads = pool.map_or(1, |p| p.current_num_threads());
                 let len = super::conv::run_length(self.kernel, 1, self.cin, h, w, threads);
-                let runs: Vec<(usize, Dst<'_>)> = first
+                let runs = first
                     .axis_chunks_iter_mut(ndarray::Axis(1), len)
                     .zip(second.axis_chunks_iter_mut(ndarray::Axis(1), len))
                     .enumerate()
-                    .map(|(i, (a, b))| (i * len, Dst::Codes(a, Some(b))))
-                    .collect();
-                match pool {
-                    Some(pool) if threads > 1 => pool.install(|| {
-                        use rayon::prelude::*;
-                        runs.into_par_iter()
-                            .for_each(|(start, out)| run(start, out))
-                    }),
-                    _ => runs.into_iter().for_each(|(start, out)| run(start, out)),
-                }
+                    .map(|(i, (a, b))| (i * len, Dst::Codes(a, Some(b))));
+                run_all(runs, pool, &|(start, out)| run(start, out));
             }
         }
         Ok(())
