@@ -75,6 +75,7 @@ impl Layer {
                 input: self.input_quant,
                 output_codes: None,
                 second_output_codes: None,
+                keeps_float: false,
             }),
             residual: ResidualInput::None,
         })

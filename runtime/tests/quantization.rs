@@ -200,8 +200,9 @@ fn quantization_ladder_on_the_fixtures() {
 /// model handing over floats, on ISBI slices, 1 and 2 threads. And the chain is there:
 /// models/small.json has 13 bottleneck blocks (1 + 2 + 3 down, 1 across, 3 + 2 + 1 up),
 /// each with two inner hand-overs, and the head's to the 8 -> 1 classifier: 27; the
-/// four decoder levels' long-skip sums, each written twice as codes (two readers); and
-/// the last long skip's sum (an up-sampling add) for the head conv.
+/// four decoder levels' long-skip sums, each written twice as codes (two readers); the
+/// last long skip's sum (an up-sampling add) for the head conv; and the sums whose floats
+/// other nodes read as well, written both ways.
 ///
 /// Tolerance: the 8 -> 1 classifier reading floats is too small for the integer kernel
 /// and sums its 8 dequantized products in f32; reading codes it runs on the integer
@@ -211,7 +212,7 @@ fn quantization_ladder_on_the_fixtures() {
 /// 1e-2. Bound: 1e-6. Without an integer kernel both run the same f32 sums: bit for bit.
 #[test]
 fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
-    use skipseg_runtime::passes::chain_int8::{INPUT_CODES, OUTPUT_CODES};
+    use skipseg_runtime::passes::chain_int8::{INPUT_CODES, OUTPUT_CODES, OUTPUT_FLOAT};
     let path = root().join("models/isbi-small-int8.onnx");
     let proto = onnx::read_model(&path).expect("model");
     let meta = onnx::ModelMeta::from_model(&proto, "isbi-small-int8").expect("meta");
@@ -256,19 +257,39 @@ fn chained_int8_equals_the_float_hand_over_bit_for_bit() {
         };
         let (plain, chained) = (make(false), make(true));
         assert_eq!(flagged(&plain, INPUT_CODES, 1), 0);
-        // 27 convolutions, and the last long skip's up-sampling add for the head conv
-        assert_eq!(flagged(&chained, OUTPUT_CODES, 1), 28);
+        // 27 convolutions, the last long skip's up-sampling add for the head conv, and 9
+        // sums whose floats others read as well
+        assert_eq!(flagged(&chained, OUTPUT_CODES, 1), 37);
+        // a block's sum that the next block's conv1 reads as its input and the next sum
+        // adds (the inner blocks' residual stream: 6), and the encoder levels' outputs
+        // that a decimation and a long skip's projection read (down1-3; down4's has a
+        // third reader, the across block's residual)
+        assert_eq!(
+            nodes_with(&chained, OUTPUT_FLOAT, 1),
+            [
+                "down1.block1.conv1",
+                "down2.block1.conv3",
+                "down3.block1.conv3",
+                "down3.block2.conv3",
+                "down4.block1.conv3",
+                "down4.block2.conv3",
+                "up1.block1.conv3",
+                "up1.block2.conv3",
+                "up2.block1.conv3",
+            ]
+            .map(|n| format!("{n}.fused"))
+        );
         assert!(producers(&chained, 1).contains(&"skip.head.add".to_string()));
         // each decoder level's long-skip sum, written by the skip's 1x1 projection (with
         // the level below up-sampled as its residual), for the first block's conv1 and
-        // its shortcut: 28 + 2 x 4 readers of codes
+        // its shortcut: 37 + 2 x 4 readers of codes
         assert_eq!(
             producers(&chained, 2),
             (1..=4)
                 .map(|l| format!("skip.up{l}.projection.fused"))
                 .collect::<Vec<_>>()
         );
-        assert_eq!(flagged(&chained, INPUT_CODES, 1), 36);
+        assert_eq!(flagged(&chained, INPUT_CODES, 1), 45);
         let (a, b) = (run(&plain, &inputs), run(&chained, &inputs));
         let differing = a
             .iter()

@@ -368,6 +368,7 @@ impl Reader<'_> {
                 input,
                 output_codes,
                 second_output_codes: None,
+                keeps_float: false,
             })
         } else {
             None

@@ -9,7 +9,7 @@ use tract_onnx::pb::NodeProto;
 use crate::kernels::conv::{FakeQuant, InputTransform, Residual};
 pub use crate::kernels::fused::{ConvKernel, ConvSpec, ConvWeights, QuantSpec, ResidualInput};
 use crate::kernels::qconv::{Activations, ActivationsMut, CodeOutput};
-use crate::passes::chain_int8::{INPUT_CODES, OUTPUT_CODES};
+use crate::passes::chain_int8::{INPUT_CODES, OUTPUT_CODES, OUTPUT_FLOAT};
 use crate::passes::fuse_conv::{FUSED_CONV, FUSED_QCONV};
 use crate::passes::resample::{OWN_DECIMATE, OWN_UPSAMPLE, OWN_UPSAMPLE_ADD};
 use crate::passes::sigmoid::OWN_SIGMOID;
@@ -495,6 +495,17 @@ impl DatumTypes for ConvKernel {
     }
 }
 
+impl ConvKernel {
+    /// The datum type of output `k`: the floats first, if written, then the codes.
+    fn output_type_of(&self, k: usize) -> DatumType {
+        if k == 0 {
+            self.output_type()
+        } else {
+            u8::datum_type()
+        }
+    }
+}
+
 fn float_attr(node: &NodeProto, name: &str) -> TractResult<Option<(Vec<usize>, Vec<f32>)>> {
     let Some(t) = node.get_attr_opt::<&tract_onnx::pb::TensorProto>(name)? else {
         return Ok(None);
@@ -549,12 +560,24 @@ pub fn conv_spec(node: &NodeProto) -> TractResult<ConvSpec> {
             .ok_or_else(|| format_err!("{}: no weight_scale", node.name))?
             .1;
         // 0: floats; 1: the codes of the one reader; 2: those of two readers, each an
-        // output (`output_*` and `output2_*` attributes)
+        // output (`output_*` and `output2_*` attributes); with OUTPUT_FLOAT, the floats
+        // first, then one reader's codes
         let code_outputs = node.get_attr_opt::<i64>(OUTPUT_CODES)?.unwrap_or(0);
+        let keeps_float = node.get_attr_opt::<i64>(OUTPUT_FLOAT)?.unwrap_or(0) != 0;
+        let outputs = match (code_outputs, keeps_float) {
+            (0..=2, false) => code_outputs.max(1),
+            (1, true) => 2,
+            _ => -1,
+        };
         ensure!(
-            (0..=2).contains(&code_outputs) && node.output.len() == code_outputs.max(1) as usize,
-            "{}: {OUTPUT_CODES} {code_outputs} with {} outputs",
+            node.output.len() as i64 == outputs,
+            "{}: {OUTPUT_CODES} {code_outputs}{} with {} outputs",
             node.name,
+            if keeps_float {
+                format!(" and {OUTPUT_FLOAT}")
+            } else {
+                String::new()
+            },
             node.output.len()
         );
         let codes = |prefix: &str| -> TractResult<_> {
@@ -569,6 +592,7 @@ pub fn conv_spec(node: &NodeProto) -> TractResult<ConvSpec> {
                 input: quantization(node, "")?,
                 output_codes,
                 second_output_codes,
+                keeps_float,
             }),
         )
     } else {
@@ -623,9 +647,10 @@ impl Expansion for FusedConvExpansion {
         self.0.name().into()
     }
 
-    /// One, or two code outputs (each of two readers' codes).
+    /// Floats, one or two code outputs (each of two readers' codes), or floats and one
+    /// reader's codes.
     fn nboutputs(&self) -> TractResult<usize> {
-        Ok(self.0.conv.code_outputs().max(1))
+        Ok(self.0.conv.outputs())
     }
 
     fn rules<'r, 'p: 'r, 's: 'r>(
@@ -638,10 +663,10 @@ impl Expansion for FusedConvExpansion {
             inputs,
             1 + (self.0.residual != ResidualInput::None) as usize,
         )?;
-        check_output_arity(outputs, self.0.conv.code_outputs().max(1))?;
+        check_output_arity(outputs, self.0.conv.outputs())?;
         s.equals(&inputs[0].datum_type, self.0.conv.input_type())?;
-        for output in outputs {
-            s.equals(&output.datum_type, self.0.conv.output_type())?;
+        for (k, output) in outputs.iter().enumerate() {
+            s.equals(&output.datum_type, self.0.conv.output_type_of(k))?;
             s.equals(&output.shape, &outputs[0].shape)?;
         }
         if self.0.residual != ResidualInput::None {
@@ -726,13 +751,15 @@ impl Op for FusedConv {
                 ResidualInput::Same => " + residual",
                 ResidualInput::Upsampled => " + up-sampled residual",
             },
-            match (c.reads_codes(), c.code_outputs()) {
-                (false, 0) => "",
-                (true, 0) => ", u8 in",
-                (false, 1) => ", u8 out",
-                (true, 1) => ", u8 in and out",
-                (false, _) => ", u8 out x2",
-                (true, _) => ", u8 in, u8 out x2",
+            match (c.reads_codes(), c.writes_float(), c.code_outputs()) {
+                (false, _, 0) => "",
+                (true, _, 0) => ", u8 in",
+                (false, false, 1) => ", u8 out",
+                (true, false, 1) => ", u8 in and out",
+                (false, true, _) => ", f32 and u8 out",
+                (true, true, _) => ", u8 in, f32 and u8 out",
+                (false, false, _) => ", u8 out x2",
+                (true, false, _) => ", u8 in, u8 out x2",
             }
         )])
     }
@@ -797,8 +824,8 @@ impl EvalOp for FusedConv {
         } else {
             output_tensor::<f32>(&[n, cout, h, w])?
         };
-        // the second reader's codes
-        let mut second = match conv.code_outputs() {
+        // the second output: a second reader's codes, or the one reader's beside floats
+        let mut second = match conv.outputs() {
             2 => Some(output_tensor::<u8>(&[n, cout, h, w])?),
             _ => None,
         };
@@ -868,6 +895,17 @@ impl EvalOp for FusedConv {
                         &mut o[i * cout * plane..][..cout * plane],
                     )?)
                 }
+                fn floats(
+                    o: &mut [f32],
+                    i: usize,
+                    cout: usize,
+                    plane: usize,
+                ) -> TractResult<ndarray::ArrayViewMut2<'_, f32>> {
+                    Ok(ndarray::ArrayViewMut2::from_shape(
+                        (cout, plane),
+                        &mut o[i * cout * plane..][..cout * plane],
+                    )?)
+                }
                 let oi = match (conv.writes_codes(), o2.as_mut()) {
                     (true, Some(o2)) => ActivationsMut::CodePair(
                         codes(o.as_slice_mut::<u8>()?, i, cout, plane)?,
@@ -876,10 +914,13 @@ impl EvalOp for FusedConv {
                     (true, None) => {
                         ActivationsMut::Codes(codes(o.as_slice_mut::<u8>()?, i, cout, plane)?)
                     }
-                    (false, _) => ActivationsMut::Float(ndarray::ArrayViewMut2::from_shape(
-                        (cout, plane),
-                        &mut o.as_slice_mut::<f32>()?[i * cout * plane..][..cout * plane],
-                    )?),
+                    (false, Some(o2)) => ActivationsMut::FloatAndCodes(
+                        floats(o.as_slice_mut::<f32>()?, i, cout, plane)?,
+                        codes(o2.as_slice_mut::<u8>()?, i, cout, plane)?,
+                    ),
+                    (false, None) => {
+                        ActivationsMut::Float(floats(o.as_slice_mut::<f32>()?, i, cout, plane)?)
+                    }
                 };
                 conv.run_image(xi, h, w, residual, oi, pool)?;
             }
@@ -900,9 +941,8 @@ impl TypedOp for FusedConv {
                 "residual shape differs from the output's"
             );
         }
-        let fact = self.conv.output_type().fact(shape);
-        Ok((0..self.conv.code_outputs().max(1))
-            .map(|_| fact.clone())
+        Ok((0..self.conv.outputs())
+            .map(|k| self.conv.output_type_of(k).fact(shape.clone()))
             .collect())
     }
 

@@ -49,18 +49,32 @@ impl ConvKernel {
         matches!(self, ConvKernel::Int8(c) if c.input().reads_codes())
     }
 
-    /// Whether the output is the `u8` codes of the next convolution.
+    /// Whether the (first) output is the `u8` codes of the next convolution.
     pub fn writes_codes(&self) -> bool {
-        self.code_outputs() > 0
+        !self.writes_float()
+    }
+
+    /// Whether the float values are written: as the only output, or as the first, beside
+    /// one reader's codes.
+    pub fn writes_float(&self) -> bool {
+        match self {
+            ConvKernel::Float(_) => true,
+            ConvKernel::Int8(c) => c.writes_float(),
+        }
     }
 
     /// How many code outputs the convolution writes: 0 (one float output), 1 or 2 (the
-    /// codes of each of two readers).
+    /// codes of each of two readers), each after the float output if there is one.
     pub fn code_outputs(&self) -> usize {
         match self {
             ConvKernel::Float(_) => 0,
             ConvKernel::Int8(c) => c.code_outputs(),
         }
+    }
+
+    /// How many outputs the convolution has: the float values and the code outputs.
+    pub fn outputs(&self) -> usize {
+        self.writes_float() as usize + self.code_outputs()
     }
 
     /// An upper bound of the bytes [`Self::run_image`] allocates on an `h x w` image
@@ -133,6 +147,9 @@ pub struct QuantSpec {
     pub output_codes: Option<(InputTransform, FakeQuant)>,
     /// With `output_codes`, also write those of a second reader (a second output).
     pub second_output_codes: Option<(InputTransform, FakeQuant)>,
+    /// With `output_codes` (and no second), write the float values as well: the first
+    /// output, the codes the second.
+    pub keeps_float: bool,
 }
 
 /// Everything a fused convolution is, as plain numbers.
@@ -191,6 +208,10 @@ impl ConvSpec {
                         quant: *quant,
                     })?,
                     None => conv,
+                };
+                let conv = match q.keeps_float {
+                    true => conv.with_float_output_kept()?,
+                    false => conv,
                 };
                 Ok(ConvKernel::Int8(Arc::new(conv)))
             }

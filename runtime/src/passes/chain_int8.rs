@@ -15,7 +15,7 @@
 //! little; before, the classifier read 32 float channels at 512^2 and quantized them,
 //! 6.4 ms of Table 1's int8 226 ms, onnxruntime's 3.1 ms), and dequantizes them
 //! otherwise. The residual stream, which a sum and two readers need in float, stays
-//! float.
+//! float, except where [`Chaining::Full`] writes it both ways (below).
 //!
 //! With [`Chaining::Full`], a value that exactly two such consumers read as their input
 //! (the sum of a long skip at a decoder level's entry: the first block's `conv1` with
@@ -36,6 +36,16 @@
 //! at 512^2: 32 channels, 33.5 MB of floats written and read again, now 8.4 MB (the
 //! head conv 15.6 -> 12.3 ms, the add 6.0 -> 5.3).
 //!
+//! Also with [`Chaining::Full`], a convolution's output that one quantized convolution
+//! reads as its input and other nodes read in float keeps its floats and gets a second
+//! output, that reader's codes ([`OUTPUT_FLOAT`] = 1, [`OUTPUT_CODES`] = 1, the reader's
+//! attributes under `output_`): the residual stream of bottleneck blocks, where a
+//! block's sum is the next block's conv1 input (through its batch norm and ReLU) and its
+//! conv3's residual, and an encoder level's output, which the next level's decimation
+//! and a long skip's projection read. Table 1 int8, 1 thread (`--profile`): the inner
+//! blocks' conv1, which read the float stream and quantized it, 33 -> 20 ms; their
+//! conv3, which now write codes beside the floats, 36 -> 40 ms.
+//!
 //! The embedded executor runs one output per node and adds in floats: it takes
 //! [`Chaining::ConvToConv`], and [`unchain_for_embedded`] undoes the rest.
 //!
@@ -52,6 +62,9 @@ use crate::onnx::{self, pb};
 pub const INPUT_CODES: &str = "input_codes";
 /// Attribute of a `SkipsegQConv` that writes the `u8` codes of the convolution after it.
 pub const OUTPUT_CODES: &str = "output_codes";
+/// Attribute of a `SkipsegQConv` that writes its float values as well as one reader's
+/// codes: output 0 the floats, output 1 the codes.
+pub const OUTPUT_FLOAT: &str = "output_float";
 
 /// The consumer's attributes that move to the producer, under `output_` + the name.
 const MOVED: [&str; 3] = ["pre_scale", "pre_shift", "pre_relu"];
@@ -77,6 +90,8 @@ pub struct ChainReport {
     pub chained: usize,
     /// Producers among them that write the codes of two readers.
     pub two_readers: usize,
+    /// Producers among them that write their floats as well (for their other readers).
+    pub float_kept: usize,
 }
 
 fn is_qconv(node: &pb::NodeProto) -> bool {
@@ -115,8 +130,9 @@ pub fn chain_quantized_convs(model: &mut pb::ModelProto, chaining: Chaining) -> 
             reads.entry(input.as_str()).or_default().push((j, slot));
         }
     }
-    // producer -> its readers, each reading the value as its input (slot 0)
-    let mut chains: Vec<(usize, Vec<usize>)> = Vec::new();
+    // producer -> its readers, each reading the value as its input (slot 0), and whether
+    // others read its floats
+    let mut chains: Vec<(usize, Vec<usize>, bool)> = Vec::new();
     for (i, producer) in graph.node.iter().enumerate() {
         let full = chaining == Chaining::Full;
         if !(is_qconv(producer) || full && is_upsample_add(producer))
@@ -129,19 +145,54 @@ pub fn chain_quantized_convs(model: &mut pb::ModelProto, chaining: Chaining) -> 
         if graph_outputs.contains(value) {
             continue;
         }
-        let consumers: Vec<usize> = match reads.get(value).map(Vec::as_slice) {
-            Some(&[(j, 0)]) => vec![j],
-            Some(&[(j, 0), (k, 0)]) if full && is_qconv(producer) && j != k => vec![j, k],
+        let all_reads = reads.get(value).map(Vec::as_slice).unwrap_or_default();
+        let (consumers, keeps_float): (Vec<usize>, bool) = match *all_reads {
+            [(j, 0)] => (vec![j], false),
+            [(j, 0), (k, 0)]
+                if full
+                    && is_qconv(producer)
+                    && j != k
+                    && can_read_codes(&graph.node[j])
+                    && can_read_codes(&graph.node[k]) =>
+            {
+                (vec![j, k], false)
+            }
+            // one quantized convolution reads it as its input, the others in float (the
+            // residual stream: the next block's conv1, and its last conv's residual)
+            _ if full && is_qconv(producer) => {
+                let mut readers = all_reads
+                    .iter()
+                    .filter(|&&(j, slot)| slot == 0 && can_read_codes(&graph.node[j]));
+                match (readers.next(), readers.next()) {
+                    (Some(&(j, _)), None) => (vec![j], true),
+                    _ => continue,
+                }
+            }
             _ => continue,
         };
         if consumers
             .iter()
             .all(|&j| j != i && can_read_codes(&graph.node[j]))
         {
-            chains.push((i, consumers));
+            chains.push((i, consumers, keeps_float));
         }
     }
-    for (i, consumers) in chains {
+    for (i, consumers, keeps_float) in chains {
+        if keeps_float {
+            let [j] = consumers[..] else {
+                unreachable!("one reader of codes beside the floats")
+            };
+            move_to_producer(graph, i, j, "output_");
+            let value = format!("{}.codes", graph.node[i].output[0]);
+            graph.node[j].input[0] = value.clone();
+            let producer = &mut graph.node[i];
+            producer.output.push(value);
+            producer.attribute.push(onnx::int(OUTPUT_CODES, 1));
+            producer.attribute.push(onnx::int(OUTPUT_FLOAT, 1));
+            report.chained += 1;
+            report.float_kept += 1;
+            continue;
+        }
         for (n, &j) in consumers.iter().enumerate() {
             let prefix = if n == 0 { "output_" } else { "output2_" };
             move_to_producer(graph, i, j, prefix);
@@ -207,7 +258,12 @@ pub fn unchain_for_embedded(model: &mut pb::ModelProto) -> usize {
         .collect();
     for &i in &producers {
         let values = graph.node[i].output.clone();
-        for (value, prefix) in values.iter().zip(["output_", "output2_"]) {
+        // the code outputs, after the floats if the producer keeps them
+        let codes = match has_flag(&graph.node[i], OUTPUT_FLOAT) {
+            true => &values[1..],
+            false => &values[..],
+        };
+        for (value, prefix) in codes.iter().zip(["output_", "output2_"]) {
             let Some(j) = graph
                 .node
                 .iter()
@@ -233,7 +289,9 @@ pub fn unchain_for_embedded(model: &mut pb::ModelProto) -> usize {
         }
         let producer = &mut graph.node[i];
         producer.output.truncate(1);
-        producer.attribute.retain(|a| a.name != OUTPUT_CODES);
+        producer
+            .attribute
+            .retain(|a| a.name != OUTPUT_CODES && a.name != OUTPUT_FLOAT);
     }
     producers.len()
 }
@@ -473,5 +531,68 @@ mod tests {
             chain_quantized_convs(&mut m, Chaining::ConvToConv).chained,
             0
         );
+    }
+
+    /// The residual stream: block 1's sum `s` is read by block 2's conv1 (batch norm,
+    /// ReLU) as its input and by block 2's conv3 as its residual. With
+    /// [`Chaining::Full`], block 1's conv3 writes `s` in float (output 0, for the residual)
+    /// and conv1's codes (output 1); undone for the embedded format. Two quantized
+    /// readers beside a float one, or a value that is a graph output: floats only.
+    #[test]
+    fn a_value_read_in_float_as_well_keeps_its_floats() {
+        let graph = |extra: Option<pb::NodeProto>, outputs: &[&str]| {
+            let mut nodes = vec![
+                qconv("conv3a", &["t", "x"], "s", false),
+                qconv("conv1", &["s"], "y1", true),
+                qconv("conv3b", &["y1", "s"], "y", false),
+            ];
+            nodes.extend(extra);
+            model(nodes, outputs)
+        };
+        let mut plain = graph(None, &["y"]);
+        assert_eq!(
+            chain_quantized_convs(&mut plain, Chaining::ConvToConv).chained,
+            1,
+            "conv1 -> conv3b only"
+        );
+        let mut full = graph(None, &["y"]);
+        let report = chain_quantized_convs(&mut full, Chaining::Full);
+        assert_eq!(
+            (report.chained, report.float_kept, report.two_readers),
+            (2, 1, 0)
+        );
+        let g = full.graph.as_ref().expect("graph");
+        let [producer, conv1, conv3b] = [&g.node[0], &g.node[1], &g.node[2]];
+        assert_eq!(producer.output, ["s", "s.codes"]);
+        assert_eq!(attr(producer, OUTPUT_CODES).map(|a| a.i), Some(1));
+        assert_eq!(attr(producer, OUTPUT_FLOAT).map(|a| a.i), Some(1));
+        assert_eq!(attr(producer, "output_pre_relu").map(|a| a.i), Some(1));
+        assert_eq!(attr(producer, "output_x_scale").map(|a| a.f), Some(0.5));
+        assert_eq!(conv1.input, ["s.codes"]);
+        assert_eq!(attr(conv1, INPUT_CODES).map(|a| a.i), Some(1));
+        assert!(attr(conv1, "pre_relu").is_none(), "moved to the producer");
+        assert_eq!(conv3b.input, ["y1", "s"], "the residual reads the floats");
+        assert_eq!(unchain_for_embedded(&mut full), 1);
+        let sorted = |m: &pb::ModelProto| {
+            let mut nodes = m.graph.as_ref().expect("graph").node.clone();
+            for n in &mut nodes {
+                n.attribute.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            nodes
+        };
+        let mut again = graph(None, &["y"]);
+        chain_quantized_convs(&mut again, Chaining::ConvToConv);
+        assert_eq!(sorted(&full), sorted(&again));
+        // a second quantized reader of `s` as its input, or `s` a graph output
+        for (extra, outputs) in [
+            (Some(qconv("other", &["s"], "z", false)), &["y", "z"][..]),
+            (None, &["y", "s"][..]),
+        ] {
+            let mut m = graph(extra, outputs);
+            let report = chain_quantized_convs(&mut m, Chaining::Full);
+            assert_eq!(report.float_kept, 0, "outputs {outputs:?}");
+            let g = m.graph.as_ref().expect("graph");
+            assert_eq!(g.node[0].output, ["s"]);
+        }
     }
 }

@@ -109,13 +109,16 @@ pub enum ActivationsMut<'a> {
     Codes(ArrayViewMut2<'a, u8>),
     /// The codes of two readers (the convolution's [`CodeOutput`] and its second one).
     CodePair(ArrayViewMut2<'a, u8>, ArrayViewMut2<'a, u8>),
+    /// The float values, and the codes of one reader of them (a convolution that keeps
+    /// its float output, [`QuantConv::with_float_output_kept`]).
+    FloatAndCodes(ArrayViewMut2<'a, f32>, ArrayViewMut2<'a, u8>),
 }
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 impl ActivationsMut<'_> {
     fn dim(&self) -> (usize, usize) {
         match self {
-            ActivationsMut::Float(a) => a.dim(),
+            ActivationsMut::Float(a) | ActivationsMut::FloatAndCodes(a, _) => a.dim(),
             ActivationsMut::Codes(a) | ActivationsMut::CodePair(a, _) => a.dim(),
         }
     }
@@ -146,6 +149,9 @@ pub struct QuantConv {
     /// Codes for a second reader as well (with `output`): a value two quantized
     /// convolutions read, each with its own pre-activation and quantization.
     second_output: Option<CodeOutput>,
+    /// With `output`, the float values are written as well (a value that one quantized
+    /// convolution reads as its input and others read in float: the residual stream).
+    keeps_float: bool,
     /// The same convolution in f32 (dequantized weights; float input fake-quantized in
     /// the panel, codes dequantized before).
     float: DirectConv,
@@ -304,6 +310,7 @@ impl QuantConv {
             post,
             output,
             second_output: None,
+            keeps_float: false,
             float,
         })
     }
@@ -325,8 +332,31 @@ impl QuantConv {
                     .into(),
             ));
         }
+        if self.keeps_float {
+            return Err(ConvError::Unsupported(
+                "a convolution that keeps its float output writes one code output".into(),
+            ));
+        }
         self.second_output = Some(second);
         Ok(self)
+    }
+
+    /// The same convolution writing its float output as well as its code output: the
+    /// codes for the one quantized convolution that reads the value as its input, the
+    /// floats for the rest (a residual sum, a down-sampling). Needs one code output.
+    pub fn with_float_output_kept(mut self) -> Result<Self, ConvError> {
+        if self.output.is_none() || self.second_output.is_some() {
+            return Err(ConvError::Unsupported(
+                "keeping the float output needs exactly one code output".into(),
+            ));
+        }
+        self.keeps_float = true;
+        Ok(self)
+    }
+
+    /// Whether the float values are written (alone, or beside the codes).
+    pub fn writes_float(&self) -> bool {
+        self.output.is_none() || self.keeps_float
     }
 
     /// How the input is read.
@@ -457,33 +487,41 @@ impl QuantConv {
                 kind(self.input.reads_codes())
             )));
         }
+        // (floats written, code outputs)
         let outputs = match output {
-            ActivationsMut::Float(_) => 0,
-            ActivationsMut::Codes(_) => 1,
-            ActivationsMut::CodePair(..) => 2,
+            ActivationsMut::Float(_) => (true, 0),
+            ActivationsMut::Codes(_) => (false, 1),
+            ActivationsMut::CodePair(..) => (false, 2),
+            ActivationsMut::FloatAndCodes(..) => (true, 1),
         };
-        if let ActivationsMut::CodePair(first, second) = &output
-            && first.dim() != second.dim()
+        let pair = match &output {
+            ActivationsMut::CodePair(first, second) => Some((first.dim(), second.dim())),
+            ActivationsMut::FloatAndCodes(first, second) => Some((first.dim(), second.dim())),
+            _ => None,
+        };
+        if let Some((first, second)) = pair
+            && first != second
         {
             return Err(ConvError::Shape(format!(
-                "two code outputs of shapes {:?} and {:?}",
-                first.dim(),
-                second.dim()
+                "two outputs of shapes {first:?} and {second:?}"
             )));
         }
-        let writes_codes = outputs > 0;
-        if outputs != self.code_outputs()
-            || (writes_codes && matches!(residual, Residual::InOutput))
-        {
-            let kinds = |n: usize| ["floats", "u8 codes", "two u8 code outputs"][n.min(2)];
+        let own = (self.writes_float(), self.code_outputs());
+        if outputs != own || (!outputs.0 && matches!(residual, Residual::InOutput)) {
+            let kinds = |(floats, codes): (bool, usize)| match (floats, codes) {
+                (true, 0) => "floats",
+                (true, _) => "floats and u8 codes",
+                (false, 1) => "u8 codes",
+                (false, _) => "two u8 code outputs",
+            };
             return Err(ConvError::Shape(format!(
                 "output of {} for a convolution that writes {}{}",
                 kinds(outputs),
-                kinds(self.code_outputs()),
-                if writes_codes {
-                    " (a residual in the output needs floats)"
-                } else {
+                kinds(own),
+                if outputs.0 {
                     ""
+                } else {
+                    " (a residual in the output needs floats)"
                 }
             )));
         }
@@ -561,6 +599,17 @@ impl QuantConv {
                     .map(|(i, (a, b))| (i * len, Dst::Codes(a, Some(b))));
                 run_all(runs, pool, &|(start, out)| run(start, out));
             }
+            ActivationsMut::FloatAndCodes(mut floats, mut codes) => {
+                // the runs of the floats, and the same columns of the codes
+                let threads = pool.map_or(1, |p| p.current_num_threads());
+                let len = super::conv::run_length(self.kernel, 1, self.cin, h, w, threads);
+                let runs = floats
+                    .axis_chunks_iter_mut(ndarray::Axis(1), len)
+                    .zip(codes.axis_chunks_iter_mut(ndarray::Axis(1), len))
+                    .enumerate()
+                    .map(|(i, (a, b))| (i * len, Dst::FloatAndCodes(a, b)));
+                run_all(runs, pool, &|(start, out)| run(start, out));
+            }
         }
         Ok(())
     }
@@ -589,6 +638,12 @@ impl QuantConv {
             (ActivationsMut::Float(out), _) => {
                 self.float.run_image(input, h, w, residual, out, pool)
             }
+            (ActivationsMut::FloatAndCodes(mut out, codes), Some(code)) => {
+                self.float
+                    .run_image(input, h, w, residual, out.view_mut(), pool)?;
+                codes_of_rows(out.view(), code, codes, pool);
+                Ok(())
+            }
             (ActivationsMut::CodePair(first, second), Some(code)) => {
                 let second_code = self
                     .second_output
@@ -597,15 +652,15 @@ impl QuantConv {
                 let mut values = Array2::<f32>::zeros(first.dim());
                 self.float
                     .run_image(input, h, w, residual, values.view_mut(), pool)?;
-                codes_of_rows(&values, code, first, pool);
-                codes_of_rows(&values, second_code, second, pool);
+                codes_of_rows(values.view(), code, first, pool);
+                codes_of_rows(values.view(), second_code, second, pool);
                 Ok(())
             }
             (ActivationsMut::Codes(out), Some(code)) => {
                 let mut values = Array2::<f32>::zeros(out.dim());
                 self.float
                     .run_image(input, h, w, residual, values.view_mut(), pool)?;
-                codes_of_rows(&values, code, out, pool);
+                codes_of_rows(values.view(), code, out, pool);
                 Ok(())
             }
             (_, None) => unreachable!("checked by run_image_with"),
@@ -617,13 +672,15 @@ impl QuantConv {
 /// threads; the rounding compiled for the CPU's features (a plain loop calls `rintf` per
 /// value).
 fn codes_of_rows(
-    values: &Array2<f32>,
+    values: ArrayView2<'_, f32>,
     code: &CodeOutput,
     mut out: ArrayViewMut2<'_, u8>,
     pool: Option<&rayon::ThreadPool>,
 ) {
     let plane = values.ncols();
-    let values = values.as_slice().expect("a new array is contiguous");
+    let values = values
+        .to_slice()
+        .expect("a new array, or an output laid out [channels, h*w], is contiguous");
     let rows: Vec<(usize, &[f32], &mut [u8])> = values
         .chunks(plane.max(1))
         .zip(super::conv::row_slices(&mut out))
@@ -669,11 +726,13 @@ enum Src<'a> {
     Codes(&'a [u8]),
 }
 
-/// The output of a run: floats, or codes (and a second reader's codes).
+/// The output of a run: floats, or codes (and a second reader's codes), or floats and
+/// codes.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 enum Dst<'o> {
     Float(ArrayViewMut2<'o, f32>),
     Codes(ArrayViewMut2<'o, u8>, Option<ArrayViewMut2<'o, u8>>),
+    FloatAndCodes(ArrayViewMut2<'o, f32>, ArrayViewMut2<'o, u8>),
 }
 
 /// One run of output pixels `[start, start + out.ncols())` of every output channel.
@@ -728,19 +787,24 @@ macro_rules! integer_run {
             let blocks = conv.cout.div_ceil(OC_BLOCK);
             let plane = run.h * run.w;
             let len = match &run.out {
-                Dst::Float(o) => o.ncols(),
+                Dst::Float(o) | Dst::FloatAndCodes(o, _) => o.ncols(),
                 Dst::Codes(o, _) => o.ncols(),
             };
             // each output channel's slice of this run, taken once
             let (mut float_rows, mut code_rows, mut second_rows) = match &mut run.out {
                 Dst::Float(o) => (crate::kernels::conv::row_slices(o), Vec::new(), Vec::new()),
+                Dst::FloatAndCodes(o, codes) => (
+                    crate::kernels::conv::row_slices(o),
+                    crate::kernels::conv::row_slices(codes),
+                    Vec::new(),
+                ),
                 Dst::Codes(o, second) => (
                     Vec::new(),
                     crate::kernels::conv::row_slices(o),
                     second.as_mut().map_or_else(Vec::new, crate::kernels::conv::row_slices),
                 ),
             };
-            let writes_floats = code_rows.is_empty();
+            let writes_floats = !float_rows.is_empty();
             let q = conv.input.quant();
             let identity = InputTransform::default();
             let pre = match &conv.input {
@@ -932,6 +996,12 @@ macro_rules! integer_run {
                                             }
                                         }
                                         store(vals, None, relu, dst);
+                                        // the codes of the value just written
+                                        if let Some(row) = code_rows.get_mut(oc) {
+                                            let code = conv.output.as_ref().expect("a code output");
+                                            let codes = &mut row[local..local + n];
+                                            code.pre.quantize_row(oc, code.quant, dst, codes);
+                                        }
                                     }
                                     false => {
                                         // the same operations as a float output read by the next
@@ -1254,6 +1324,64 @@ mod tests {
                 prop_assert!(h * w * c1 < 8 || pa != pb);
             }
         }
+        /// Floats and codes (a value one quantized convolution reads as its input and
+        /// others in float, e.g. as their residual): the floats are bit for bit those of
+        /// the convolution writing floats alone, and the codes those of the one writing
+        /// codes alone, on every kernel here, 1 and 2 threads, with the residual added
+        /// from its own array or already in the output (written over the residual).
+        #[test]
+        fn floats_and_codes_equal_each_alone(
+            c0 in 1usize..13, c1 in 1usize..13, k in prop::sample::select(vec![1usize, 3]),
+            h in 1usize..6, w in 1usize..90, seed in 0u64..500, threads in 1usize..3,
+            in_output in any::<bool>(), relu in any::<bool>(),
+        ) {
+            let weights: Vec<i8> = values(c1 * c0 * k * k, seed + 3).iter().map(|v| (v * 127.0).round() as i8).collect();
+            let scales: Vec<f32> = values(c1, seed + 5).iter().map(|v| (v.abs() + 0.1) / 50.0).collect();
+            let bias = values(c1, seed + 7);
+            let q0 = FakeQuant { scale: 2.0 / 255.0, zero: 100 };
+            // the next block's conv1: batch norm and ReLU, then its quantization
+            let code = CodeOutput {
+                pre: InputTransform {
+                    scale: Some(values(c1, seed + 1).iter().map(|v| v + 1.5).collect()),
+                    shift: Some(values(c1, seed + 2)),
+                    relu: true,
+                    fake_quant: None,
+                },
+                quant: FakeQuant { scale: 1.0 / 255.0, zero: 0 },
+            };
+            let post = if relu { Activation::Relu } else { Activation::None };
+            let conv = |output: Option<CodeOutput>| {
+                QuantConv::new(
+                    c0, c1, k, &weights, &scales, &bias,
+                    QuantInput::Float { pre: InputTransform { relu: true, ..Default::default() }, quant: q0 },
+                    post, output,
+                ).expect("test setup")
+            };
+            let both = conv(Some(code.clone())).with_float_output_kept().expect("test setup");
+            prop_assert!(both.writes_float() && both.code_outputs() == 1);
+            let x = Array2::from_shape_vec((c0, h * w), values(c0 * h * w, seed)).expect("test setup");
+            let r = Array2::from_shape_vec((c1, h * w), values(c1 * h * w, seed + 9)).expect("test setup");
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("test setup");
+            let pool = (threads > 1).then_some(&pool);
+            for kernel in kernels_here() {
+                let mut floats = Array2::<f32>::zeros((c1, h * w));
+                conv(None).run_image_with(kernel, Activations::Float(x.view()), h, w, Residual::Add(r.view()), ActivationsMut::Float(floats.view_mut()), pool).expect("runs");
+                let mut codes = Array2::<u8>::zeros((c1, h * w));
+                conv(Some(code.clone())).run_image_with(kernel, Activations::Float(x.view()), h, w, Residual::Add(r.view()), ActivationsMut::Codes(codes.view_mut()), pool).expect("runs");
+                let (mut f, mut c) = (Array2::<f32>::zeros((c1, h * w)), Array2::<u8>::zeros((c1, h * w)));
+                let residual = if in_output {
+                    f.assign(&r);
+                    Residual::InOutput
+                } else {
+                    Residual::Add(r.view())
+                };
+                both.run_image_with(kernel, Activations::Float(x.view()), h, w, residual, ActivationsMut::FloatAndCodes(f.view_mut(), c.view_mut()), pool).expect("runs");
+                for (i, (a, b)) in floats.iter().zip(f.iter()).enumerate() {
+                    prop_assert!(a.to_bits() == b.to_bits(), "{:?} value {}: {} vs {}", kernel, i, a, b);
+                }
+                prop_assert!(codes == c, "{:?}: the codes differ", kernel);
+            }
+        }
     }
 
     /// Rows too wide for one panel are cut into segments (3x3 with 256 input channels:
@@ -1328,17 +1456,18 @@ mod tests {
     }
 
     /// Inputs and outputs of the wrong kind, and a residual in a code output, are
-    /// refused.
+    /// refused; so are a second code output beside kept floats and the reverse.
     #[test]
     fn activations_of_the_wrong_kind_are_refused() {
         let q = FakeQuant {
             scale: 0.1,
             zero: 0,
         };
-        let code = CodeOutput {
+        let code_of = |quant| CodeOutput {
             pre: InputTransform::default(),
-            quant: q,
+            quant,
         };
+        let code = code_of(q);
         let conv = QuantConv::new(
             4,
             4,
@@ -1392,6 +1521,13 @@ mod tests {
                     quant: q,
                 })
                 .expect("test setup");
+            assert!(two.clone().with_float_output_kept().is_err());
+            assert!(
+                conv.clone()
+                    .with_float_output_kept()
+                    .and_then(|c| c.with_second_code_output(code_of(q)))
+                    .is_err()
+            );
             let mut narrow = Array2::<u8>::zeros((4, 2));
             refused(two.run_image_with(
                 kernel,
@@ -1412,6 +1548,38 @@ mod tests {
                 None,
             )
             .expect("two outputs of the same shape run");
+            // floats and codes for a convolution that writes codes only, and codes only (or
+            // floats only) for one that writes both
+            refused(run(
+                Activations::Codes(c.view()),
+                Residual::None,
+                ActivationsMut::FloatAndCodes(o.view_mut(), oc2.view_mut()),
+            ));
+            let kept = conv.clone().with_float_output_kept().expect("test setup");
+            for output in [
+                ActivationsMut::Codes(oc.view_mut()),
+                ActivationsMut::Float(o.view_mut()),
+            ] {
+                refused(kept.run_image_with(
+                    kernel,
+                    Activations::Codes(c.view()),
+                    2,
+                    2,
+                    Residual::None,
+                    output,
+                    None,
+                ));
+            }
+            kept.run_image_with(
+                kernel,
+                Activations::Codes(c.view()),
+                2,
+                2,
+                Residual::InOutput,
+                ActivationsMut::FloatAndCodes(o.view_mut(), oc2.view_mut()),
+                None,
+            )
+            .expect("floats and codes run, the residual in the floats");
             run(
                 Activations::Codes(c.view()),
                 Residual::None,
