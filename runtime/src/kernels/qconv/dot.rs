@@ -61,6 +61,28 @@ fn vnni_strip(s: &Strip<'_>, sums: &mut Sums) {
         let kernel = s.kernel;
         let kk = kernel * kernel;
         let mut acc = [[_mm512_setzero_si512(); 2]; OC_BLOCK];
+        if kernel == 1 {
+            // 1x1: one panel row per group, no taps (the loop below, with its tap loops and
+            // their index arithmetic per group, ran 1x1 layers at 40 % of 3x3's rate)
+            for (row, wk) in s
+                .panel
+                .chunks_exact(s.pw)
+                .zip(s.weights.chunks_exact(OC_BLOCK))
+            {
+                let row = &row[s.x0..s.x0 + STRIP];
+                let a0: __m512i = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&row[..16]));
+                let a1: __m512i = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&row[16..]));
+                for o in 0..OC_BLOCK {
+                    let wv = _mm512_set1_epi32(wk[o]);
+                    acc[o][0] = _mm512_dpbusd_epi32(acc[o][0], a0, wv);
+                    acc[o][1] = _mm512_dpbusd_epi32(acc[o][1], a1, wv);
+                }
+            }
+            for (sum, acc) in sums.iter_mut().zip(&acc) {
+                *sum = bytemuck::cast(*acc);
+            }
+            return;
+        }
         for (g, wg) in s.weights.chunks_exact(kk * OC_BLOCK).enumerate() {
             for ky in 0..kernel {
                 let row =
