@@ -18,7 +18,9 @@
 use ndarray::ArrayViewMut2;
 use pulp::{Simd, WithSimd};
 
-use super::conv::{Activation, InputTransform, OC_BLOCK, Source, residual_strip, store, strip_acc};
+use super::conv::{
+    Activation, InputTransform, OC_BLOCK, PixelAt, Source, residual_strip, store, strip_acc,
+};
 
 /// Floats of transformed input (and of products) a block of tiles keeps.
 const BLOCK_FLOATS: usize = 64 * 1024;
@@ -297,8 +299,7 @@ impl WinogradRun<'_, '_> {
                             self.residual,
                             oc,
                             plane,
-                            w,
-                            self.start + local,
+                            PixelAt::new(self.start + local, w),
                             dst,
                             &mut rtile,
                         ) {

@@ -17,7 +17,7 @@
 #![allow(unsafe_code)]
 
 // what `integer_run!` expands to uses
-use super::super::conv::{Activation, residual_strip, store};
+use super::super::conv::{Activation, PixelAt, residual_strip, store};
 use super::{
     Dst, InputTransform, OC_BLOCK, QRun, QuantInput, QuantKernel, STRIP, Src, Strip, Sums,
     panel_bytes,

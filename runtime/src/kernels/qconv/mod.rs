@@ -967,6 +967,7 @@ macro_rules! integer_run {
                             // floats, or as the next convolution's codes)
                             let n = STRIP.min(seg - x0);
                             let local = r * row_len + seg0 + x0;
+                            let at = PixelAt::new(run.start + local, run.w);
                             for (o, ints) in sums.iter().enumerate() {
                                 let oc = b * OC_BLOCK + o;
                                 if oc >= conv.cout {
@@ -986,8 +987,7 @@ macro_rules! integer_run {
                                             run.residual,
                                             oc,
                                             plane,
-                                            run.w,
-                                            run.start + local,
+                                            at,
                                             dst,
                                             &mut rtile,
                                         ) {
@@ -1011,8 +1011,7 @@ macro_rules! integer_run {
                                             run.residual,
                                             oc,
                                             plane,
-                                            run.w,
-                                            run.start + local,
+                                            at,
                                             &no_output[..n],
                                             &mut rtile,
                                         ) {
