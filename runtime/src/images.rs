@@ -264,7 +264,10 @@ fn compute_pages(
             &opts.inference,
             &mut || events(Event::TileDone),
             &mut |_, input, prob| {
-                batch.push((input.to_vec(), prob.to_vec()));
+                // the image row only where the overlay needs it (else a copy of the
+                // page for nothing)
+                let input = if opts.overlay { input.to_vec() } else { Vec::new() };
+                batch.push((input, prob.to_vec()));
                 if batch.len() == rows_per_batch {
                     to_writer
                         .send(ToWriter::Rows(std::mem::take(&mut batch)))
