@@ -608,7 +608,7 @@ fn segment_buffer(
             &how,
             &mut || {},
             &mut |y, _, row| {
-                out[y * width..(y + 1) * width].copy_from_slice(row);
+                out[y * width..(y + 1) * width].copy_from_slice(&row);
                 Ok(())
             },
         )

@@ -266,8 +266,12 @@ fn compute_pages(
             &mut |_, input, prob| {
                 // the image row only where the overlay needs it (else a copy of the
                 // page for nothing)
-                let input = if opts.overlay { input.to_vec() } else { Vec::new() };
-                batch.push((input, prob.to_vec()));
+                let input = if opts.overlay {
+                    input.to_vec()
+                } else {
+                    Vec::new()
+                };
+                batch.push((input, prob));
                 if batch.len() == rows_per_batch {
                     to_writer
                         .send(ToWriter::Rows(std::mem::take(&mut batch)))

@@ -464,8 +464,9 @@ impl RowCache {
     }
 }
 
-/// Receives each finished output row: `(y, input_row, output_row)`.
-pub type RowSink<'a> = dyn FnMut(usize, &[f32], &[f32]) -> Result<()> + 'a;
+/// Receives each finished output row: `(y, input_row, output_row)`, the output row
+/// handed over (a folder's writer thread takes it as it is, no copy).
+pub type RowSink<'a> = dyn FnMut(usize, &[f32], Vec<f32>) -> Result<()> + 'a;
 
 /// Runs the network on one tile's window (`window_h x window_w` intensities) and returns
 /// the window's output, the same size.
@@ -675,7 +676,11 @@ pub fn stitch<S: RowSource + ?Sized>(
             let (y0, y1) = plan.reach(blend, r, true);
             let (x0, x1) = plan.reach(blend, c, false);
             while first + sums.len() < y1 {
-                sums.push_back((vec![0.0; w], vec![0.0; if weighted { w } else { 0 }]));
+                // cropped cores fill a row left to right, each pixel once: no zeros first
+                sums.push_back(match weighted {
+                    true => (vec![0.0; w], vec![0.0; w]),
+                    false => (Vec::with_capacity(w), Vec::new()),
+                });
             }
             for y in y0..y1 {
                 let wy = (y as isize - t.window_y) as usize;
@@ -691,8 +696,10 @@ pub fn stitch<S: RowSource + ?Sized>(
                         wt[x] += weight;
                     }
                 } else {
-                    // each pixel belongs to exactly one core
-                    s[x0..x1].copy_from_slice(&out_row[wx0..wx0 + (x1 - x0)]);
+                    // each pixel belongs to exactly one core, and the cores of a band of
+                    // rows come left to right
+                    assert_eq!(s.len(), x0, "cropped cores in order");
+                    s.extend_from_slice(&out_row[wx0..wx0 + (x1 - x0)]);
                 }
             }
             on_tile();
@@ -715,7 +722,7 @@ pub fn stitch<S: RowSource + ?Sized>(
                     *v = if *k > 0.0 { *v / k } else { 0.0 };
                 }
             }
-            emit_row(first, cache.row(first), &s)?;
+            emit_row(first, cache.row(first), s)?;
             first += 1;
         }
     }
@@ -911,7 +918,7 @@ mod tests {
                 assert_eq!(y, next_row, "rows are emitted in order, once");
                 next_row += 1;
                 assert_eq!(input, img.row(y).as_slice().expect("contiguous"));
-                out.row_mut(y).assign(&ndarray::ArrayView1::from(row));
+                out.row_mut(y).assign(&ndarray::ArrayView1::from(&row));
                 Ok(())
             },
         )

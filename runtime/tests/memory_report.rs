@@ -158,7 +158,7 @@ fn tiled_report_bounds_what_a_call_allocates() {
                     &how,
                     &mut || {},
                     &mut |y, _, row| {
-                        out[y * w..(y + 1) * w].copy_from_slice(row);
+                        out[y * w..(y + 1) * w].copy_from_slice(&row);
                         Ok(())
                     },
                 )

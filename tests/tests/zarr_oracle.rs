@@ -43,7 +43,7 @@ fn through_files(seg: &Segmenter, file: &Path, blend: Blend) -> Vec<Vec<f32>> {
         &how,
         &mut || {},
         &mut |_, _, row| {
-            rows.push(row.to_vec());
+            rows.push(row);
             Ok(())
         },
     )

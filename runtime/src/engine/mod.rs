@@ -1095,7 +1095,12 @@ fn window_runner<'a>(
                     let (h, w) = seen.dim();
                     let mut data = Vec::with_capacity(channels * h * w);
                     for _ in 0..channels {
-                        data.extend(seen.iter().map(|&v| norm.apply(v)));
+                        // a contiguous window as a slice: a loop that vectorises (the
+                        // element iterator of an array does not)
+                        match seen.as_slice() {
+                            Some(px) => data.extend(px.iter().map(|&v| norm.apply(v))),
+                            None => data.extend(seen.iter().map(|&v| norm.apply(v))),
+                        }
                     }
                     Array4::from_shape_vec((1, channels, h, w), data)
                         .expect("length is the shape's product")
@@ -1180,7 +1185,7 @@ pub fn segment_image_with(
         how,
         &mut || {},
         &mut |y, _, row| {
-            out.row_mut(y).assign(&ndarray::ArrayView1::from(row));
+            out.row_mut(y).assign(&ndarray::ArrayView1::from(&row));
             Ok(())
         },
     )?;

@@ -122,7 +122,7 @@ pub fn segment_pixels(
                     name: name.to_string(),
                 });
             }
-            out.row_mut(y).assign(&ndarray::ArrayView1::from(row));
+            out.row_mut(y).assign(&ndarray::ArrayView1::from(&row));
             Ok(())
         },
     )
