@@ -9,8 +9,8 @@
  * refuse a call that would need more (SKIPSEG_STATUS_ERR_MEMORY) instead of running it.
  *
  * IN is a binary PGM (P5, 8 or 16 bit). OUT.pgm gets the membrane probability as 8-bit
- * gray (round(p * 255), as segment-run's PNG); OUT.pfm as 32-bit floats (Portable
- * Float Map, bottom row first). Build (see docs/EMBEDDING.md):
+ * gray (p * 255 rounded half to even, as segment-run's PNG); OUT.pfm as 32-bit floats
+ * (Portable Float Map, bottom row first). Build (see docs/EMBEDDING.md):
  *
  *   bash scripts/build-clib.sh
  *   cc -O2 -I runtime/include examples/c/segment.c -L target/clib \
@@ -75,7 +75,8 @@ static int write_output(const char *path, const float *p, size_t w, size_t h) {
     fprintf(f, "P5\n%zu %zu\n255\n", w, h);
     for (size_t i = 0; i < w * h; i++) {
       float v = p[i] < 0 ? 0 : p[i] > 1 ? 1 : p[i];
-      fputc((int)lroundf(v * 255.0f), f); /* half away from zero, as Rust's round */
+      /* half to even (lrintf in the default rounding mode), as segment-run's 8 bits */
+      fputc((int)lrintf(v * 255.0f), f);
     }
   }
   if (fclose(f) != 0) { fprintf(stderr, "error: %s: write failed\n", path); return 2; }

@@ -1277,31 +1277,13 @@ mod tests {
             c0 in 1usize..13, c1 in 1usize..13, k in prop::sample::select(vec![1usize, 3]),
             h in 1usize..6, w in 1usize..90, seed in 0u64..500, threads in 1usize..3,
         ) {
-            let weights: Vec<i8> = values(c1 * c0 * k * k, seed + 3).iter().map(|v| (v * 127.0).round() as i8).collect();
-            let scales: Vec<f32> = values(c1, seed + 5).iter().map(|v| (v.abs() + 0.1) / 50.0).collect();
-            let bias = values(c1, seed + 7);
-            let q0 = FakeQuant { scale: 2.0 / 255.0, zero: 100 };
             // the block's first conv (batch norm and ReLU) and its shortcut (as it is)
-            let first = CodeOutput {
-                pre: InputTransform {
-                    scale: Some(values(c1, seed + 1).iter().map(|v| v + 1.5).collect()),
-                    shift: Some(values(c1, seed + 2)),
-                    relu: true,
-                    fake_quant: None,
-                },
-                quant: FakeQuant { scale: 1.0 / 255.0, zero: 0 },
-            };
+            let (layer, first) = output_case(c0, c1, k, seed);
             let second = CodeOutput {
                 pre: InputTransform::default(),
                 quant: FakeQuant { scale: 3.0 / 255.0, zero: 131 },
             };
-            let conv = |output: &CodeOutput| {
-                QuantConv::new(
-                    c0, c1, k, &weights, &scales, &bias,
-                    QuantInput::Float { pre: InputTransform { relu: true, ..Default::default() }, quant: q0 },
-                    Activation::None, Some(output.clone()),
-                ).expect("test setup")
-            };
+            let conv = |output: &CodeOutput| layer(Activation::None, Some(output.clone()));
             let both = conv(&first).with_second_code_output(second.clone()).expect("test setup");
             prop_assert_eq!(both.code_outputs(), 2);
             let x = Array2::from_shape_vec((c0, h * w), values(c0 * h * w, seed)).expect("test setup");
@@ -1334,28 +1316,10 @@ mod tests {
             h in 1usize..6, w in 1usize..90, seed in 0u64..500, threads in 1usize..3,
             in_output in any::<bool>(), relu in any::<bool>(),
         ) {
-            let weights: Vec<i8> = values(c1 * c0 * k * k, seed + 3).iter().map(|v| (v * 127.0).round() as i8).collect();
-            let scales: Vec<f32> = values(c1, seed + 5).iter().map(|v| (v.abs() + 0.1) / 50.0).collect();
-            let bias = values(c1, seed + 7);
-            let q0 = FakeQuant { scale: 2.0 / 255.0, zero: 100 };
             // the next block's conv1: batch norm and ReLU, then its quantization
-            let code = CodeOutput {
-                pre: InputTransform {
-                    scale: Some(values(c1, seed + 1).iter().map(|v| v + 1.5).collect()),
-                    shift: Some(values(c1, seed + 2)),
-                    relu: true,
-                    fake_quant: None,
-                },
-                quant: FakeQuant { scale: 1.0 / 255.0, zero: 0 },
-            };
+            let (layer, code) = output_case(c0, c1, k, seed);
             let post = if relu { Activation::Relu } else { Activation::None };
-            let conv = |output: Option<CodeOutput>| {
-                QuantConv::new(
-                    c0, c1, k, &weights, &scales, &bias,
-                    QuantInput::Float { pre: InputTransform { relu: true, ..Default::default() }, quant: q0 },
-                    post, output,
-                ).expect("test setup")
-            };
+            let conv = |output: Option<CodeOutput>| layer(post, output);
             let both = conv(Some(code.clone())).with_float_output_kept().expect("test setup");
             prop_assert!(both.writes_float() && both.code_outputs() == 1);
             let x = Array2::from_shape_vec((c0, h * w), values(c0 * h * w, seed)).expect("test setup");
@@ -1381,6 +1345,66 @@ mod tests {
                 prop_assert!(codes == c, "{:?}: the codes differ", kernel);
             }
         }
+    }
+
+    /// The layer of the output-kind tests: `c0 -> c1`, `k x k`, reading floats through a
+    /// ReLU, built with the post-activation and code output given; and the code output
+    /// of a reader with batch norm and ReLU.
+    fn output_case(
+        c0: usize,
+        c1: usize,
+        k: usize,
+        seed: u64,
+    ) -> (
+        impl Fn(Activation, Option<CodeOutput>) -> QuantConv,
+        CodeOutput,
+    ) {
+        let weights: Vec<i8> = values(c1 * c0 * k * k, seed + 3)
+            .iter()
+            .map(|v| (v * 127.0).round() as i8)
+            .collect();
+        let scales: Vec<f32> = values(c1, seed + 5)
+            .iter()
+            .map(|v| (v.abs() + 0.1) / 50.0)
+            .collect();
+        let bias = values(c1, seed + 7);
+        let q0 = FakeQuant {
+            scale: 2.0 / 255.0,
+            zero: 100,
+        };
+        let layer = move |post, output| {
+            QuantConv::new(
+                c0,
+                c1,
+                k,
+                &weights,
+                &scales,
+                &bias,
+                QuantInput::Float {
+                    pre: InputTransform {
+                        relu: true,
+                        ..Default::default()
+                    },
+                    quant: q0,
+                },
+                post,
+                output,
+            )
+            .expect("test setup")
+        };
+        let reader = CodeOutput {
+            pre: InputTransform {
+                scale: Some(values(c1, seed + 1).iter().map(|v| v + 1.5).collect()),
+                shift: Some(values(c1, seed + 2)),
+                relu: true,
+                fake_quant: None,
+            },
+            quant: FakeQuant {
+                scale: 1.0 / 255.0,
+                zero: 0,
+            },
+        };
+        (layer, reader)
     }
 
     /// Rows too wide for one panel are cut into segments (3x3 with 256 input channels:
