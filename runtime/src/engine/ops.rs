@@ -475,6 +475,8 @@ impl TypedOp for OwnSigmoid {
 trait DatumTypes {
     fn input_type(&self) -> DatumType;
     fn output_type(&self) -> DatumType;
+    /// The datum type of output `k`: the floats first, if written, then the codes.
+    fn output_type_of(&self, k: usize) -> DatumType;
 }
 
 impl DatumTypes for ConvKernel {
@@ -493,10 +495,7 @@ impl DatumTypes for ConvKernel {
             f32::datum_type()
         }
     }
-}
 
-impl ConvKernel {
-    /// The datum type of output `k`: the floats first, if written, then the codes.
     fn output_type_of(&self, k: usize) -> DatumType {
         if k == 0 {
             self.output_type()
