@@ -883,23 +883,13 @@ impl EvalOp for FusedConv {
                     (ResidualInput::Upsampled, Some(r)) => Residual::AddUpsampled(r),
                     _ => Residual::None,
                 };
-                fn codes(
-                    o: &mut [u8],
+                /// Image `i`'s `cout` planes of one output.
+                fn plane_rows<T>(
+                    o: &mut [T],
                     i: usize,
                     cout: usize,
                     plane: usize,
-                ) -> TractResult<ndarray::ArrayViewMut2<'_, u8>> {
-                    Ok(ndarray::ArrayViewMut2::from_shape(
-                        (cout, plane),
-                        &mut o[i * cout * plane..][..cout * plane],
-                    )?)
-                }
-                fn floats(
-                    o: &mut [f32],
-                    i: usize,
-                    cout: usize,
-                    plane: usize,
-                ) -> TractResult<ndarray::ArrayViewMut2<'_, f32>> {
+                ) -> TractResult<ndarray::ArrayViewMut2<'_, T>> {
                     Ok(ndarray::ArrayViewMut2::from_shape(
                         (cout, plane),
                         &mut o[i * cout * plane..][..cout * plane],
@@ -907,18 +897,18 @@ impl EvalOp for FusedConv {
                 }
                 let oi = match (conv.writes_codes(), o2.as_mut()) {
                     (true, Some(o2)) => ActivationsMut::CodePair(
-                        codes(o.as_slice_mut::<u8>()?, i, cout, plane)?,
-                        codes(o2.as_slice_mut::<u8>()?, i, cout, plane)?,
+                        plane_rows(o.as_slice_mut::<u8>()?, i, cout, plane)?,
+                        plane_rows(o2.as_slice_mut::<u8>()?, i, cout, plane)?,
                     ),
                     (true, None) => {
-                        ActivationsMut::Codes(codes(o.as_slice_mut::<u8>()?, i, cout, plane)?)
+                        ActivationsMut::Codes(plane_rows(o.as_slice_mut::<u8>()?, i, cout, plane)?)
                     }
                     (false, Some(o2)) => ActivationsMut::FloatAndCodes(
-                        floats(o.as_slice_mut::<f32>()?, i, cout, plane)?,
-                        codes(o2.as_slice_mut::<u8>()?, i, cout, plane)?,
+                        plane_rows(o.as_slice_mut::<f32>()?, i, cout, plane)?,
+                        plane_rows(o2.as_slice_mut::<u8>()?, i, cout, plane)?,
                     ),
                     (false, None) => {
-                        ActivationsMut::Float(floats(o.as_slice_mut::<f32>()?, i, cout, plane)?)
+                        ActivationsMut::Float(plane_rows(o.as_slice_mut::<f32>()?, i, cout, plane)?)
                     }
                 };
                 conv.run_image(xi, h, w, residual, oi, pool)?;

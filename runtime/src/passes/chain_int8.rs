@@ -178,36 +178,32 @@ pub fn chain_quantized_convs(model: &mut pb::ModelProto, chaining: Chaining) -> 
         }
     }
     for (i, consumers, keeps_float) in chains {
-        if keeps_float {
-            let [j] = consumers[..] else {
-                unreachable!("one reader of codes beside the floats")
-            };
-            move_to_producer(graph, i, j, "output_");
-            let value = format!("{}.codes", graph.node[i].output[0]);
-            graph.node[j].input[0] = value.clone();
-            let producer = &mut graph.node[i];
-            producer.output.push(value);
-            producer.attribute.push(onnx::int(OUTPUT_CODES, 1));
-            producer.attribute.push(onnx::int(OUTPUT_FLOAT, 1));
-            report.chained += 1;
-            report.float_kept += 1;
-            continue;
-        }
         for (n, &j) in consumers.iter().enumerate() {
             let prefix = if n == 0 { "output_" } else { "output2_" };
             move_to_producer(graph, i, j, prefix);
             report.chained += 1;
+            // the one reader beside kept floats, or a second reader, reads a new output
+            // of the producer; a first reader without kept floats reads output 0
+            let new_output = match (keeps_float, n) {
+                (true, 0) => Some("codes"),
+                (_, 1) => Some("codes2"),
+                _ => None,
+            };
+            if let Some(suffix) = new_output {
+                let value = format!("{}.{suffix}", graph.node[i].output[0]);
+                graph.node[j].input[0] = value.clone();
+                graph.node[i].output.push(value);
+            }
         }
-        if let [_, second] = consumers.as_slice() {
-            // the second reader reads the producer's second output
-            let value = format!("{}.codes2", graph.node[i].output[0]);
-            graph.node[*second].input[0] = value.clone();
-            graph.node[i].output.push(value);
-            report.two_readers += 1;
-        }
-        graph.node[i]
+        report.two_readers += usize::from(consumers.len() == 2);
+        report.float_kept += usize::from(keeps_float);
+        let producer = &mut graph.node[i];
+        producer
             .attribute
             .push(onnx::int(OUTPUT_CODES, consumers.len() as i64));
+        if keeps_float {
+            producer.attribute.push(onnx::int(OUTPUT_FLOAT, 1));
+        }
     }
     report
 }
@@ -299,6 +295,16 @@ pub fn unchain_for_embedded(model: &mut pb::ModelProto) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A graph's nodes with each node's attributes in name order: chaining then
+    /// unchaining may reorder attributes, which means nothing.
+    fn nodes_attributes_sorted(m: &pb::ModelProto) -> Vec<pb::NodeProto> {
+        let mut nodes = m.graph.as_ref().expect("graph").node.clone();
+        for n in &mut nodes {
+            n.attribute.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        nodes
+    }
 
     fn qconv(name: &str, inputs: &[&str], output: &str, pre_relu: bool) -> pb::NodeProto {
         pb::NodeProto {
@@ -448,16 +454,12 @@ mod tests {
             assert!(attr(reader, "pre_relu").is_none(), "moved to the producer");
         }
         assert_eq!(unchain_for_embedded(&mut two), 1);
-        let sorted = |m: &pb::ModelProto| {
-            let mut nodes = m.graph.as_ref().expect("graph").node.clone();
-            for n in &mut nodes {
-                n.attribute.sort_by(|a, b| a.name.cmp(&b.name));
-            }
-            nodes
-        };
         let mut again = graph();
         chain_quantized_convs(&mut again, Chaining::ConvToConv);
-        assert_eq!(sorted(&two), sorted(&again));
+        assert_eq!(
+            nodes_attributes_sorted(&two),
+            nodes_attributes_sorted(&again)
+        );
         // a reader that is not a quantized conv, or three readers: no codes
         for extra in [
             pb::NodeProto {
@@ -573,16 +575,12 @@ mod tests {
         assert!(attr(conv1, "pre_relu").is_none(), "moved to the producer");
         assert_eq!(conv3b.input, ["y1", "s"], "the residual reads the floats");
         assert_eq!(unchain_for_embedded(&mut full), 1);
-        let sorted = |m: &pb::ModelProto| {
-            let mut nodes = m.graph.as_ref().expect("graph").node.clone();
-            for n in &mut nodes {
-                n.attribute.sort_by(|a, b| a.name.cmp(&b.name));
-            }
-            nodes
-        };
         let mut again = graph(None, &["y"]);
         chain_quantized_convs(&mut again, Chaining::ConvToConv);
-        assert_eq!(sorted(&full), sorted(&again));
+        assert_eq!(
+            nodes_attributes_sorted(&full),
+            nodes_attributes_sorted(&again)
+        );
         // a second quantized reader of `s` as its input, or `s` a graph output
         for (extra, outputs) in [
             (Some(qconv("other", &["s"], "z", false)), &["y", "z"][..]),
