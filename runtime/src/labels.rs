@@ -7,8 +7,9 @@
 //!    (so that the noise inside a cell does not make a seed of every pixel), where the
 //!    smoothed probability is below [`LabelOptions::seed_max_probability`] (a minimum
 //!    is an 8-connected plateau of equal values with no lower neighbour; each is one
-//!    seed); or the maxima of the distance to the membrane (the default); or each
-//!    4-connected component of the smoothed map below the seed threshold.
+//!    seed); or the maxima of the distance to the membrane; or each 4-connected
+//!    component of the smoothed map below the seed threshold, i.e. the cells of the
+//!    thresholded map (the default).
 //! 2. **Seeded watershed** on the probability itself, 4-connected: a priority flood from
 //!    the seeds, lowest probability first, ties first come first served. This is
 //!    scikit-image's `watershed(p, markers, connectivity=1)` algorithm (a pixel takes
@@ -49,14 +50,15 @@ pub struct LabelOptions {
 
 impl Default for LabelOptions {
     fn default() -> Self {
-        // the best of `examples/label_sweep.rs`'s 270 settings on the shipped model's
-        // dihedral maps of training slices 0-24 (docs/EVALUATION.md, "Instance labels")
+        // the best of `tuning_grid` on the shipped model's dihedral maps of the slices it
+        // trained on, ISBI 2012 training slices 0-24 (`segment-train cv`'s "model's own
+        // setting" for the fold it is; docs/EVALUATION.md, "Instance labels")
         Self {
-            seeds: SeedKind::Distance,
-            seed_sigma: 1.0,
-            seed_max_probability: 0.5,
-            merge_threshold: 0.5,
-            min_size: 100,
+            seeds: SeedKind::Components,
+            seed_sigma: 0.0,
+            seed_max_probability: 0.2,
+            merge_threshold: 0.45,
+            min_size: 300,
         }
     }
 }
@@ -147,7 +149,7 @@ impl Oversegmentation {
     /// (the other fields are [`Self::merge`]'s).
     pub fn new(probability: &[f32], width: usize, options: &LabelOptions) -> Self {
         let p = sanitised(probability);
-        let seeds = match options.seeds {
+        let mut seeds = match options.seeds {
             SeedKind::Minima => {
                 minima_seeds(&p, width, options.seed_sigma, options.seed_max_probability)
             }
@@ -158,6 +160,12 @@ impl Oversegmentation {
                 component_seeds(&p, width, options.seed_sigma, options.seed_max_probability)
             }
         };
+        if seeds.iter().all(|&s| s == 0) {
+            // no cell anywhere (every seed kind can find none, e.g. on a map that is
+            // membrane everywhere): the image is one region, so that every pixel is
+            // labelled
+            seeds.fill(1);
+        }
         let regions = watershed(&p, width, &seeds);
         let graph = RegionGraph::new(&p, width, &regions.labels, regions.count);
         Self {
@@ -814,9 +822,15 @@ mod tests {
     #[test]
     fn a_seedless_image_gets_one_region() {
         let p = vec![0.8f32; 30];
-        let l = label_membranes(&p, 6, &LabelOptions::default(), 1);
-        assert_eq!(l.count, 1);
-        assert!(l.labels.iter().all(|&v| v == 1));
+        for seeds in [SeedKind::Minima, SeedKind::Distance, SeedKind::Components] {
+            let options = LabelOptions {
+                seeds,
+                ..LabelOptions::default()
+            };
+            let l = label_membranes(&p, 6, &options, 1);
+            assert_eq!(l.count, 1, "{seeds:?}");
+            assert!(l.labels.iter().all(|&v| v == 1), "{seeds:?}");
+        }
     }
 
     #[test]

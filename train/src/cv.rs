@@ -11,12 +11,20 @@
 //!   shipped model records dihedral): the best threshold of these maps;
 //! - **averaged at 0.5**: the averaged maps cut at membrane probability 0.5, what a user
 //!   without labels to choose a threshold gets (`segment-run predict --threshold 0.5`);
+//! - **averaged, model's own threshold**: the official score of the averaged maps at the
+//!   threshold best on the fold model's own maps of the slices it trained on (the
+//!   threshold chosen the way the own label setting below is);
 //! - **labels**: instance labels of the averaged maps with `segment-run label`'s defaults
 //!   ([`skipseg_runtime::labels`]), each id one segment;
 //! - **labels, nested**: the same with the setting of [`tuning_grid`] that is best on the
 //!   other scored folds' slices (`label_tuning::LabelSweep::nested`), so that no slice
 //!   is labelled with parameters chosen on it; the report also names the setting best
-//!   on all scored slices and its (optimistic, like the best threshold's) score.
+//!   on all scored slices and its (optimistic, like the best threshold's) score;
+//! - **labels, model's own setting**: the same with the setting of [`tuning_grid`] that
+//!   is best on the fold model's own training slices (its averaged maps of them against
+//!   their labels), the way `segment-run label`'s defaults were chosen for the shipped
+//!   model: each model labels with parameters chosen on the slices it trained on, so
+//!   they follow its calibration, and no held-out slice takes part.
 //!
 //! The averaged out-of-fold maps are written to `OUT/maps/slice-NN.tif` (32-bit float),
 //! so that `examples/label_sweep.rs` can search label parameters on them, and their
@@ -84,9 +92,14 @@ pub struct SliceRow {
     pub one_pass: Pair,
     pub averaged: Pair,
     pub averaged_at_half: Pair,
+    /// The averaged map at the threshold its fold's model scores best at on its own
+    /// training slices.
+    pub averaged_own_threshold: Pair,
     pub labels: Pair,
     /// Labels with the setting chosen on the other folds (`None` with one fold scored).
     pub labels_nested: Pair,
+    /// Labels with the setting the fold's model chose on its own training slices.
+    pub labels_own: Pair,
 }
 
 /// A label setting, as the report names it: its fields, and `segment-run label`'s flags
@@ -120,12 +133,14 @@ impl std::fmt::Display for Setting {
     }
 }
 
-/// The label setting a fold's slices were labelled with in the nested column.
+/// The label setting a fold's slices were labelled with in a column that chooses one per
+/// fold.
 #[derive(Debug, Clone, Serialize)]
-pub struct NestedChoice {
+pub struct LabelChoice {
     pub fold: usize,
-    /// The mean V_rand of the setting on the other folds' slices, which chose it.
-    pub v_rand_on_others: f64,
+    /// The mean V_rand of the setting on the slices that chose it (the other folds'
+    /// slices in the nested column, the fold's training slices in the own-setting one).
+    pub v_rand_where_chosen: f64,
     pub setting: Setting,
 }
 
@@ -140,9 +155,13 @@ pub struct Means {
     /// one-pass and the averaged maps scored best at.
     pub one_pass_threshold: f64,
     pub averaged_threshold: f64,
+    /// `None` when no fold had training slices with labels.
+    pub averaged_own_threshold: Option<(f64, f64)>,
     pub labels: (f64, f64),
     /// `None` with one fold scored.
     pub labels_nested: Option<(f64, f64)>,
+    /// `None` when no fold had training slices with labels to choose on.
+    pub labels_own: Option<(f64, f64)>,
     /// The setting best on all scored slices and its mean there (chosen on the slices it
     /// is scored on: optimistic, like the best threshold).
     pub labels_best_setting: Option<((f64, f64), Setting)>,
@@ -156,7 +175,12 @@ pub struct Report {
     pub averaging: String,
     pub rows: Vec<SliceRow>,
     pub means: Means,
-    pub label_choices: Vec<NestedChoice>,
+    /// The settings of the nested column.
+    pub label_choices: Vec<LabelChoice>,
+    /// The settings of the own-setting column.
+    pub own_label_choices: Vec<LabelChoice>,
+    /// (fold, threshold on the cell map) of the own-threshold column.
+    pub own_thresholds: Vec<(usize, f64)>,
 }
 
 /// Score every slice of the folds that have `model.onnx`, from the images and labels
@@ -179,6 +203,11 @@ pub fn score(
     let mut averaging = Averaging::None;
     let total: usize = folds.iter().map(Vec::len).sum();
     let maps_dir = created(out.join("maps"))?;
+    let grid = tuning_grid();
+    // (fold, index into `grid` of the setting best on its own training slices, its mean
+    // V_rand there), and (fold, the official threshold best there)
+    let mut own_label_choices = Vec::new();
+    let mut own_thresholds = Vec::new();
     for (f, slices) in folds.iter().enumerate() {
         let model = fold_dir(out, f).join("model.onnx");
         if !model.exists() {
@@ -205,40 +234,46 @@ pub fn score(
                     reason: format!("fold {f} holds slice {s}, which is not there"),
                 }));
             };
-            let run = |averaging| -> Result<Array2<f32>, TrainError> {
-                let how = Inference {
-                    averaging,
-                    ..Inference::one_pass()
-                };
-                let mut p = Array2::<f32>::zeros(image.pixels.dim());
-                segment_pixels(
-                    &seg,
-                    PixelView::F32(image.pixels.view()),
-                    &image.name,
-                    &how,
-                    &mut || {},
-                    &|| false,
-                    p.view_mut(),
-                )?;
-                Ok(p)
-            };
-            maps_one.push(run(Averaging::None)?);
-            let avg = run(averaging)?;
+            maps_one.push(probability_map(&seg, image, Averaging::None)?);
+            let avg = probability_map(&seg, image, averaging)?;
             io::write_float_tiff(&maps_dir.join(format!("slice-{s:02}.tif")), &avg)?;
             maps_avg.push(avg);
             truth.push(label.pixels.clone());
             which.push((s, f));
             on_slice(which.len(), total);
         }
+        // the model's own label setting: the grid's best on the slices it trained on
+        let mut own_maps = Vec::new();
+        let mut own_truth = Vec::new();
+        for (s, (image, label)) in image_slices.iter().zip(&label_slices).enumerate() {
+            if !slices.contains(&s) {
+                own_maps.push(probability_map(&seg, image, averaging)?);
+                own_truth.push(label.pixels.clone());
+            }
+        }
+        if !own_maps.is_empty() {
+            let own = metrics::evaluate_images(&own_truth, &cells(&own_maps), true);
+            own_thresholds.push((f, own.v_rand_threshold));
+        }
+        let own = label_tuning::sweep(&own_maps, &own_truth, &grid, threads);
+        let trained_on: Vec<usize> = (0..own_maps.len()).collect();
+        if let Some(o) = own.best(&trained_on) {
+            own_label_choices.push((f, o, own.mean(o, &trained_on).map_or(f64::NAN, |m| m.0)));
+        }
     }
-    let cells = |maps: &[Array2<f32>]| -> Vec<Array2<f32>> {
-        maps.iter().map(|m| m.mapv(|v| 1.0 - v)).collect()
-    };
     let one = metrics::evaluate_images(&truth, &cells(&maps_one), true);
     let avg = metrics::evaluate_images(&truth, &cells(&maps_avg), true);
     let half = nearest(&avg.thresholds, 0.5);
     let best_one = nearest(&one.thresholds, one.v_rand_threshold);
     let best = nearest(&avg.thresholds, avg.v_rand_threshold);
+    let mut own_threshold_for_row = vec![None; which.len()];
+    for &(f, t) in &own_thresholds {
+        for (k, &(_, fold)) in which.iter().enumerate() {
+            if fold == f {
+                own_threshold_for_row[k] = Some(nearest(&avg.thresholds, t));
+            }
+        }
+    }
     let options = LabelOptions::default();
     let labels_dir = created(out.join("labels"))?;
     let mut label_scores: Vec<Option<SliceScores>> = Vec::new();
@@ -250,7 +285,6 @@ pub fn score(
         label_scores.push(metrics::score_instances(g, &ids));
     }
     // nested label settings: each fold's slices with the setting best on the others
-    let grid = tuning_grid();
     let sweep = label_tuning::sweep(&maps_avg, &truth, &grid, threads);
     let groups: Vec<Vec<usize>> = scored
         .iter()
@@ -262,13 +296,22 @@ pub fn score(
     for ((&f, group), choice) in scored.iter().zip(&groups).zip(&nested) {
         let Some(o) = *choice else { continue };
         let others: Vec<usize> = (0..which.len()).filter(|k| !group.contains(k)).collect();
-        label_choices.push(NestedChoice {
+        label_choices.push(LabelChoice {
             fold: f,
-            v_rand_on_others: sweep.mean(o, &others).map_or(f64::NAN, |m| m.0),
+            v_rand_where_chosen: sweep.mean(o, &others).map_or(f64::NAN, |m| m.0),
             setting: Setting::of(&grid[o]),
         });
         for &k in group {
             chosen_for_row[k] = Some(o);
+        }
+    }
+    // the model's own setting, scored by the same sweep of the out-of-fold maps
+    let mut own_for_row = vec![None; which.len()];
+    for &(f, o, _) in &own_label_choices {
+        for (k, &(_, fold)) in which.iter().enumerate() {
+            if fold == f {
+                own_for_row[k] = Some(o);
+            }
         }
     }
     let all: Vec<usize> = (0..which.len()).collect();
@@ -284,8 +327,12 @@ pub fn score(
             one_pass: Pair::of(one.per_slice[best_one][k]),
             averaged: Pair::of(avg.per_slice[best][k]),
             averaged_at_half: Pair::of(avg.per_slice[half][k]),
+            averaged_own_threshold: Pair::of(
+                own_threshold_for_row[k].and_then(|t| avg.per_slice[t][k]),
+            ),
             labels: Pair::of(label_scores[k]),
             labels_nested: Pair::of(chosen_for_row[k].and_then(|o| sweep.scores[o][k])),
+            labels_own: Pair::of(own_for_row[k].and_then(|o| sweep.scores[o][k])),
         })
         .collect();
     let mean = |f: &dyn Fn(&SliceRow) -> Pair| {
@@ -301,10 +348,21 @@ pub fn score(
         averaged_at_half: mean(&|r| r.averaged_at_half),
         one_pass_threshold: one.v_rand_threshold,
         averaged_threshold: avg.v_rand_threshold,
+        averaged_own_threshold: (!own_thresholds.is_empty())
+            .then(|| mean(&|r| r.averaged_own_threshold)),
         labels: mean(&|r| r.labels),
         labels_nested: (!label_choices.is_empty()).then(|| mean(&|r| r.labels_nested)),
+        labels_own: (!own_label_choices.is_empty()).then(|| mean(&|r| r.labels_own)),
         labels_best_setting,
     };
+    let own_label_choices = own_label_choices
+        .into_iter()
+        .map(|(fold, o, v_rand_where_chosen)| LabelChoice {
+            fold,
+            v_rand_where_chosen,
+            setting: Setting::of(&grid[o]),
+        })
+        .collect();
     Ok(Report {
         folds: folds.to_vec(),
         folds_scored: scored,
@@ -312,7 +370,37 @@ pub fn score(
         rows,
         means,
         label_choices,
+        own_label_choices,
+        own_thresholds,
     })
+}
+
+/// Cell maps (1 - p) of membrane maps, as the official evaluation takes them.
+fn cells(maps: &[Array2<f32>]) -> Vec<Array2<f32>> {
+    maps.iter().map(|m| m.mapv(|v| 1.0 - v)).collect()
+}
+
+/// `image`'s membrane probability map from `seg`, averaged over `averaging`.
+fn probability_map(
+    seg: &Segmenter,
+    image: &io::Slice,
+    averaging: Averaging,
+) -> Result<Array2<f32>, TrainError> {
+    let how = Inference {
+        averaging,
+        ..Inference::one_pass()
+    };
+    let mut p = Array2::<f32>::zeros(image.pixels.dim());
+    segment_pixels(
+        seg,
+        PixelView::F32(image.pixels.view()),
+        &image.name,
+        &how,
+        &mut || {},
+        &|| false,
+        p.view_mut(),
+    )?;
+    Ok(p)
 }
 
 /// `dir`, created if missing.
@@ -344,17 +432,19 @@ pub fn write_report(out: &Path, r: &Report) -> Result<(), TrainError> {
         })
     };
     let mut csv = String::from(
-        "slice,fold,one_pass_v_rand,one_pass_v_info,averaged_v_rand,averaged_v_info,averaged_at_half_v_rand,averaged_at_half_v_info,labels_v_rand,labels_v_info,labels_nested_v_rand,labels_nested_v_info\n",
+        "slice,fold,one_pass_v_rand,one_pass_v_info,averaged_v_rand,averaged_v_info,averaged_at_half_v_rand,averaged_at_half_v_info,averaged_own_threshold_v_rand,averaged_own_threshold_v_info,labels_v_rand,labels_v_info,labels_nested_v_rand,labels_nested_v_info,labels_own_v_rand,labels_own_v_info\n",
     );
     let mut md = format!(
         "# Cross-validation: {} folds, {} of them scored ({} slices)\n\n\
          Each slice is scored by the fold model that never saw it (V_rand / V_info). one \
          pass and averaged ({}): official scores, thinning on, at the threshold best for \
          the mean over these slices ({:.1} and {:.1} on the cell map); averaged at 0.5: \
-         membrane probability < 0.5 is cell; labels: `segment-run label`'s defaults on \
+         membrane probability < 0.5 is cell; averaged, own threshold: at the threshold \
+         best on the slices the fold's model trained on (below); labels: `segment-run label`'s defaults on \
          the averaged maps, each id one segment; labels, nested: the label setting best \
-         on the other folds' slices (below).\n\n\
-         | | one pass | averaged | averaged at 0.5 | labels | labels, nested |\n|---|---|---|---|---|---|\n",
+         on the other folds' slices; labels, model's own setting: the label setting best \
+         on the slices the fold's model trained on (both below).\n\n\
+         | | one pass | averaged | averaged at 0.5 | averaged, own threshold | labels | labels, nested | labels, model's own setting |\n|---|---|---|---|---|---|---|---|\n",
         r.folds.len(),
         r.folds_scored.len(),
         r.means.slices,
@@ -364,28 +454,56 @@ pub fn write_report(out: &Path, r: &Report) -> Result<(), TrainError> {
     );
     let m = &r.means;
     let nested = pair(m.labels_nested);
+    let own = pair(m.labels_own);
+    let own_t = pair(m.averaged_own_threshold);
     let _ = writeln!(
         md,
-        "| mean V_rand | {:.4} | {:.4} | {:.4} | {:.4} | {} |\n| mean V_info | {:.4} | {:.4} | {:.4} | {:.4} | {} |\n",
+        "| mean V_rand | {:.4} | {:.4} | {:.4} | {} | {:.4} | {} | {} |\n| mean V_info | {:.4} | {:.4} | {:.4} | {} | {:.4} | {} | {} |\n",
         m.one_pass.0,
         m.averaged.0,
         m.averaged_at_half.0,
+        own_t.0,
         m.labels.0,
         nested.0,
+        own.0,
         m.one_pass.1,
         m.averaged.1,
         m.averaged_at_half.1,
+        own_t.1,
         m.labels.1,
-        nested.1
+        nested.1,
+        own.1
     );
-    if !r.label_choices.is_empty() {
-        md.push_str("Label settings of the nested column (each chosen on the other folds' slices):\n\n| fold | V_rand there | setting |\n|---|---|---|\n");
-        for c in &r.label_choices {
+    for (choices, what) in [
+        (
+            &r.label_choices,
+            "the nested column (each chosen on the other folds' slices)",
+        ),
+        (
+            &r.own_label_choices,
+            "the model's-own-setting column (each chosen on the slices the fold's model trained on)",
+        ),
+    ] {
+        if choices.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "Label settings of {what}:\n\n| fold | V_rand there | setting |\n|---|---|---|"
+        );
+        for c in choices {
             let _ = writeln!(
                 md,
                 "| {} | {:.4} | `{}` |",
-                c.fold, c.v_rand_on_others, c.setting
+                c.fold, c.v_rand_where_chosen, c.setting
             );
+        }
+        md.push('\n');
+    }
+    if !r.own_thresholds.is_empty() {
+        md.push_str("Thresholds of the own-threshold column (on the cell map; each best on the slices the fold's model trained on):\n\n| fold | threshold |\n|---|---|\n");
+        for (fold, t) in &r.own_thresholds {
+            let _ = writeln!(md, "| {fold} | {t:.1} |");
         }
         md.push('\n');
     }
@@ -397,25 +515,25 @@ pub fn write_report(out: &Path, r: &Report) -> Result<(), TrainError> {
             m.slices
         );
     }
-    md.push_str("| slice | fold | one pass | averaged | averaged at 0.5 | labels | labels, nested |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("| slice | fold | one pass | averaged | averaged at 0.5 | averaged, own threshold | labels | labels, nested | labels, model's own setting |\n|---|---|---|---|---|---|---|---|---|\n");
     for row in &r.rows {
-        let (a, b, c, d, e) = (
+        let columns = [
             f(row.one_pass),
             f(row.averaged),
             f(row.averaged_at_half),
+            f(row.averaged_own_threshold),
             f(row.labels),
             f(row.labels_nested),
-        );
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{}",
-            row.slice, row.fold, a.0, a.1, b.0, b.1, c.0, c.1, d.0, d.1, e.0, e.1
-        );
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |",
-            row.slice, row.fold, a.0, a.1, b.0, b.1, c.0, c.1, d.0, d.1, e.0, e.1
-        );
+            f(row.labels_own),
+        ];
+        let _ = write!(csv, "{},{}", row.slice, row.fold);
+        let _ = write!(md, "| {} | {} |", row.slice, row.fold);
+        for (v_rand, v_info) in &columns {
+            let _ = write!(csv, ",{v_rand},{v_info}");
+            let _ = write!(md, " {v_rand} / {v_info} |");
+        }
+        csv.push('\n');
+        md.push('\n');
     }
     let json = serde_json::to_string_pretty(r).expect("serialisable");
     skipseg_runtime::io::write_atomic(&out.join("cv-slices.csv"), csv.as_bytes())?;

@@ -780,7 +780,7 @@ fn cross_validate(args: CvArgs) -> Result<()> {
     let m = &report.means;
     println!(
         "{} of {} folds scored, {} slices: V_rand / V_info one pass {:.4} / {:.4}, averaged \
-         {:.4} / {:.4}, averaged at 0.5 {:.4} / {:.4}, labels {:.4} / {:.4}{}",
+         {:.4} / {:.4}, averaged at 0.5 {:.4} / {:.4}, labels {:.4} / {:.4}{}{}{}",
         report.folds_scored.len(),
         args.folds,
         m.slices,
@@ -794,7 +794,14 @@ fn cross_validate(args: CvArgs) -> Result<()> {
         m.labels.1,
         m.labels_nested.map_or(String::new(), |(r, i)| format!(
             ", labels nested {r:.4} / {i:.4}"
-        ))
+        )),
+        m.labels_own.map_or(String::new(), |(r, i)| format!(
+            ", labels with each model's own setting {r:.4} / {i:.4}"
+        )),
+        m.averaged_own_threshold
+            .map_or(String::new(), |(r, i)| format!(
+                " (averaged at each model's own threshold {r:.4} / {i:.4})"
+            ))
     );
     println!(
         "wrote {}/cv-report.md, cv-report.json, cv-slices.csv",

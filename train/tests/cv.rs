@@ -8,7 +8,7 @@ use ndarray::Array2;
 use skipseg_runtime::arch::{ArchSpec, BlockKind, Level};
 use skipseg_runtime::engine::pixels::{PixelView, segment_pixels};
 use skipseg_runtime::labels::{LabelOptions, label_membranes, tuning_grid};
-use skipseg_runtime::metrics::{score_instances, score_slice};
+use skipseg_runtime::metrics::{evaluate_images, score_instances, score_slice};
 use skipseg_runtime::{Averaging, Inference, Segmenter, io};
 use skipseg_train::backend::Cpu;
 use skipseg_train::cv;
@@ -92,7 +92,7 @@ fn every_slice_is_scored_by_the_fold_that_held_it_out() {
     for f in 0..2 {
         let model = skipseg_train::synthetic::randomize(
             ResFcn::<Cpu>::new(&spec, &Default::default()),
-            100 + f as u64,
+            300 + f as u64,
         );
         let proto = skipseg_train::export::to_onnx(&model, Default::default());
         let path = cv::fold_dir(&out, f).join("model.onnx");
@@ -178,27 +178,31 @@ fn every_slice_is_scored_by_the_fold_that_held_it_out() {
     // nested labels: fold f's slices labelled with the setting that labelling the other
     // fold's slices from scratch, setting by setting, finds best (first of equals)
     let grid = tuning_grid();
-    let direct = |o: &LabelOptions, k: usize| -> Option<f64> {
-        let m = &averaged[k];
+    let labelled = |o: &LabelOptions, m: &Array2<f32>, slice: usize| -> Option<f64> {
         let p: Vec<f32> = m.iter().copied().collect();
         let l = label_membranes(&p, m.ncols(), o, 1);
         let ids = Array2::from_shape_vec(m.dim(), l.labels).expect("size");
-        score_instances(&label_slices[report.rows[k].slice].pixels, &ids).map(|s| s.rand.f)
+        score_instances(&label_slices[slice].pixels, &ids).map(|s| s.rand.f)
+    };
+    let direct = |o: &LabelOptions, k: usize| labelled(o, &averaged[k], report.rows[k].slice);
+    // the first of equals, as the report's choices
+    let best_of = |scores: &dyn Fn(&LabelOptions) -> Vec<f64>| -> (f64, usize) {
+        let mut best: Option<(f64, usize)> = None;
+        for (o, opts) in grid.iter().enumerate() {
+            let v = scores(opts);
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            if !v.is_empty() && best.is_none_or(|(b, _)| mean > b) {
+                best = Some((mean, o));
+            }
+        }
+        best.expect("scored")
     };
     assert_eq!(report.label_choices.len(), 2);
     for choice in &report.label_choices {
         let others: Vec<usize> = (0..4)
             .filter(|&k| report.rows[k].fold != choice.fold)
             .collect();
-        let mut best: Option<(f64, usize)> = None;
-        for (o, opts) in grid.iter().enumerate() {
-            let v: Vec<f64> = others.iter().filter_map(|&k| direct(opts, k)).collect();
-            let mean = v.iter().sum::<f64>() / v.len() as f64;
-            if !v.is_empty() && best.is_none_or(|(b, _)| mean > b) {
-                best = Some((mean, o));
-            }
-        }
-        let (mean, o) = best.expect("scored");
+        let (mean, o) = best_of(&|opts| others.iter().filter_map(|&k| direct(opts, k)).collect());
         let want = cv::Setting::of(&grid[o]);
         assert_eq!(
             format!("{}", choice.setting),
@@ -206,10 +210,86 @@ fn every_slice_is_scored_by_the_fold_that_held_it_out() {
             "fold {}",
             choice.fold
         );
-        assert!((choice.v_rand_on_others - mean).abs() < 1e-12);
+        assert!((choice.v_rand_where_chosen - mean).abs() < 1e-12);
         for k in (0..4).filter(|&k| report.rows[k].fold == choice.fold) {
             assert_eq!(report.rows[k].labels_nested.v_rand, direct(&grid[o], k));
         }
     }
     assert!(report.means.labels_nested.is_some());
+
+    // the model's own setting: fold f's slices labelled with the setting best on the
+    // maps fold f's model makes of the slices it trained on (the other fold's), which
+    // here differ from the out-of-fold maps of those slices (another model's)
+    assert_eq!(report.own_label_choices.len(), 2);
+    for choice in &report.own_label_choices {
+        let f = choice.fold;
+        let trained_on: Vec<usize> = (0..4).filter(|s| !folds[f].contains(s)).collect();
+        let own_maps: Vec<Array2<f32>> = trained_on
+            .iter()
+            .map(|&s| {
+                let image = &image_slices[s].pixels;
+                let mut p = Array2::zeros(image.dim());
+                segment_pixels(
+                    &models[f],
+                    PixelView::F32(image.view()),
+                    "t",
+                    &dihedral,
+                    &mut || {},
+                    &|| false,
+                    p.view_mut(),
+                )
+                .expect("segment");
+                p
+            })
+            .collect();
+        let (mean, o) = best_of(&|opts| {
+            own_maps
+                .iter()
+                .zip(&trained_on)
+                .filter_map(|(m, &s)| labelled(opts, m, s))
+                .collect()
+        });
+        assert_eq!(
+            format!("{}", choice.setting),
+            format!("{}", cv::Setting::of(&grid[o])),
+            "fold {f}"
+        );
+        assert!((choice.v_rand_where_chosen - mean).abs() < 1e-12);
+        for k in (0..4).filter(|&k| report.rows[k].fold == f) {
+            assert_eq!(report.rows[k].labels_own.v_rand, direct(&grid[o], k));
+        }
+        // the own threshold: the official best of those maps, applied to fold f's slices
+        let truth: Vec<Array2<f32>> = trained_on
+            .iter()
+            .map(|&s| label_slices[s].pixels.clone())
+            .collect();
+        let cells: Vec<Array2<f32>> = own_maps.iter().map(|m| m.mapv(|v| 1.0 - v)).collect();
+        let t = evaluate_images(&truth, &cells, true).v_rand_threshold;
+        assert!(report.own_thresholds.contains(&(f, t)), "fold {f}: {t}");
+        for k in (0..4).filter(|&k| report.rows[k].fold == f) {
+            let gt: Vec<f32> = label_slices[report.rows[k].slice]
+                .pixels
+                .iter()
+                .copied()
+                .collect();
+            let cell: Vec<f32> = averaged[k].iter().map(|p| 1.0 - p).collect();
+            let want = score_slice(&gt, &cell, 48, t, true).map(|s| s.rand.f);
+            assert_eq!(
+                report.rows[k].averaged_own_threshold.v_rand, want,
+                "slice {k}"
+            );
+        }
+    }
+    assert!(report.means.labels_own.is_some());
+    assert!(report.means.averaged_own_threshold.is_some());
+    assert!(
+        report
+            .rows
+            .iter()
+            .any(|r| r.averaged_own_threshold.v_rand != r.averaged.v_rand),
+        "a slice must score differently at its model's own threshold ({:?}) than at the \
+         stack's best ({}) for this test to mean anything",
+        report.own_thresholds,
+        report.means.averaged_threshold
+    );
 }

@@ -30,12 +30,14 @@ pub struct Args {
     model: Option<PathBuf>,
     #[command(flatten)]
     how: InferenceArgs,
-    /// Seeds: regional minima of the smoothed probability, or regional maxima of the
-    /// distance to the nearest membrane (one per cell body).
+    /// Seeds: regional minima of the smoothed probability, regional maxima of the
+    /// distance to the nearest membrane (one per cell body), or the 4-connected
+    /// components of the smoothed probability below --seed-max (the cells of the
+    /// thresholded map).
     #[arg(long, value_enum, default_value_t = LabelOptions::default().seeds)]
     seeds: SeedKind,
-    /// Gaussian sigma (pixels) of the smoothing before the seeds (regional minima) are
-    /// found; larger = fewer seeds.
+    /// Gaussian sigma (pixels) of the smoothing before the seeds are found (0 = none);
+    /// larger = fewer seeds.
     #[arg(long, default_value_t = LabelOptions::default().seed_sigma)]
     seed_sigma: f32,
     /// Seeds only where the smoothed membrane probability is below this.
