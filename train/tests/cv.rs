@@ -65,8 +65,12 @@ fn write_slices(images: &Path, labels: &Path, n: usize) {
     }
 }
 
-fn one_pass(seg: &Segmenter, image: &Array2<f32>) -> Array2<f32> {
-    let how = Inference::one_pass();
+/// `image`'s membrane map from `seg`, averaged over `averaging`.
+fn map_of(seg: &Segmenter, image: &Array2<f32>, averaging: Averaging) -> Array2<f32> {
+    let how = Inference {
+        averaging,
+        ..Inference::one_pass()
+    };
     let mut p = Array2::zeros(image.dim());
     segment_pixels(
         seg,
@@ -116,8 +120,8 @@ fn every_slice_is_scored_by_the_fold_that_held_it_out() {
     for row in &report.rows {
         let image = &image_slices[row.slice].pixels;
         let gt: Vec<f32> = label_slices[row.slice].pixels.iter().copied().collect();
-        let own = one_pass(&models[row.fold], image);
-        let other = one_pass(&models[1 - row.fold], image);
+        let own = map_of(&models[row.fold], image, Averaging::None);
+        let other = map_of(&models[1 - row.fold], image, Averaging::None);
         differ = differ.max(
             own.iter()
                 .zip(other.iter())
@@ -149,24 +153,13 @@ fn every_slice_is_scored_by_the_fold_that_held_it_out() {
     assert_eq!(csv.lines().count(), 5, "a header and one row per slice");
 
     // the out-of-fold maps: each slice's averaged map from its own fold's model
-    let dihedral = Inference {
-        averaging: Averaging::Dihedral,
-        ..Inference::one_pass()
-    };
     let mut averaged = Vec::new();
     for row in &report.rows {
-        let image = &image_slices[row.slice].pixels;
-        let mut p = Array2::zeros(image.dim());
-        segment_pixels(
+        let p = map_of(
             &models[row.fold],
-            PixelView::F32(image.view()),
-            "t",
-            &dihedral,
-            &mut || {},
-            &|| false,
-            p.view_mut(),
-        )
-        .expect("segment");
+            &image_slices[row.slice].pixels,
+            Averaging::Dihedral,
+        );
         let written = io::read_slices(&out.join(format!("maps/slice-{:02}.tif", row.slice)))
             .expect("map")
             .remove(0)
@@ -226,21 +219,7 @@ fn every_slice_is_scored_by_the_fold_that_held_it_out() {
         let trained_on: Vec<usize> = (0..4).filter(|s| !folds[f].contains(s)).collect();
         let own_maps: Vec<Array2<f32>> = trained_on
             .iter()
-            .map(|&s| {
-                let image = &image_slices[s].pixels;
-                let mut p = Array2::zeros(image.dim());
-                segment_pixels(
-                    &models[f],
-                    PixelView::F32(image.view()),
-                    "t",
-                    &dihedral,
-                    &mut || {},
-                    &|| false,
-                    p.view_mut(),
-                )
-                .expect("segment");
-                p
-            })
+            .map(|&s| map_of(&models[f], &image_slices[s].pixels, Averaging::Dihedral))
             .collect();
         let (mean, o) = best_of(&|opts| {
             own_maps
