@@ -3,8 +3,9 @@
 //! --float`'s, or the out-of-fold maps `segment-train cv` writes to OUT/maps) with each
 //! setting of `labels::tuning_grid`, scores the labels against the ground truth GT
 //! (direct V_rand / V_info, the mean over slices; `label_tuning::sweep`) and prints the
-//! best settings, best last. Also prints the best threshold of the maps themselves (the
-//! official score of the probability maps), for comparison.
+//! best settings, best last, then the best as `segment-run label` flags (the choice
+//! `segment-train cv` makes). Also prints the best threshold of the maps themselves
+//! (the official score of the probability maps), for comparison.
 //!
 //! Maps named `slice-NN.tif` (cv's) are matched to page NN of GT; otherwise the maps,
 //! sorted by name, are matched to GT's pages in order. Run it on slices that chose
@@ -79,6 +80,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             o.merge_threshold,
             o.min_size
         );
+    }
+    // the choice `segment-train cv` makes (the first of equals), as segment-run label flags
+    if let Some(best) = table.best(&all) {
+        println!("best: {}", grid[best].command_line_flags());
     }
     Ok(())
 }
