@@ -266,14 +266,12 @@ pub fn score(
     let half = nearest(&avg.thresholds, 0.5);
     let best_one = nearest(&one.thresholds, one.v_rand_threshold);
     let best = nearest(&avg.thresholds, avg.v_rand_threshold);
-    let mut own_threshold_for_row = vec![None; which.len()];
-    for &(f, t) in &own_thresholds {
-        for (k, &(_, fold)) in which.iter().enumerate() {
-            if fold == f {
-                own_threshold_for_row[k] = Some(nearest(&avg.thresholds, t));
-            }
-        }
-    }
+    let own_threshold_for_row = for_each_row(
+        &which,
+        own_thresholds
+            .iter()
+            .map(|&(f, t)| (f, nearest(&avg.thresholds, t))),
+    );
     let options = LabelOptions::default();
     let labels_dir = created(out.join("labels"))?;
     let mut label_scores: Vec<Option<SliceScores>> = Vec::new();
@@ -306,14 +304,7 @@ pub fn score(
         }
     }
     // the model's own setting, scored by the same sweep of the out-of-fold maps
-    let mut own_for_row = vec![None; which.len()];
-    for &(f, o, _) in &own_label_choices {
-        for (k, &(_, fold)) in which.iter().enumerate() {
-            if fold == f {
-                own_for_row[k] = Some(o);
-            }
-        }
-    }
+    let own_for_row = for_each_row(&which, own_label_choices.iter().map(|&(f, o, _)| (f, o)));
     let all: Vec<usize> = (0..which.len()).collect();
     let labels_best_setting = sweep
         .best(&all)
@@ -373,6 +364,22 @@ pub fn score(
         own_label_choices,
         own_thresholds,
     })
+}
+
+/// Per scored row (`which`: (slice, fold) of each), the value its fold was given.
+fn for_each_row<T: Copy>(
+    which: &[(usize, usize)],
+    per_fold: impl IntoIterator<Item = (usize, T)>,
+) -> Vec<Option<T>> {
+    let mut rows = vec![None; which.len()];
+    for (f, value) in per_fold {
+        for (row, &(_, fold)) in rows.iter_mut().zip(which) {
+            if fold == f {
+                *row = Some(value);
+            }
+        }
+    }
+    rows
 }
 
 /// Cell maps (1 - p) of membrane maps, as the official evaluation takes them.
