@@ -24,7 +24,7 @@ if [ -z "$bin" ]; then
 fi
 command -v nvidia-smi > /dev/null || { echo "nvidia-smi not found: no NVIDIA driver here" >&2; exit 2; }
 "$bin" fixtures --device cuda --out fixtures \
-  --shipped models/isbi-small-bce.onnx --volume ../shared/data/isbi2012/train-volume.tif
+  --shipped models/isbi-small-bce.onnx --volume data/isbi2012/train/images
 {
   echo "# GPU outputs of the fixtures"
   echo

@@ -1,29 +1,28 @@
 """Segment an ISBI 2012 training slice with the shipped model, score it against its
 labels, and save an overlay (works in a script or, cell by cell, in Jupyter).
 
-    pip install target/wheels/skipseg-*.whl tifffile pillow
+    pip install target/wheels/skipseg-*.whl pillow
     python examples/python/segment.py [SLICE] [OUT.png]
 
-SLICE: index into ../shared/data/isbi2012/train-volume.tif (default 27, a validation
-slice of the shipped model). See examples/python/README.md for a walkthrough.
+SLICE: an ISBI training slice, data/isbi2012/train/images/SLICE.png (default 27, a
+validation slice of the shipped model). See examples/python/README.md for a walkthrough.
 """
 
 import sys
 from pathlib import Path
 
 import numpy as np
-import tifffile
 from PIL import Image
 
 import skipseg
 
 root = Path(__file__).resolve().parents[2]
-data = root.parent / "shared" / "data" / "isbi2012"
+data = root / "data" / "isbi2012" / "train"
 k = int(sys.argv[1]) if len(sys.argv) > 1 else 27
 out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("overlay.png")
 
-image = tifffile.imread(data / "train-volume.tif")[k]  # uint8, 512 x 512
-labels = tifffile.imread(data / "train-labels.tif")[k]  # 255 cell, 0 membrane
+image = np.array(Image.open(data / "images" / f"{k:02d}.png"))  # uint8, 512 x 512
+labels = np.array(Image.open(data / "labels" / f"{k:02d}.png"))  # 255 cell, 0 membrane
 
 model = skipseg.Model()  # the shipped model, compiled into the wheel
 print(model.info["architecture"], model.info["preprocessing"]["description"])

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-ISBI = ROOT.parent / "shared" / "data" / "isbi2012"
+# the repository's copy of the ISBI 2012 slices (data/isbi2012/README.md): a fresh clone
+# needs nothing outside it
+ISBI = ROOT / "data" / "isbi2012" / "train"
 sys.path.insert(0, str(ROOT / "tests" / "oracle"))
 
 
@@ -34,12 +36,17 @@ def segment_run():
 @pytest.fixture(scope="session")
 def isbi_volume():
     """The 30 ISBI training slices, uint8 [30, 512, 512]."""
-    return tifffile.imread(ISBI / "train-volume.tif")
+    return read_stack(ISBI / "images")
 
 
 @pytest.fixture(scope="session")
 def isbi_labels():
-    return tifffile.imread(ISBI / "train-labels.tif")
+    return read_stack(ISBI / "labels")
+
+
+def read_stack(folder):
+    """The 30 PNG slices 00.png .. 29.png of `folder`, uint8 [30, 512, 512]."""
+    return np.stack([np.array(Image.open(folder / f"{k:02d}.png")) for k in range(30)])
 
 
 @pytest.fixture(scope="session")

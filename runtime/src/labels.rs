@@ -149,7 +149,7 @@ impl Oversegmentation {
     /// (the other fields are [`Self::merge`]'s).
     pub fn new(probability: &[f32], width: usize, options: &LabelOptions) -> Self {
         let p = sanitised(probability);
-        let mut seeds = match options.seeds {
+        let seeds = match options.seeds {
             SeedKind::Minima => {
                 minima_seeds(&p, width, options.seed_sigma, options.seed_max_probability)
             }
@@ -160,12 +160,6 @@ impl Oversegmentation {
                 component_seeds(&p, width, options.seed_sigma, options.seed_max_probability)
             }
         };
-        if seeds.iter().all(|&s| s == 0) {
-            // no cell anywhere (every seed kind can find none, e.g. on a map that is
-            // membrane everywhere): the image is one region, so that every pixel is
-            // labelled
-            seeds.fill(1);
-        }
         let regions = watershed(&p, width, &seeds);
         let graph = RegionGraph::new(&p, width, &regions.labels, regions.count);
         Self {
@@ -317,11 +311,17 @@ pub fn minima_seeds(p: &[f32], width: usize, sigma: f32, max_probability: f32) -
 }
 
 /// Seed markers from the 4-connected components of the smoothed probability below
-/// `max_probability` (1, 2, ... in raster order; 0 elsewhere).
+/// `max_probability` (1, 2, ... in raster order; 0 elsewhere). An image without such a
+/// pixel gets one seed, the whole image (as the other seed kinds, which fall back on
+/// their global minimum: every pixel is then labelled).
 pub fn component_seeds(p: &[f32], width: usize, sigma: f32, max_probability: f32) -> Vec<u32> {
     let smooth = gaussian_blur(p, width, sigma);
     let cell: Vec<bool> = smooth.iter().map(|&v| v < max_probability).collect();
-    crate::metrics::components4(&cell, width).0
+    let (mut seeds, count) = crate::metrics::components4(&cell, width);
+    if count == 0 {
+        seeds.fill(1);
+    }
+    seeds
 }
 
 /// Seed markers from the regional maxima of the distance transform of the cell mask

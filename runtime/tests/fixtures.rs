@@ -161,10 +161,9 @@ fn runtime_reproduces_gpu_shipped_model_outputs_where_recorded() {
             .expect("a file name")
     ));
     let int8 = Segmenter::from_path(&int8_path).expect("the int8 model beside it");
-    let stack = skipseg_runtime::io::read_slices(
-        &common::root().join("../shared/data/isbi2012/train-volume.tif"),
-    )
-    .expect("ISBI training volume");
+    let stack =
+        skipseg_runtime::io::read_slices(&common::root().join("data/isbi2012/train/images"))
+            .expect("ISBI training slices");
     for path in outputs {
         let name = path.file_name().and_then(|n| n.to_str()).expect("a name");
         let k: usize = name

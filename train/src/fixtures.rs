@@ -319,7 +319,7 @@ mod tests {
     fn shipped_model_in_burn_equals_tract_on_an_isbi_slice() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let model = root.join("models/isbi-small-bce.onnx");
-        let volume = root.join("../shared/data/isbi2012/train-volume.tif");
+        let volume = root.join("data/isbi2012/train/images");
         let tmp =
             std::env::temp_dir().join(format!("skipseg-shipped-fixtures-{}", std::process::id()));
         let written =
@@ -329,7 +329,7 @@ mod tests {
         let got = npy::read(&tmp.join(SHIPPED_DIR).join(shipped_output_name("cpu", 27)))
             .expect("written output");
         let seg = skipseg_runtime::Segmenter::from_path(&model).expect("loads in tract");
-        let slice = &skipseg_runtime::io::read_slices(&volume).expect("ISBI volume")[27];
+        let slice = &skipseg_runtime::io::read_slices(&volume).expect("ISBI slices")[27];
         let input = seg.meta().preprocessing.network_input(slice.pixels.view());
         let want = seg.run(input.into_dyn().view()).expect("tract runs");
         assert_eq!(want.shape(), got.shape());

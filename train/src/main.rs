@@ -102,8 +102,9 @@ enum Command {
         /// With --device cuda: the shipped model (ONNX as `export` writes it).
         #[arg(long, default_value = "models/isbi-small-bce.onnx")]
         shipped: PathBuf,
-        /// With --device cuda: the image stack the shipped model runs on.
-        #[arg(long, default_value = "../shared/data/isbi2012/train-volume.tif")]
+        /// With --device cuda: the image stack (a multi-page TIFF, or a folder of slices
+        /// taken in name order) the shipped model runs on.
+        #[arg(long, default_value = "data/isbi2012/train/images")]
         volume: PathBuf,
     },
 }
